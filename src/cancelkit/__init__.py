@@ -1,0 +1,52 @@
+"""cancelkit: Stop means stop, in async Python services and LLM agents.
+
+The primitives live here: reasons and exceptions, ``CancelToken``, the ``gather``
+family and ``to_thread``. Each is defined in a private module and re-exported; this
+module is the one front door.
+"""
+
+from ._amap import amap as amap
+from ._as_completed import AsCompleted as AsCompleted
+from ._as_completed import as_completed as as_completed
+from ._exceptions import AbandonedThreadWarning as AbandonedThreadWarning
+from ._exceptions import CancelKind as CancelKind
+from ._exceptions import Cancelled as Cancelled
+from ._exceptions import CancelReason as CancelReason
+from ._exceptions import RunCancelled as RunCancelled
+from ._exceptions import other_errors as other_errors
+from ._gather import gather as gather
+from ._race import race as race
+from ._threads import thread_stats as thread_stats
+from ._threads import to_thread as to_thread
+from ._token import CancelHandle as CancelHandle
+from ._token import CancelToken as CancelToken
+from ._token import current_token as current_token
+from ._token import link as link
+
+__all__ = (
+    "AbandonedThreadWarning",
+    "AsCompleted",
+    "CancelHandle",
+    "CancelKind",
+    "CancelReason",
+    "CancelToken",
+    "Cancelled",
+    "RunCancelled",
+    "amap",
+    "as_completed",
+    "current_token",
+    "gather",
+    "link",
+    "other_errors",
+    "race",
+    "thread_stats",
+    "to_thread",
+)
+
+__version__ = "0.1.0"
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("cancelkit."):
+        _obj.__module__ = __name__
+del _name, _obj

@@ -1,0 +1,146 @@
+"""Reasons and exceptions: the vocabulary every layer of cancelkit speaks.
+
+The hierarchy, and the one rule behind it (DESIGN.md, contract 1)::
+
+    BaseException
+     └── Cancelled                "you are being cancelled" (sync code, token.check())
+    Exception
+     └── RunCancelled             "the work you waited for was cancelled"
+    Warning
+     └── RuntimeWarning
+          └── AbandonedThreadWarning   a worker thread ignored its token past its grace
+
+In async code "you are being cancelled" is the backend's own exception
+(``asyncio.CancelledError``, ``trio.Cancelled``); cancelkit never invents another one
+there. ``Cancelled`` derives from ``BaseException`` so that tool code written as
+``except Exception:`` cannot swallow a Stop. ``RunCancelled`` is an ordinary
+``Exception``: the caller is fine, only what it waited for was stopped.
+
+Every cancellation carries a :class:`CancelReason`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal, get_args
+
+__all__ = (
+    "AbandonedThreadWarning",
+    "CancelKind",
+    "CancelReason",
+    "Cancelled",
+    "RunCancelled",
+    "other_errors",
+)
+
+CancelKind = Literal["user", "disconnect", "timeout", "budget", "shutdown", "error", "parent"]
+"""Why something was cancelled. The set is closed: every layer can switch on it."""
+
+_KINDS: Final[frozenset[str]] = frozenset(get_args(CancelKind))
+
+
+@dataclass(frozen=True, slots=True)
+class CancelReason:
+    """Why a piece of work was stopped: a ``kind`` from a closed set and free text.
+
+    Args:
+        kind: one of ``user``, ``disconnect``, ``timeout``, ``budget``, ``shutdown``,
+            ``error``, ``parent``.
+        message: a human-readable detail, for logs and API responses.
+
+    Raises:
+        ValueError: if ``kind`` is not one of the known kinds.
+        TypeError: if ``message`` is not a string.
+    """
+
+    kind: CancelKind
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"unknown cancel kind {self.kind!r}; expected one of {sorted(_KINDS)}")
+        if not isinstance(self.message, str):
+            raise TypeError(f"message must be a str, not {type(self.message).__name__}")
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}" if self.message else self.kind
+
+
+class Cancelled(BaseException):
+    """Raised by :meth:`CancelToken.check` in sync code: "you are being cancelled".
+
+    It is a ``BaseException`` so ``except Exception`` in tool code does not swallow it.
+    Catch it only to clean up, then re-raise.
+
+    Attributes:
+        reason: why the token was cancelled.
+    """
+
+    reason: CancelReason
+
+    def __init__(self, reason: CancelReason) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cancelled ({self.reason})"
+
+
+class RunCancelled(Exception):  # noqa: N818 - names the outcome, like asyncio.CancelledError
+    """The work you waited for (a run, a thread call, a child) was cancelled.
+
+    An ordinary ``Exception``: the caller itself is not being cancelled.
+
+    Attributes:
+        reason: why the work was cancelled.
+    """
+
+    reason: CancelReason
+
+    def __init__(self, reason: CancelReason) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cancelled ({self.reason})"
+
+
+class AbandonedThreadWarning(RuntimeWarning):
+    """A function in a worker thread did not return within its grace period.
+
+    The thread keeps running (Python cannot kill a thread); cancelkit stops waiting
+    for it, frees its pool slot and reports it by name instead of leaking it silently.
+    """
+
+
+_OTHERS_ATTR: Final = "__cancelkit_other_errors__"
+
+
+def attach_other_errors(error: BaseException, others: list[BaseException]) -> None:
+    """Keep the failures that lost the race on the one that is raised.
+
+    The objects stay reachable through :func:`other_errors`; a note per failure makes
+    them visible in the traceback as well.
+    """
+    if not others:
+        return
+    kept: tuple[BaseException, ...] = getattr(error, _OTHERS_ATTR, ())
+    setattr(error, _OTHERS_ATTR, kept + tuple(others))
+    for other in others:
+        error.add_note(f"cancelkit: another child failed too: {other!r}")
+
+
+def other_errors(error: BaseException) -> tuple[BaseException, ...]:
+    """The other failures that ``gather`` or ``amap`` kept on the error they raised.
+
+    ``gather`` raises the first failure as itself; any child that failed after it
+    (while being cancelled, or at the same moment) is kept here, in completion order.
+
+    Args:
+        error: an exception raised by ``gather`` or ``amap``.
+
+    Returns:
+        The other failures; an empty tuple when there were none.
+    """
+    others: tuple[BaseException, ...] = getattr(error, _OTHERS_ATTR, ())
+    return others

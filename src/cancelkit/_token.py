@@ -1,0 +1,263 @@
+"""``CancelToken``: a thread-safe "please stop" with a reason, for sync and async code.
+
+A token is the one object every layer can see: a sync tool in a worker thread calls
+``check()``, async code ``await``\\ s ``wait()``, a stream registers ``on_cancel`` to
+close its connection. Cancelling is a single atomic transition (the first reason
+wins) that can happen from any thread or from code with no event loop; waiters are
+woken on their own loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import weakref
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Final
+
+from ._backend import make_waiter
+from ._exceptions import Cancelled, CancelReason
+from ._timers import schedule
+from ._validate import seconds
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._timers import Deadline
+
+__all__ = ("CancelHandle", "CancelToken", "current_token", "link")
+
+logger = logging.getLogger("cancelkit")
+
+_DEFAULT_REASON: Final = CancelReason("user")
+
+_current: ContextVar[CancelToken | None] = ContextVar("cancelkit_current_token", default=None)
+
+
+class CancelHandle:
+    """The registration of one ``on_cancel`` callback; ``remove()`` takes it back."""
+
+    __slots__ = ("_key", "_token")
+
+    def __init__(self, token: CancelToken | None, key: int) -> None:
+        self._token = token
+        self._key = key
+
+    def remove(self) -> bool:
+        """Unregister the callback.
+
+        Returns:
+            True if it was still registered (so it will now never run); False if it
+            has already run or was removed before.
+        """
+        token, self._token = self._token, None
+        if token is None:
+            return False
+        return token._remove_callback(self._key)
+
+
+_keys = itertools.count()
+
+
+class CancelToken:
+    """A cancellation flag with a reason, safe across threads and event loops.
+
+    Args:
+        timeout: seconds after which the token cancels itself with kind
+            ``timeout``. All deadlines share one timer thread.
+
+    Raises:
+        TypeError, ValueError: ``timeout`` is not a finite number >= 0.
+    """
+
+    __slots__ = ("__weakref__", "_callbacks", "_children", "_deadline", "_lock", "_reason")
+
+    def __init__(self, timeout: float | None = None) -> None:
+        self._reason: CancelReason | None = None
+        self._lock = threading.Lock()
+        self._callbacks: dict[int, Callable[[CancelReason], object]] | None = None
+        self._children: weakref.WeakSet[CancelToken] | None = None
+        self._deadline: Deadline | None = None
+        delay = seconds(timeout, "timeout")
+        if delay is not None:
+            self._deadline = schedule(self, delay)
+
+    def __repr__(self) -> str:
+        state = f"cancelled ({self._reason})" if self._reason else "active"
+        return f"<CancelToken {state}>"
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the token has been cancelled."""
+        return self._reason is not None
+
+    @property
+    def reason(self) -> CancelReason | None:
+        """Why the token was cancelled, or ``None`` while it is active."""
+        return self._reason
+
+    def check(self) -> None:
+        """Raise :class:`Cancelled` if the token is cancelled; otherwise do nothing.
+
+        Meant for sync code (a tool in a worker thread) between units of work.
+
+        Raises:
+            Cancelled: carrying the token's reason.
+        """
+        if self._reason is not None:
+            raise Cancelled(self._reason)
+
+    def cancel(self, reason: CancelReason | None = None) -> bool:
+        """Cancel the token, its children, and run its callbacks.
+
+        Safe from any thread, any task, or code with no event loop. The first reason
+        wins; later calls change nothing.
+
+        Args:
+            reason: why; defaults to ``CancelReason("user")``.
+
+        Returns:
+            True if this call cancelled the token, False if it already was.
+
+        Raises:
+            TypeError: ``reason`` is not a :class:`CancelReason`.
+        """
+        if reason is None:
+            reason = _DEFAULT_REASON
+        elif not isinstance(reason, CancelReason):
+            raise TypeError(f"reason must be a CancelReason, not {type(reason).__name__}")
+        callbacks: list[Callable[[CancelReason], object]] = []
+        pending = [self]
+        won = False
+        # Iterative, so a deep chain of children cannot hit the recursion limit.
+        while pending:
+            token = pending.pop()
+            with token._lock:
+                if token._reason is not None:
+                    continue
+                token._reason = reason
+                registered, token._callbacks = token._callbacks, None
+                children, token._children = token._children, None
+                deadline, token._deadline = token._deadline, None
+            won = won or token is self
+            if deadline is not None:
+                deadline.discard()
+            if registered:
+                callbacks.extend(registered.values())
+            if children:
+                pending.extend(children)
+        for callback in callbacks:
+            try:
+                callback(reason)
+            except Exception:
+                logger.exception("cancelkit: on_cancel callback %r failed", callback)
+        return won
+
+    def _expire(self) -> None:
+        self.cancel(CancelReason("timeout", "the token's deadline passed"))
+
+    def on_cancel(self, callback: Callable[[CancelReason], object]) -> CancelHandle:
+        """Run ``callback(reason)`` when the token is cancelled.
+
+        If the token is already cancelled the callback runs at once, in this thread.
+        Otherwise it runs in whichever thread calls ``cancel()``: keep it short and
+        thread-safe. An exception from it is logged and never breaks ``cancel()``.
+
+        Returns:
+            A handle whose ``remove()`` unregisters the callback.
+
+        Raises:
+            TypeError: ``callback`` is not callable.
+        """
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        key = next(_keys)
+        with self._lock:
+            reason = self._reason
+            if reason is None:
+                if self._callbacks is None:
+                    self._callbacks = {}
+                self._callbacks[key] = callback
+                return CancelHandle(self, key)
+        try:
+            callback(reason)
+        except Exception:
+            logger.exception("cancelkit: on_cancel callback %r failed", callback)
+        return CancelHandle(None, key)
+
+    def _remove_callback(self, key: int) -> bool:
+        with self._lock:
+            if self._callbacks is None:
+                return False
+            return self._callbacks.pop(key, None) is not None
+
+    async def wait(self) -> CancelReason:
+        """Wait until the token is cancelled, without polling, on asyncio or trio.
+
+        Returns:
+            The reason it was cancelled.
+        """
+        reason = self._reason
+        if reason is not None:
+            return reason
+        waiter = make_waiter()
+        handle = self.on_cancel(lambda _reason: waiter.set())
+        try:
+            await waiter.wait()
+        finally:
+            handle.remove()
+        assert self._reason is not None
+        return self._reason
+
+    def child(self, timeout: float | None = None) -> CancelToken:
+        """A new token cancelled together with this one, with the same reason.
+
+        Cancelling the child does not touch the parent. The parent holds its
+        children weakly: a child that is dropped leaves nothing behind in it.
+
+        Args:
+            timeout: an own deadline for the child, in seconds.
+        """
+        child = CancelToken(timeout)
+        self._adopt(child)
+        return child
+
+    def _adopt(self, child: CancelToken) -> None:
+        with self._lock:
+            reason = self._reason
+            if reason is None:
+                if self._children is None:
+                    self._children = weakref.WeakSet()
+                self._children.add(child)
+                return
+        child.cancel(reason)
+
+
+def link(*tokens: CancelToken) -> CancelToken:
+    """A new token cancelled as soon as any of ``tokens`` is, with that one's reason.
+
+    Typical use: stop a tool call when either the user's Stop or the tool's own
+    deadline fires. With no tokens, the result is simply a new active token.
+
+    Raises:
+        TypeError: an argument is not a :class:`CancelToken`.
+    """
+    for index, token in enumerate(tokens):
+        if not isinstance(token, CancelToken):
+            raise TypeError(f"link(): argument {index} is not a CancelToken: {token!r}")
+    linked = CancelToken()
+    for token in tokens:
+        token._adopt(linked)
+    return linked
+
+
+def current_token() -> CancelToken:
+    """The token of the work this code runs for.
+
+    Inside a :func:`to_thread` worker it is the token of that call; inside a run it
+    is the run's token. Elsewhere it is a fresh token nobody else holds, so code that
+    calls ``current_token().check()`` also runs fine outside cancelkit.
+    """
+    token = _current.get()
+    return token if token is not None else CancelToken()

@@ -1,0 +1,185 @@
+"""to_thread: the worker sees its token, Stop reaches it, stragglers are named."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+
+import anyio
+import pytest
+
+from cancelkit import (
+    AbandonedThreadWarning,
+    Cancelled,
+    CancelReason,
+    CancelToken,
+    RunCancelled,
+    current_token,
+    thread_stats,
+    to_thread,
+)
+
+pytestmark = pytest.mark.anyio
+
+USER = CancelReason("user", "stop pressed")
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+def cooperative(seconds: float, seen: list[CancelReason]) -> str:
+    """A sync tool that checks its token between small units of work."""
+    token = current_token()
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            token.check()
+            time.sleep(0.001)
+    except Cancelled as stop:
+        seen.append(stop.reason)
+        raise
+    return "finished"
+
+
+async def test_the_result_and_errors_come_back() -> None:
+    assert await to_thread(sum, [1, 2, 3]) == 6
+    with pytest.raises(ZeroDivisionError):
+        await to_thread(divmod, 1, 0)
+
+
+async def test_the_worker_sees_its_own_token_and_the_callers_context() -> None:
+    request_id.set("req-7")
+    outer = CancelToken()
+
+    def inspect_context() -> tuple[bool, str, str]:
+        token = current_token()
+        return token is current_token(), request_id.get(), threading.current_thread().name
+
+    same, rid, name = await to_thread(inspect_context, token=outer)
+    assert same
+    assert rid == "req-7"
+    assert "inspect_context" in name
+
+
+async def test_a_cancelled_caller_cancels_the_token_and_waits_for_the_thread() -> None:
+    seen: list[CancelReason] = []
+    with anyio.move_on_after(0.05):
+        await to_thread(cooperative, 5, seen)
+    assert len(seen) == 1
+    assert seen[0].kind == "parent"  # the awaiting task was cancelled, no finer reason known
+
+
+async def test_the_callers_token_reason_reaches_the_thread() -> None:
+    run_token = CancelToken()
+    seen: list[CancelReason] = []
+    async with anyio.create_task_group() as group:
+        group.start_soon(_cancel_later, run_token, 0.03)
+        with pytest.raises(RunCancelled) as info:
+            await to_thread(cooperative, 5, seen, token=run_token)
+    assert seen == [USER]
+    assert info.value.reason is USER
+
+
+async def _cancel_later(token: CancelToken, delay: float) -> None:
+    await anyio.sleep(delay)
+    token.cancel(USER)
+
+
+async def test_a_tool_that_swallows_exceptions_still_stops() -> None:
+    steps: list[int] = []
+
+    def careless() -> str:
+        token = current_token()
+        for step in range(10_000):
+            try:
+                token.check()
+                time.sleep(0.001)
+                steps.append(step)
+            except Exception:  # must not catch Cancelled
+                steps.append(-1)
+        return "ignored the stop"
+
+    started = time.monotonic()
+    with anyio.move_on_after(0.03):
+        await to_thread(careless)
+    assert time.monotonic() - started < 0.5
+    assert -1 not in steps
+
+
+async def test_a_thread_that_ignores_its_token_is_reported_by_name() -> None:
+    release = threading.Event()
+
+    def stubborn() -> None:
+        release.wait(5)
+
+    before = thread_stats()["abandoned_running"]
+    with (
+        pytest.warns(AbandonedThreadWarning, match="stubborn"),
+        anyio.move_on_after(0.02),
+    ):
+        await to_thread(stubborn, grace=0.05)
+    assert thread_stats()["abandoned_running"] == before + 1
+    release.set()
+    for _ in range(200):
+        if thread_stats()["abandoned_running"] == before:
+            break
+        await anyio.sleep(0.01)
+    assert thread_stats()["abandoned_running"] == before
+
+
+async def test_grace_bounds_how_long_a_cancelled_caller_waits() -> None:
+    release = threading.Event()
+    started = time.monotonic()
+    with pytest.warns(AbandonedThreadWarning), anyio.move_on_after(0.01):
+        await to_thread(release.wait, 5, grace=0.1)
+    assert time.monotonic() - started < 0.5
+    release.set()
+
+
+async def test_the_pool_is_bounded_and_queued_calls_still_run() -> None:
+    gate = threading.Event()
+    running = peak = 0
+    lock = threading.Lock()
+
+    def blocked() -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        gate.wait(5)
+        with lock:
+            running -= 1
+
+    async with anyio.create_task_group() as group:
+        for _ in range(60):
+            group.start_soon(to_thread, blocked)
+        await anyio.sleep(0.2)
+        assert thread_stats()["queued"] >= 1
+        gate.set()
+    assert peak <= 40
+
+
+async def test_a_queued_call_cancelled_before_it_starts_never_runs() -> None:
+    gate = threading.Event()
+    ran: list[int] = []
+    async with anyio.create_task_group() as group:
+        for _ in range(40):
+            group.start_soon(to_thread, gate.wait, 5)
+        await anyio.sleep(0.05)
+        with anyio.move_on_after(0.02):
+            await to_thread(ran.append, 1)
+        gate.set()
+    assert ran == []
+
+
+async def test_bad_arguments_are_refused() -> None:
+    async def coroutine_function() -> None:
+        pass
+
+    with pytest.raises(TypeError, match="fn must be callable"):
+        await to_thread(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="is a coroutine function"):
+        await to_thread(coroutine_function)  # type: ignore[unused-coroutine]
+    with pytest.raises(TypeError, match="token must be a CancelToken"):
+        await to_thread(print, token="t")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="grace"):
+        await to_thread(print, grace=-1)
