@@ -199,7 +199,7 @@ def _caller_reason(exc: BaseException, token: CancelToken) -> CancelReason:
 async def to_thread(
     fn: Callable[[Unpack[PosArgs]], T],
     /,
-    *args: Unpack[PosArgs],
+    *args: *PosArgs,
     token: CancelToken | None = None,
     grace: float = DEFAULT_GRACE,
 ) -> T:

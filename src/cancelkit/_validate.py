@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -57,17 +58,18 @@ def awaitables(fn_name: str, values: tuple[Awaitable[T], ...]) -> tuple[Awaitabl
     Raises:
         TypeError: an argument is not awaitable, or the same one is passed twice.
     """
-    seen: set[int] = set()
     for index, value in enumerate(values):
-        problem = None
-        if not inspect.isawaitable(value):
+        if type(value) is not CoroutineType and not inspect.isawaitable(value):
             problem = f"argument {index} is not awaitable: {type(value).__name__}"
             if callable(value):
                 problem += " (pass the coroutine, f(), not the function f)"
-        elif id(value) in seen:
-            problem = f"argument {index} is passed twice: {value!r}"
-        if problem is not None:
             close_all(values)
             raise TypeError(f"{fn_name}(): {problem}")
-        seen.add(id(value))
+    if len(set(map(id, values))) != len(values):
+        seen: set[int] = set()
+        for index, value in enumerate(values):  # pragma: no branch - a duplicate exists
+            if id(value) in seen:
+                close_all(values)
+                raise TypeError(f"{fn_name}(): argument {index} is passed twice: {value!r}")
+            seen.add(id(value))
     return values

@@ -1,0 +1,26 @@
+# Shared by scripts/demo and scripts/test: a project virtualenv with what it needs.
+# Sourced, not run. Creates .venv on first use; reinstalls when pyproject.toml changes.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "cancelkit needs Python >= 3.11 (found: $("$PYTHON" --version 2>&1)); set PYTHON=..." >&2
+  exit 1
+fi
+
+ensure_venv() {  # ensure_venv EXTRAS
+  local extras="$1"
+  if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+  fi
+  local stamp=".venv/.cancelkit-installed-${extras//,/-}"
+  local digest
+  digest="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[${extras}]"
+    echo "$digest" > "$stamp"
+  fi
+}
