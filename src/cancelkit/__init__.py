@@ -8,6 +8,7 @@ module is the one front door.
 from ._amap import amap as amap
 from ._as_completed import AsCompleted as AsCompleted
 from ._as_completed import as_completed as as_completed
+from ._background import Background as Background
 from ._exceptions import AbandonedThreadWarning as AbandonedThreadWarning
 from ._exceptions import CancelKind as CancelKind
 from ._exceptions import Cancelled as Cancelled
@@ -16,6 +17,15 @@ from ._exceptions import RunCancelled as RunCancelled
 from ._exceptions import other_errors as other_errors
 from ._gather import gather as gather
 from ._race import race as race
+from ._runs import Run as Run
+from ._runs import RunOutcome as RunOutcome
+from ._runs import Runs as Runs
+from ._runs import RunStatus as RunStatus
+from ._runs import spawn as spawn
+from ._streams import GuardedStream as GuardedStream
+from ._streams import guard_stream as guard_stream
+from ._tasks import TaskHandle as TaskHandle
+from ._tasks import TaskState as TaskState
 from ._threads import thread_stats as thread_stats
 from ._threads import to_thread as to_thread
 from ._token import CancelHandle as CancelHandle
@@ -26,19 +36,29 @@ from ._token import link as link
 __all__ = (
     "AbandonedThreadWarning",
     "AsCompleted",
+    "Background",
     "CancelHandle",
     "CancelKind",
     "CancelReason",
     "CancelToken",
     "Cancelled",
+    "GuardedStream",
+    "Run",
     "RunCancelled",
+    "RunOutcome",
+    "RunStatus",
+    "Runs",
+    "TaskHandle",
+    "TaskState",
     "amap",
     "as_completed",
     "current_token",
     "gather",
+    "guard_stream",
     "link",
     "other_errors",
     "race",
+    "spawn",
     "thread_stats",
     "to_thread",
 )

@@ -135,7 +135,7 @@ class _AsyncioGather:
     def cancel_all(self) -> None:
         if not self.ours:
             self.ours = {i for i, task in enumerate(self.tasks) if not task.done()}
-        cancel_tasks(self.tasks)  # type: ignore[arg-type]  # futures are cancelled plainly
+        cancel_tasks(self.tasks)
 
     async def wait_all(self) -> None:
         """Wait for every task to end; further cancels of the caller are held off."""

@@ -71,13 +71,23 @@ class CancelToken:
         TypeError, ValueError: ``timeout`` is not a finite number >= 0.
     """
 
-    __slots__ = ("__weakref__", "_callbacks", "_children", "_deadline", "_lock", "_reason")
+    __slots__ = (
+        "__weakref__",
+        "_callbacks",
+        "_children",
+        "_deadline",
+        "_finished",
+        "_lock",
+        "_reason",
+    )
 
     def __init__(self, timeout: float | None = None) -> None:
         self._reason: CancelReason | None = None
+        self._finished = False
         self._lock = threading.Lock()
         self._callbacks: dict[int, Callable[[CancelReason], object]] | None = None
-        self._children: weakref.WeakSet[CancelToken] | None = None
+        # Children are held weakly; a dropped child's reference removes itself.
+        self._children: set[weakref.ref[CancelToken]] | None = None
         self._deadline: Deadline | None = None
         delay = seconds(timeout, "timeout")
         if delay is not None:
@@ -130,29 +140,56 @@ class CancelToken:
         callbacks: list[Callable[[CancelReason], object]] = []
         pending = [self]
         won = False
-        # Iterative, so a deep chain of children cannot hit the recursion limit.
+        # Iterative, so a deep chain of children cannot hit the recursion limit; the
+        # lock is taken by hand because this loop is the hot path of a big Stop.
         while pending:
             token = pending.pop()
-            with token._lock:
-                if token._reason is not None:
-                    continue
-                token._reason = reason
-                registered, token._callbacks = token._callbacks, None
-                children, token._children = token._children, None
-                deadline, token._deadline = token._deadline, None
-            won = won or token is self
+            lock = token._lock
+            lock.acquire()
+            if token._reason is not None or token._finished:
+                lock.release()
+                continue
+            token._reason = reason
+            registered, token._callbacks = token._callbacks, None
+            children, token._children = token._children, None
+            deadline, token._deadline = token._deadline, None
+            lock.release()
+            if token is self:
+                won = True
             if deadline is not None:
                 deadline.discard()
             if registered:
                 callbacks.extend(registered.values())
             if children:
-                pending.extend(children)
+                for ref in children.copy():  # a C-level copy: a concurrent drop is safe
+                    child = ref()
+                    if child is not None:
+                        pending.append(child)
         for callback in callbacks:
             try:
                 callback(reason)
             except Exception:
                 logger.exception("cancelkit: on_cancel callback %r failed", callback)
         return won
+
+    def _finish(self) -> bool:
+        """Declare the guarded work over: from now on ``cancel()`` returns False.
+
+        Atomic with ``cancel()``: exactly one of them wins, so a run that completes
+        while a Stop arrives reports one outcome to both sides.
+
+        Returns:
+            True if the work finished uncancelled; False if a cancel won first.
+        """
+        with self._lock:
+            if self._reason is not None:
+                return False
+            self._finished = True
+            self._callbacks = None
+            deadline, self._deadline = self._deadline, None
+        if deadline is not None:
+            deadline.discard()
+        return True
 
     def _expire(self) -> None:
         self.cancel(CancelReason("timeout", "the token's deadline passed"))
@@ -175,6 +212,8 @@ class CancelToken:
         key = next(_keys)
         with self._lock:
             reason = self._reason
+            if self._finished:
+                return CancelHandle(None, key)
             if reason is None:
                 if self._callbacks is None:
                     self._callbacks = {}
@@ -227,9 +266,12 @@ class CancelToken:
         with self._lock:
             reason = self._reason
             if reason is None:
-                if self._children is None:
-                    self._children = weakref.WeakSet()
-                self._children.add(child)
+                if self._finished:
+                    return  # a finished token never cancels: nothing to follow
+                children = self._children
+                if children is None:
+                    children = self._children = set()
+                children.add(weakref.ref(child, children.discard))
                 return
         child.cancel(reason)
 

@@ -1,0 +1,267 @@
+"""Benchmarks of runs against the bare primitives a user would otherwise use.
+
+Run: ``python bench/bench_runs.py`` (``--quick`` for a smaller run).
+
+- start + cancel one run (start, cancel, wait for the end), per run, against a bare
+  asyncio task and a trio nursery with a cancel scope;
+- cancel latency of a run with 100 and 1,000 children, from ``cancel()`` until the
+  last child has finished, against an asyncio.TaskGroup tree (and a trio nursery
+  tree) of the same shape;
+- 10,000 concurrent idle runs: memory per run (traced allocations) and the time to
+  cancel them all, against 10,000 bare asyncio tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import time
+import tracemalloc
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+import trio
+import trio.lowlevel
+
+import cancelkit
+from _harness import Row, measure, report
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+
+async def idle() -> None:
+    await anyio.sleep(3600)
+
+
+def on(backend: str, body: Callable[[], Coroutine[Any, Any, float]]) -> Callable[[], float]:
+    def run() -> float:
+        return float(anyio.run(body, backend=backend))
+
+    return run
+
+
+N_START = 2000
+
+
+async def ck_start_cancel() -> float:
+    runs = cancelkit.Runs()
+    start = time.perf_counter()
+    for _ in range(N_START):
+        run = runs.start(idle)
+        await anyio.lowlevel.checkpoint()
+        run.cancel()
+        await run.wait()
+    return (time.perf_counter() - start) / N_START * 1e6
+
+
+async def asyncio_start_cancel() -> float:
+    start = time.perf_counter()
+    for _ in range(N_START):
+        task = asyncio.create_task(idle())
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.wait([task])
+    return (time.perf_counter() - start) / N_START * 1e6
+
+
+async def trio_start_cancel() -> float:
+    start = time.perf_counter()
+    for _ in range(N_START):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(idle)
+            await trio.lowlevel.checkpoint()
+            nursery.cancel_scope.cancel()
+    return (time.perf_counter() - start) / N_START * 1e6
+
+
+def cancel_latency(children: int) -> dict[str, Callable[[], float]]:
+    async def ck() -> float:
+        runs = cancelkit.Runs()
+
+        async def agent() -> None:
+            for _ in range(children):
+                cancelkit.spawn(idle())
+            await idle()
+
+        run = runs.start(agent)
+        await anyio.sleep(0.05)  # every child is parked in its sleep
+        start = time.perf_counter()
+        run.cancel()
+        await run.wait()
+        return (time.perf_counter() - start) * 1e3
+
+    async def asyncio_taskgroup() -> float:
+        async def agent() -> None:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(children):
+                    group.create_task(idle())
+                await idle()
+
+        task = asyncio.create_task(agent())
+        await asyncio.sleep(0.05)
+        start = time.perf_counter()
+        task.cancel()
+        await asyncio.wait([task])
+        return (time.perf_counter() - start) * 1e3
+
+    async def trio_nursery() -> float:
+        async with trio.open_nursery() as outer:
+
+            async def agent(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                with trio.CancelScope() as scope:
+                    task_status.started(scope)
+                    async with trio.open_nursery() as nursery:
+                        for _ in range(children):
+                            nursery.start_soon(idle)
+                        await idle()
+
+            scope = await outer.start(agent)
+            await trio.sleep(0.05)
+            start = time.perf_counter()
+            scope.cancel()
+        return (time.perf_counter() - start) * 1e3
+
+    return {
+        "asyncio.TaskGroup tree": on("asyncio", asyncio_taskgroup),
+        "cancelkit run (asyncio)": on("asyncio", ck),
+        "trio nursery tree": on("trio", trio_nursery),
+        "cancelkit run (trio)": on("trio", ck),
+    }
+
+
+def idle_memory_kib(backend: str, count: int, use_runs: bool) -> Callable[[], float]:
+    """KiB of traced allocations per idle run (or bare task) once all are parked."""
+
+    async def body() -> float:
+        runs = cancelkit.Runs()
+        tasks: list[asyncio.Task[None]] = []
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before, _ = tracemalloc.get_traced_memory()
+            for _ in range(count):
+                if use_runs:
+                    runs.start(idle)
+                else:
+                    tasks.append(asyncio.create_task(idle()))
+            await anyio.sleep(0.1)
+            after, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        await runs.shutdown()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        return (after - before) / count / 1024
+
+    return on(backend, body)
+
+
+def cancel_all_ms(backend: str, count: int) -> Callable[[], float]:
+    async def body() -> float:
+        runs = cancelkit.Runs()
+        for _ in range(count):
+            runs.start(idle)
+        await anyio.sleep(0.1)
+        start = time.perf_counter()
+        await runs.shutdown(grace=30)
+        return (time.perf_counter() - start) * 1e3
+
+    return on(backend, body)
+
+
+def cancel_all_tasks_ms(count: int) -> Callable[[], float]:
+    async def body() -> float:
+        tasks = [asyncio.create_task(idle()) for _ in range(count)]
+        await asyncio.sleep(0.1)
+        start = time.perf_counter()
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+        return (time.perf_counter() - start) * 1e3
+
+    return on("asyncio", body)
+
+
+def cancel_all_trio_ms(count: int) -> Callable[[], float]:
+    async def body() -> float:
+        async with trio.open_nursery() as nursery:
+            for _ in range(count):
+                nursery.start_soon(idle)
+            await trio.sleep(0.1)
+            start = time.perf_counter()
+            nursery.cancel_scope.cancel()
+        return (time.perf_counter() - start) * 1e3
+
+    return on("trio", body)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else 7
+    rows: list[Row] = []
+    rows += measure(
+        "start + cancel + wait one run (per run)",
+        {
+            "bare asyncio task": on("asyncio", asyncio_start_cancel),
+            "cancelkit run (asyncio)": on("asyncio", ck_start_cancel),
+            "trio nursery + cancel": on("trio", trio_start_cancel),
+            "cancelkit run (trio)": on("trio", ck_start_cancel),
+        },
+        unit="us",
+        repeats=repeats,
+        baseline="bare asyncio task",
+    )
+    for children in (100, 1000):
+        contestants = cancel_latency(children)
+        rows += measure(
+            f"cancel latency, run with {children:,} children, asyncio",
+            {k: v for k, v in contestants.items() if "asyncio" in k},
+            unit="ms",
+            repeats=repeats,
+            baseline="asyncio.TaskGroup tree",
+            target="<= 1.5x",
+        )
+        rows += measure(
+            f"cancel latency, run with {children:,} children, trio",
+            {k: v for k, v in contestants.items() if "trio" in k},
+            unit="ms",
+            repeats=repeats,
+            baseline="trio nursery tree",
+            target="<= 1.5x",
+        )
+    count = 10_000
+    rows += measure(
+        f"{count:,} idle runs: memory per run",
+        {
+            "bare asyncio task": idle_memory_kib("asyncio", count, use_runs=False),
+            "cancelkit run (asyncio)": idle_memory_kib("asyncio", count, use_runs=True),
+            "cancelkit run (trio)": idle_memory_kib("trio", count, use_runs=True),
+        },
+        unit="KiB",
+        repeats=min(repeats, 3),
+        target="< 10 KB",
+    )
+    rows += measure(
+        f"{count:,} idle runs: cancel them all",
+        {
+            "bare asyncio tasks": cancel_all_tasks_ms(count),
+            "cancelkit shutdown (asyncio)": cancel_all_ms("asyncio", count),
+            "trio nursery": cancel_all_trio_ms(count),
+            "cancelkit shutdown (trio)": cancel_all_ms("trio", count),
+        },
+        unit="ms",
+        repeats=min(repeats, 3),
+        baseline="bare asyncio tasks",
+    )
+    report("runs", rows)
+
+
+if __name__ == "__main__":
+    main()

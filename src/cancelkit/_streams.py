@@ -1,0 +1,166 @@
+"""Guarded iteration: a stream is closed by whoever iterated it, promptly, always.
+
+Breaking out of ``async for`` over an async generator or an SDK stream does not
+close it: it is left to the garbage collector, which closes it later, in another
+task, or never, while the provider goes on generating (and billing). Iterating
+through :func:`guard_stream` closes the underlying stream when the block is left by
+a ``break``, an exception or a cancellation, or when a token fires: in the iterating
+task, shielded from further cancellation and bounded by a grace period.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+
+from ._backend import loop_caller
+from ._exceptions import RunCancelled
+from ._token import CancelHandle, CancelToken
+from ._validate import seconds
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, AsyncIterator, Callable
+    from types import TracebackType
+
+    from ._exceptions import CancelReason
+
+__all__ = ("GuardedStream", "guard_stream")
+
+T = TypeVar("T")
+
+logger = logging.getLogger("cancelkit")
+
+
+class GuardedStream(Generic[T]):
+    """The block returned by :func:`guard_stream`; iterate it inside ``async with``."""
+
+    def __init__(self, stream: AsyncIterable[T], token: CancelToken | None, grace: float) -> None:
+        self._stream = stream
+        self._token = token
+        self._grace = grace
+        self._iterator: AsyncIterator[T] | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._handle: CancelHandle | None = None
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether the underlying stream has been closed."""
+        return self._closed
+
+    async def __aenter__(self) -> GuardedStream[T]:
+        if self._iterator is not None:
+            raise RuntimeError("guard_stream() blocks cannot be entered twice")
+        self._iterator = aiter(self._stream)
+        if self._token is not None:
+            call = loop_caller()
+            self._handle = self._token.on_cancel(lambda _reason: call(self._interrupt))
+        return self
+
+    def _interrupt(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def __aiter__(self) -> GuardedStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        """The next item; after the token fired, the stream is closed and this raises.
+
+        Raises:
+            RunCancelled: the token was cancelled (``.reason`` says why).
+            StopAsyncIteration: the stream is exhausted (it is closed first).
+        """
+        if self._iterator is None or self._closed:
+            raise RuntimeError("iterate guard_stream() inside its `async with` block")
+        self._raise_if_cancelled()
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            try:
+                return await self._iterator.__anext__()
+            except StopAsyncIteration:
+                await self._close()
+                raise
+            finally:
+                self._scope = None
+        await self._close()  # reached only when the token interrupted the wait
+        self._raise_if_cancelled()
+        raise AssertionError("unreachable: the scope is only cancelled by the token")
+
+    def _raise_if_cancelled(self) -> None:
+        reason: CancelReason | None = self._token.reason if self._token else None
+        if reason is not None:
+            raise RunCancelled(reason)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._handle is not None:
+            self._handle.remove()
+        closers = []
+        if self._iterator is not None and self._iterator is not self._stream:
+            closers.append(_closer(self._iterator))
+        closers.append(_closer(self._stream))
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + self._grace) as scope:
+            for close in closers:
+                if close is not None:
+                    outcome = close()
+                    if inspect.isawaitable(outcome):
+                        await outcome
+        if scope.cancelled_caught:
+            logger.warning(
+                "cancelkit: closing %r took longer than %ss; gave up waiting",
+                self._stream,
+                self._grace,
+            )
+
+
+def _closer(obj: object) -> Callable[[], Any] | None:
+    close = getattr(obj, "aclose", None) or getattr(obj, "close", None)
+    return close if callable(close) else None
+
+
+def guard_stream(
+    stream: AsyncIterable[T], *, token: CancelToken | None = None, grace: float = 1.0
+) -> GuardedStream[T]:
+    """Iterate ``stream`` so that it is always closed promptly, in this task.
+
+    Usage::
+
+        async with guard_stream(client.messages.stream(...), token=run_token) as events:
+            async for event in events:
+                ...
+
+    Leaving the block for any reason closes the stream (``aclose()``, or ``close()``,
+    sync or async) shielded from cancellation and bounded by ``grace``. If ``token``
+    is cancelled while waiting for an item, the wait is interrupted, the stream is
+    closed, and :class:`RunCancelled` is raised with the token's reason.
+
+    Args:
+        stream: an async iterable: an async generator, an SDK stream, a response.
+        token: a token whose cancellation stops the iteration.
+        grace: seconds allowed for closing the stream.
+
+    Raises:
+        TypeError: ``stream`` is not async-iterable, or ``token`` not a token.
+        ValueError: a bad ``grace``.
+    """
+    if not hasattr(stream, "__aiter__"):
+        raise TypeError(f"guard_stream(): {type(stream).__name__} is not async-iterable")
+    if token is not None and not isinstance(token, CancelToken):
+        raise TypeError(f"guard_stream(): token must be a CancelToken, not {type(token).__name__}")
+    limit = seconds(grace, "grace", allow_none=False)
+    assert limit is not None
+    return GuardedStream(stream, token, limit)

@@ -1,0 +1,210 @@
+"""Tasks that no task's scope owns: started from any task, stopped from anywhere.
+
+``Background.spawn`` and a run's ``spawn`` need tasks that outlive the call that
+started them, yet must be cancellable and awaitable from any task (and cancellable
+from any thread). A cancel scope or task group cannot do that: it must be exited by
+the task that entered it. So each such task is a loose backend task (an asyncio
+task, a trio system task) with its own :class:`CancelToken`; the token is the one
+way to stop it, and cancellation honours anyio shielded cleanup on both backends.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import functools
+import inspect
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._backend import Waiter, current_backend, loop_caller, make_waiter
+from ._exceptions import Cancelled, CancelReason, RunCancelled
+from ._token import CancelToken, _current
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+__all__ = ("TaskHandle", "TaskState", "start_task")
+
+T = TypeVar("T")
+
+
+class TaskState(enum.Enum):
+    """Where a task is in its life."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class TaskHandle(Generic[T]):
+    """A task started by ``spawn``: its name, token, state, and its ending.
+
+    ``cancel()`` works from any task or thread; ``await wait()`` from any task of
+    the task's event loop. Ending states: ``completed``, ``cancelled``, ``failed``.
+    """
+
+    __slots__ = ("_callbacks", "_error", "_state", "_value", "_waiters", "name", "token")
+
+    def __init__(self, name: str, token: CancelToken) -> None:
+        self.name = name
+        self.token = token
+        self._state = TaskState.RUNNING
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._waiters: list[Waiter] = []
+        self._callbacks: list[Callable[[TaskHandle[T]], object]] = []
+
+    def __repr__(self) -> str:
+        return f"<TaskHandle {self.name!r} {self._state.value}>"
+
+    @property
+    def state(self) -> TaskState:
+        """``running`` until the task ends, then how it ended."""
+        return self._state
+
+    @property
+    def done(self) -> bool:
+        """Whether the task has ended, for whatever cause."""
+        return self._state is not TaskState.RUNNING
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception the task failed with, if it failed."""
+        return self._error
+
+    def cancel(self, reason: CancelReason | None = None) -> bool:
+        """Ask the task to stop; safe from any task or thread.
+
+        Returns:
+            True if this call cancelled it; False if it had already ended or been
+            cancelled.
+        """
+        return self.token.cancel(reason)
+
+    async def wait(self) -> None:
+        """Wait until the task has ended; never raises the task's own error."""
+        if self.done:
+            return
+        waiter = make_waiter()
+        self._waiters.append(waiter)
+        try:
+            await waiter.wait()
+        finally:
+            self._waiters.remove(waiter)
+
+    async def wait_shielded(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds, not interrupted by cancellation.
+
+        Returns:
+            Whether the task has ended.
+        """
+        if self.done:
+            return True
+        waiter = make_waiter()
+        self._waiters.append(waiter)
+        try:
+            await waiter.wait_shielded(timeout)
+        finally:
+            self._waiters.remove(waiter)
+        return self.done
+
+    async def result(self) -> T:
+        """Wait for the task and return its value.
+
+        Raises:
+            RunCancelled: the task was cancelled (with the token's reason).
+            Exception: the task's own error.
+        """
+        await self.wait()
+        if self._state is TaskState.CANCELLED:
+            assert self.token.reason is not None
+            raise RunCancelled(self.token.reason)
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+    def add_done_callback(self, callback: Callable[[TaskHandle[T]], object]) -> None:
+        """Call ``callback(handle)`` in the loop's thread when the task ends."""
+        if self.done:
+            callback(self)
+        else:
+            self._callbacks.append(callback)
+
+    def _finish(self, value: T | None, error: BaseException | None, cancelled: bool) -> None:
+        if cancelled or isinstance(error, Cancelled) or not self.token._finish():  # noqa: SLF001
+            self._state = TaskState.CANCELLED
+            if isinstance(error, Cancelled):
+                self.token.cancel(error.reason)
+                error = None
+            elif self.token._reason is None:  # noqa: SLF001 - cancelled by the loop itself, at its end
+                self.token.cancel(CancelReason("shutdown", "the event loop cancelled the task"))
+        elif error is not None:
+            self._state = TaskState.FAILED
+        else:
+            self._state = TaskState.COMPLETED
+            self._value = value
+        self._error = error
+        for waiter in self._waiters:
+            waiter.set()
+        callbacks = self._callbacks
+        if callbacks:
+            self._callbacks = []
+            for callback in callbacks:
+                callback(self)
+
+
+def start_task(coro: Coroutine[Any, Any, T], *, name: str, token: CancelToken) -> TaskHandle[T]:
+    """Start ``coro`` as a loose task of the current event loop, stopped by ``token``.
+
+    Inside the task, ``current_token()`` is ``token``; other context variables are
+    copied from the caller.
+
+    Raises:
+        TypeError: ``coro`` is not a coroutine.
+    """
+    if not inspect.iscoroutine(coro):
+        raise TypeError(f"expected a coroutine, got {type(coro).__name__}")
+    handle: TaskHandle[T] = TaskHandle(name, token)
+    context = contextvars.copy_context()
+    context.run(_current.set, token)
+    call = loop_caller()
+    if current_backend() == "asyncio":
+        import asyncio  # noqa: PLC0415
+
+        task = asyncio.get_running_loop().create_task(coro, name=name, context=context)
+        task.add_done_callback(functools.partial(_asyncio_done, handle))
+        token.on_cancel(functools.partial(call.cancel_soon, task))
+    else:
+        import trio  # noqa: PLC0415
+
+        scope = trio.CancelScope()
+        trio.lowlevel.spawn_system_task(_trio_body, handle, coro, scope, name=name, context=context)
+        token.on_cancel(lambda _reason: call(scope.cancel))
+    return handle
+
+
+def _asyncio_done(handle: TaskHandle[Any], task: Any) -> None:
+    if task.cancelled():
+        handle._finish(None, None, True)  # noqa: SLF001
+        return
+    error = task.exception()
+    handle._finish(None if error else task.result(), error, cancelled=False)  # noqa: SLF001
+
+
+async def _trio_body(handle: TaskHandle[Any], coro: Coroutine[Any, Any, Any], scope: Any) -> None:
+    import trio  # noqa: PLC0415
+
+    value: Any = None
+    error: BaseException | None = None
+    cancelled = True
+    try:
+        with scope:
+            value = await coro
+            cancelled = False
+    except trio.Cancelled:
+        raise  # the whole run is ending: trio cancels system tasks last
+    except BaseException as exc:  # a system task must not crash trio  # noqa: BLE001
+        error, cancelled = exc, False
+    finally:
+        handle._finish(value, error, cancelled)  # noqa: SLF001

@@ -1,0 +1,1 @@
+"""Programs the tests run in a subprocess, where a failure may wreck the event loop."""
