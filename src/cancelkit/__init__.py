@@ -17,11 +17,11 @@ from ._exceptions import RunCancelled as RunCancelled
 from ._exceptions import other_errors as other_errors
 from ._gather import gather as gather
 from ._race import race as race
-from ._runs import Run as Run
-from ._runs import RunOutcome as RunOutcome
+from ._run import Run as Run
+from ._run import RunOutcome as RunOutcome
+from ._run import RunStatus as RunStatus
+from ._run import spawn as spawn
 from ._runs import Runs as Runs
-from ._runs import RunStatus as RunStatus
-from ._runs import spawn as spawn
 from ._streams import GuardedStream as GuardedStream
 from ._streams import guard_stream as guard_stream
 from ._tasks import TaskHandle as TaskHandle

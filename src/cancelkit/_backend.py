@@ -10,17 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import sys
 import threading
-import weakref
-from collections import deque
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Literal, Protocol
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-__all__ = ("Backend", "Waiter", "cancel_tasks", "current_backend", "loop_caller", "make_waiter")
+__all__ = ("Backend", "Completion", "Waiter", "current_backend", "make_waiter")
 
 Backend = Literal["asyncio", "trio"]
 
@@ -160,149 +154,48 @@ def make_waiter() -> Waiter:
     return _TrioWaiter()
 
 
-def _anyio_task_states() -> Any:
-    """anyio's private table of asyncio task scope stacks (None if it ever moves)."""
-    try:
-        from anyio._backends._asyncio import _task_states  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - anyio reorganised
-        return None
-    return _task_states
+class Completion:
+    """A one-shot "it has ended" that any number of tasks can await.
 
-
-_task_states: Any = _anyio_task_states()
-
-
-def _in_anyio_shield(task: asyncio.Future[Any], state: Any) -> bool:
-    """Whether ``task`` is inside a shielded anyio ``CancelScope`` of its own.
-
-    anyio's task groups never cancel a task inside such a scope; a plain
-    ``task.cancel()`` would break right through it. ``state`` is the task's entry in
-    anyio's private table of scope stacks; if that table ever moves, tasks count as
-    not shielded, and the test suite's shield tests say so.
-    """
-    scope = state.cancel_scope
-    while scope is not None and getattr(scope, "_host_task", None) is task:
-        if scope.shield:
-            return True
-        scope = getattr(scope, "_parent_scope", None)
-    return False
-
-
-def cancel_tasks(tasks: list[asyncio.Future[Any]]) -> None:
-    """Cancel asyncio tasks the way a task group would: honouring anyio shields.
-
-    A task inside a shielded scope is cancelled as soon as it leaves the shield: the
-    check is repeated once per loop iteration until then, as anyio itself does.
-    """
-    states = _task_states.data if _task_states is not None else {}
-    ref = weakref.ref
-    deferred = []
-    for task in tasks:
-        if task.done():
-            continue
-        state = states.get(ref(task)) if states else None
-        if state is not None and _in_anyio_shield(task, state):
-            deferred.append(task)
-        else:
-            task.cancel()
-    if deferred:
-        deferred[0].get_loop().call_soon(cancel_tasks, deferred)
-
-
-class _LoopCaller:
-    """Runs callbacks in one event loop's thread, in order, batched.
-
-    Callbacks are always queued, never run inline: a cancel may come from a garbage
-    collector finalizer in the middle of the loop's own code, where touching tasks
-    is not safe. Queueing is lock-free (a finalizer may interrupt this very object),
-    and one wake-up carries any number of callbacks, so cancelling 1,000 tasks costs
-    one loop iteration, not 1,000 self-pipe writes.
+    ``set()`` is called once, in the loop's thread; waiting may be plain or shielded
+    from cancellation with a bound. Used by tasks and runs for their endings.
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_closed",
-        "_pending",
-        "_same_thread",
-        "_scheduled",
-        "_thread",
-        "_threadsafe",
-        "_to_cancel",
-    )
+    __slots__ = ("_is_set", "_waiters")
 
-    def __init__(
-        self,
-        same_thread: Callable[[Callable[[], None]], object],
-        threadsafe: Callable[[Callable[[], None]], object],
-        closed: tuple[type[BaseException], ...],
-    ) -> None:
-        self._pending: deque[Callable[[], object]] = deque()
-        self._to_cancel: deque[asyncio.Future[Any]] = deque()
-        self._scheduled = False
-        self._thread = threading.get_ident()
-        self._same_thread = same_thread
-        self._threadsafe = threadsafe
-        self._closed = closed
+    def __init__(self) -> None:
+        self._is_set = False
+        self._waiters: list[Waiter] = []
 
-    def __call__(self, callback: Callable[[], object]) -> None:
-        self._pending.append(callback)
-        self._schedule()
+    @property
+    def is_set(self) -> bool:
+        """Whether ``set()`` has been called."""
+        return self._is_set
 
-    def cancel_soon(self, task: asyncio.Future[Any], _reason: object = None) -> None:
-        """Cancel an asyncio task soon, batched with others (see :func:`cancel_tasks`)."""
-        self._to_cancel.append(task)
-        if not self._scheduled:
-            self._schedule()
+    def set(self) -> None:
+        """Mark it ended and wake every waiter."""
+        self._is_set = True
+        for waiter in self._waiters:
+            waiter.set()
 
-    def _schedule(self) -> None:
-        if self._scheduled:
+    async def wait(self) -> None:
+        """Wait until set; cancellable."""
+        if self._is_set:
             return
-        self._scheduled = True
-        schedule = self._same_thread if threading.get_ident() == self._thread else self._threadsafe
+        waiter = make_waiter()
+        self._waiters.append(waiter)
         try:
-            schedule(self._drain)
-        except self._closed:  # the loop is gone: nothing is left to act on
-            self._pending.clear()
-            self._scheduled = False
+            await waiter.wait()
+        finally:
+            self._waiters.remove(waiter)
 
-    def _drain(self) -> None:
-        self._scheduled = False
-        if self._to_cancel:
-            to_cancel = self._to_cancel
-            cancel_tasks([to_cancel.popleft() for _ in range(len(to_cancel))])
-        pending = self._pending
-        while pending:
-            callback = pending.popleft()
+    async def wait_shielded(self, timeout: float) -> bool:
+        """Wait until set or ``timeout`` seconds, ignoring cancellation; whether set."""
+        if not self._is_set:
+            waiter = make_waiter()
+            self._waiters.append(waiter)
             try:
-                callback()
-            except Exception:
-                logging.getLogger("cancelkit").exception("cancelkit: callback %r failed", callback)
-
-
-_callers: weakref.WeakKeyDictionary[object, _LoopCaller] = weakref.WeakKeyDictionary()
-
-
-def loop_caller() -> _LoopCaller:
-    """A function that runs a callback soon in the current loop's thread, from anywhere.
-
-    Safe from any thread, from code with no event loop, and from finalizers. Once
-    the loop is gone the callback is dropped.
-    """
-    if current_backend() == "asyncio":
-        loop = asyncio.get_running_loop()
-        caller = _callers.get(loop)
-        if caller is None:
-            caller = _callers[loop] = _LoopCaller(
-                loop.call_soon, loop.call_soon_threadsafe, (RuntimeError,)
-            )
-        return caller
-
-    import trio  # noqa: PLC0415
-
-    token = trio.lowlevel.current_trio_token()
-    caller = _callers.get(token)
-    if caller is None:
-        caller = _callers[token] = _LoopCaller(
-            token.run_sync_soon, token.run_sync_soon, (trio.RunFinishedError,)
-        )
-    return caller
+                await waiter.wait_shielded(timeout)
+            finally:
+                self._waiters.remove(waiter)
+        return self._is_set

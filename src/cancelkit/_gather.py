@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from ._backend import cancel_tasks, current_backend
+from ._backend import current_backend
+from ._cancelling import cancel_tasks
 from ._exceptions import Cancelled, CancelReason, RunCancelled, attach_other_errors
 from ._validate import awaitables, seconds
 

@@ -16,7 +16,8 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._backend import Waiter, current_backend, loop_caller, make_waiter
+from ._backend import Completion, current_backend
+from ._cancelling import loop_caller
 from ._exceptions import Cancelled, CancelReason, RunCancelled
 from ._token import CancelToken, _current
 
@@ -44,7 +45,7 @@ class TaskHandle(Generic[T]):
     the task's event loop. Ending states: ``completed``, ``cancelled``, ``failed``.
     """
 
-    __slots__ = ("_callbacks", "_error", "_state", "_value", "_waiters", "name", "token")
+    __slots__ = ("_callbacks", "_ended", "_error", "_state", "_value", "name", "token")
 
     def __init__(self, name: str, token: CancelToken) -> None:
         self.name = name
@@ -52,7 +53,7 @@ class TaskHandle(Generic[T]):
         self._state = TaskState.RUNNING
         self._value: T | None = None
         self._error: BaseException | None = None
-        self._waiters: list[Waiter] = []
+        self._ended = Completion()
         self._callbacks: list[Callable[[TaskHandle[T]], object]] = []
 
     def __repr__(self) -> str:
@@ -84,14 +85,7 @@ class TaskHandle(Generic[T]):
 
     async def wait(self) -> None:
         """Wait until the task has ended; never raises the task's own error."""
-        if self.done:
-            return
-        waiter = make_waiter()
-        self._waiters.append(waiter)
-        try:
-            await waiter.wait()
-        finally:
-            self._waiters.remove(waiter)
+        await self._ended.wait()
 
     async def wait_shielded(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds, not interrupted by cancellation.
@@ -99,15 +93,7 @@ class TaskHandle(Generic[T]):
         Returns:
             Whether the task has ended.
         """
-        if self.done:
-            return True
-        waiter = make_waiter()
-        self._waiters.append(waiter)
-        try:
-            await waiter.wait_shielded(timeout)
-        finally:
-            self._waiters.remove(waiter)
-        return self.done
+        return await self._ended.wait_shielded(timeout)
 
     async def result(self) -> T:
         """Wait for the task and return its value.
@@ -145,8 +131,7 @@ class TaskHandle(Generic[T]):
             self._state = TaskState.COMPLETED
             self._value = value
         self._error = error
-        for waiter in self._waiters:
-            waiter.set()
+        self._ended.set()
         callbacks = self._callbacks
         if callbacks:
             self._callbacks = []
