@@ -18,7 +18,7 @@ import logging
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, TypeVarTuple
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from ._backend import Completion, Waiter, make_waiter
 from ._exceptions import CancelReason, RunCancelled
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = ("Run", "RunOutcome", "RunStatus", "spawn")
 
 T = TypeVar("T")
-PosArgs = TypeVarTuple("PosArgs")
 
 RunStatus = Literal["running", "cancelling", "cancelled", "completed", "failed"]
 
