@@ -9,6 +9,10 @@ from ._amap import amap as amap
 from ._as_completed import AsCompleted as AsCompleted
 from ._as_completed import as_completed as as_completed
 from ._background import Background as Background
+from ._budget import Budget as Budget
+from ._budget import BudgetExceeded as BudgetExceeded
+from ._budget import Pricing as Pricing
+from ._budget import Reservation as Reservation
 from ._exceptions import AbandonedThreadWarning as AbandonedThreadWarning
 from ._exceptions import CancelKind as CancelKind
 from ._exceptions import Cancelled as Cancelled
@@ -37,12 +41,16 @@ __all__ = (
     "AbandonedThreadWarning",
     "AsCompleted",
     "Background",
+    "Budget",
+    "BudgetExceeded",
     "CancelHandle",
     "CancelKind",
     "CancelReason",
     "CancelToken",
     "Cancelled",
     "GuardedStream",
+    "Pricing",
+    "Reservation",
     "Run",
     "RunCancelled",
     "RunOutcome",

@@ -117,6 +117,9 @@ def _with_orphan_check(
             unclosed = [g for g in generators if g.ag_frame is not None]
             if not (orphans or unclosed) or time.monotonic() > deadline:
                 break
+            # Drop our own references first, or they alone keep a finished
+            # generator from being finalised by the next collection.
+            del orphans, unclosed
             await anyio.sleep(0.01)
         problems = [f"task still running: {_describe_task(task)}" for task in orphans]
         problems += [f"async generator never closed: {g.__qualname__}" for g in unclosed]

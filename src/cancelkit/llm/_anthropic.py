@@ -1,0 +1,141 @@
+"""``AnthropicModel``: the model protocol on the official ``anthropic`` SDK."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from ._stream import ModelStream, Translator
+from ._types import Done, ModelEvent, StopReason, TextDelta, ToolCall, Usage, estimate_tokens
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, Sequence
+
+    import anthropic
+
+    from .._budget import Budget
+    from .._token import CancelToken
+    from ._types import Message, Tool
+
+__all__ = ("AnthropicModel",)
+
+_STOPS: dict[str, StopReason] = {
+    "end_turn": "end_turn",
+    "stop_sequence": "end_turn",
+    "max_tokens": "max_tokens",
+    "tool_use": "tool_use",
+    "refusal": "refusal",
+}
+
+
+def _content(message: Message) -> list[dict[str, Any]] | str:
+    if not message.tool_calls and not message.tool_results:
+        return message.text
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "tool_result",
+            "tool_use_id": r.call_id,
+            "content": r.content,
+            "is_error": r.is_error,
+        }
+        for r in message.tool_results
+    ]
+    if message.text:
+        blocks.append({"type": "text", "text": message.text})
+    blocks += [
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
+        for c in message.tool_calls
+    ]
+    return blocks
+
+
+class _AnthropicTranslator(Translator):
+    def __init__(self) -> None:
+        super().__init__()
+        self._tool: tuple[str, str] | None = None
+        self._json: list[str] = []
+
+    def feed(self, event: Any) -> list[ModelEvent]:
+        kind = event.type
+        if kind == "content_block_delta":
+            delta = event.delta
+            if delta.type == "text_delta":
+                self.output_chars += len(delta.text)
+                return [TextDelta(delta.text)]
+            if delta.type == "input_json_delta":
+                self.output_chars += len(delta.partial_json)
+                self._json.append(delta.partial_json)
+            return []
+        if kind == "message_start":
+            self.input_tokens = event.message.usage.input_tokens
+        elif kind == "content_block_start" and event.content_block.type == "tool_use":
+            self._tool = (event.content_block.id, event.content_block.name)
+            self._json = []
+        elif kind == "content_block_stop" and self._tool is not None:
+            call_id, name = self._tool
+            self._tool = None
+            arguments = json.loads("".join(self._json) or "{}")
+            return [ToolCall(call_id, name, arguments)]
+        elif kind == "message_delta":
+            self.output_tokens = event.usage.output_tokens
+            if getattr(event.usage, "input_tokens", None) is not None:
+                self.input_tokens = event.usage.input_tokens
+            self.stop_reason = _STOPS.get(event.delta.stop_reason or "", "other")
+        elif kind == "message_stop":
+            self.finished = True
+            usage = Usage(self.input_tokens or 0, self.output_tokens or 0)
+            return [usage, Done(self.stop_reason or "other")]
+        return []
+
+
+class AnthropicModel:
+    """A model behind the Anthropic Messages API, via ``anthropic.AsyncAnthropic``.
+
+    Args:
+        client: the SDK client (point ``base_url`` at the local server for tests).
+        model: the model name, e.g. ``"claude-sonnet-4-5"``.
+    """
+
+    def __init__(self, client: anthropic.AsyncAnthropic, model: str) -> None:
+        self.client = client
+        self.name = model
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = None,
+        tools: Sequence[Tool] = (),
+        max_tokens: int = 1024,
+        token: CancelToken | None = None,
+        budget: Budget | None = None,
+    ) -> ModelStream:
+        """Start a streamed call; iterate its events inside ``async with``."""
+        payload: dict[str, Any] = {
+            "model": self.name,
+            "messages": [{"role": m.role, "content": _content(m)} for m in messages],
+        }
+        if system:
+            payload["system"] = system
+        if tools:
+            payload["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters}
+                for t in tools
+            ]
+
+        async def open_stream(limit: int) -> AsyncIterable[Any]:
+            stream: AsyncIterable[Any] = await self.client.messages.create(
+                max_tokens=limit, stream=True, **payload
+            )
+            return stream
+
+        text = (system or "") + "".join(m.size_text() for m in messages)
+        return ModelStream(
+            model=self.name,
+            open_stream=open_stream,
+            translator=_AnthropicTranslator(),
+            input_estimate=estimate_tokens(text),
+            max_tokens=max_tokens,
+            token=token,
+            budget=budget,
+        )

@@ -1,0 +1,375 @@
+"""The local model server's ASGI application: it generates, it counts, it notices.
+
+Every streamed reply is generated at a set rate while a watcher listens for the
+client going away (``http.disconnect``); the moment it does, generation stops, so at
+most the chunk being produced is wasted. The server counts what it generated, and
+what it generated after a disconnect, per request and in total: ``GET /stats``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import anyio
+
+from ._script import TOKEN_CHARS, Plan, RequestError, plan
+from ._wire import AnthropicWire, OpenAIWire, ParsedRequest, Wire
+
+__all__ = ("LocalModelApp", "LocalModelConfig", "RequestRecord", "StreamCut")
+
+logger = logging.getLogger("cancelkit.llm.local")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+
+class StreamCut(Exception):  # noqa: N818 - what happened, not an error of the server
+    """Raised inside the app to drop a connection mid-stream (an injected fault)."""
+
+
+@dataclass
+class LocalModelConfig:
+    """How the local model behaves.
+
+    Args:
+        rate: tokens generated per second.
+        chunk_tokens: tokens per streamed chunk.
+        first_token_latency: seconds before the first token.
+        default_tokens: reply length when the prompt asks for none.
+    """
+
+    rate: float = 50.0
+    chunk_tokens: int = 1
+    first_token_latency: float = 0.05
+    default_tokens: int = 120
+
+    def __post_init__(self) -> None:
+        if not self.rate > 0 or self.chunk_tokens < 1 or self.first_token_latency < 0:
+            raise ValueError("rate must be > 0, chunk_tokens >= 1, first_token_latency >= 0")
+
+
+@dataclass
+class RequestRecord:
+    """What the server did for one request (times are ``time.monotonic()``)."""
+
+    id: str
+    protocol: str
+    stream: bool
+    started_at: float
+    status: int = 200
+    outcome: str = "running"
+    tokens_generated: int = 0
+    tokens_after_disconnect: int = 0
+    first_token_at: float | None = None
+    disconnected_at: float | None = None
+    ended_at: float | None = None
+    token_times: list[float] = field(default_factory=list)
+
+    def tokens_after(self, moment: float) -> int:
+        """Tokens generated after ``moment`` (a ``time.monotonic()`` value)."""
+        return sum(1 for t in self.token_times if t > moment)
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    tokens_generated: int = 0
+    tokens_after_disconnect: int = 0
+    open_streams: int = 0
+    disconnects: int = 0
+    completed: int = 0
+    faults: int = 0
+    bad_requests: int = 0
+
+
+class LocalModelApp:
+    """An ASGI app speaking the Anthropic and OpenAI streaming protocols."""
+
+    def __init__(self, config: LocalModelConfig | None = None, *, history: int = 2000) -> None:
+        self.config = config or LocalModelConfig()
+        self.counters = Counters()
+        self.records: OrderedDict[str, RequestRecord] = OrderedDict()
+        self._history = history
+        self._attempts: dict[str, int] = {}
+        self._ids = itertools.count(1)
+
+    def stats(self) -> dict[str, int]:
+        """The totals: ``tokens_generated``, ``tokens_after_disconnect``, ``open_streams``,
+        ``requests``, ``disconnects``, ``completed``, ``faults``, ``bad_requests``."""
+        return asdict(self.counters)
+
+    def record(self, request_id: str) -> RequestRecord | None:
+        """The record of one request, by the id sent in its response headers."""
+        return self.records.get(request_id)
+
+    def reset(self) -> None:
+        """Zero the counters and forget the records."""
+        self.counters = Counters()
+        self.records.clear()
+        self._attempts.clear()
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        if method == "GET" and path == "/stats":
+            await _json(send, 200, self.stats())
+        elif method == "GET" and path.startswith("/stats/requests/"):
+            found = self.records.get(path.rsplit("/", 1)[-1])
+            body = {k: v for k, v in asdict(found).items() if k != "token_times"} if found else None
+            await _json(send, 200 if found else 404, body or {"error": "unknown request id"})
+        elif method == "POST" and path == "/stats/reset":
+            self.reset()
+            await _json(send, 200, {"ok": True})
+        elif method == "GET" and path in ("/", "/health"):
+            await _json(send, 200, {"ok": True, "protocols": ["anthropic", "openai"]})
+        elif method == "POST" and path == "/v1/messages":
+            await self._generate(AnthropicWire(f"msg_{secrets.token_hex(12)}"), receive, send)
+        elif method == "POST" and path == "/v1/chat/completions":
+            await self._generate(OpenAIWire(f"chatcmpl-{secrets.token_hex(12)}"), receive, send)
+        else:
+            await _json(send, 404, {"error": f"no route for {method} {path}"})
+
+    async def _generate(self, wire: Wire, receive: Any, send: Any) -> None:
+        raw = await _read_body(receive)
+        request_id = f"req_{next(self._ids):06d}_{secrets.token_hex(4)}"
+        headers = [(wire.request_id_header.encode(), request_id.encode())]
+        self.counters.requests += 1
+        try:
+            body = json.loads(raw or b"null")
+            if not isinstance(body, dict):
+                raise RequestError("the request body must be a JSON object")
+            request = wire.parse(body)
+            reply = plan(
+                prompt_text=request.prompt_text,
+                directive_text=request.directive_text,
+                tool_results=request.tool_results,
+                max_tokens=request.max_tokens,
+                default_tokens=self.config.default_tokens,
+            )
+        except (RequestError, json.JSONDecodeError) as exc:
+            self.counters.bad_requests += 1
+            await _json(send, 400, wire.error(400, str(exc)), headers)
+            return
+
+        record = RequestRecord(request_id, wire.name, request.stream, time.monotonic())
+        self.records[request_id] = record
+        while len(self.records) > self._history:
+            self.records.popitem(last=False)
+
+        fault = reply.fault
+        if fault.kind == "status":
+            key = hashlib.sha256(raw).hexdigest()
+            attempt = self._attempts.get(key, 0)
+            self._attempts[key] = attempt + 1
+            if fault.times is None or attempt < fault.times:
+                self.counters.faults += 1
+                record.status, record.outcome, record.ended_at = (
+                    fault.status,
+                    "fault",
+                    time.monotonic(),
+                )
+                extra = (
+                    [(b"retry-after", f"{fault.retry_after:g}".encode())]
+                    if fault.retry_after is not None
+                    else []
+                )
+                message = "Rate limited" if fault.status == 429 else "Overloaded"
+                await _json(send, fault.status, wire.error(fault.status, message), headers + extra)
+                return
+
+        if request.stream:
+            self.counters.open_streams += 1
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._watch_disconnect, receive, record, group.cancel_scope)
+                if request.stream:
+                    await self._stream(wire, request, reply, record, send, headers)
+                else:
+                    await self._complete(wire, request, reply, record, send, headers)
+                group.cancel_scope.cancel()
+        finally:
+            if request.stream:
+                self.counters.open_streams -= 1
+            record.ended_at = time.monotonic()
+            if record.outcome == "running":
+                record.outcome = "disconnected" if record.disconnected_at else "completed"
+            if record.outcome == "completed":
+                self.counters.completed += 1
+
+    async def _watch_disconnect(
+        self, receive: Any, record: RequestRecord, scope: anyio.CancelScope
+    ) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if record.outcome != "running":
+                    return  # uvicorn says "disconnect" once the reply is complete
+                record.disconnected_at = time.monotonic()
+                self.counters.disconnects += 1
+                scope.cancel()
+                return
+
+    def _count(self, record: RequestRecord, tokens: int) -> None:
+        now = time.monotonic()
+        if record.first_token_at is None:
+            record.first_token_at = now
+        record.tokens_generated += tokens
+        self.counters.tokens_generated += tokens
+        record.token_times.extend([now] * tokens)
+        if record.disconnected_at is not None:
+            record.tokens_after_disconnect += tokens
+            self.counters.tokens_after_disconnect += tokens
+
+    def _timing(self, reply: Plan) -> tuple[float, float, int]:
+        rate = reply.rate or self.config.rate
+        latency = reply.first_token_latency
+        if latency is None:
+            latency = self.config.first_token_latency
+        return rate, latency, self.config.chunk_tokens
+
+    async def _steps(self, wire: Wire, reply: Plan, record: RequestRecord, send_frames: Any) -> int:
+        """Generate the reply at its rate; returns the output tokens produced."""
+        rate, latency, chunk = self._timing(reply)
+        await anyio.sleep(latency)
+        produced = 0
+        fault = reply.fault
+
+        async def tick(count: int, frames: list[bytes]) -> None:
+            nonlocal produced
+            if fault.kind in ("cut", "error") and produced >= fault.after_tokens:
+                self.counters.faults += 1
+                record.outcome = "fault"
+                if fault.kind == "cut":
+                    raise StreamCut(f"injected: connection cut after {produced} tokens")
+                await send_frames(wire.stream_error(), last=True)
+                raise _Stop
+            self._count(record, count)
+            produced += count
+            await send_frames(frames)
+            await anyio.sleep(count / rate)
+
+        tokens = reply.text_tokens
+        for start in range(0, len(tokens), chunk):
+            piece = tokens[start : start + chunk]
+            await tick(len(piece), wire.text(piece, first=start == 0))
+        if tokens:
+            await send_frames(wire.text_done())
+        for position, call in enumerate(reply.tool_calls):
+            await send_frames(wire.tool_start(position, call))
+            arguments = call.arguments_json
+            step = chunk * TOKEN_CHARS
+            for start in range(0, len(arguments), step):
+                json_piece = arguments[start : start + step]
+                await tick(-(-len(json_piece) // TOKEN_CHARS), wire.tool_args(position, json_piece))
+            await send_frames(wire.tool_done(position))
+        return produced
+
+    async def _stream(
+        self,
+        wire: Wire,
+        request: ParsedRequest,
+        reply: Plan,
+        record: RequestRecord,
+        send: Any,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    *headers,
+                ],
+            }
+        )
+
+        async def send_frames(frames: list[bytes], last: bool = False) -> None:
+            if last and record.outcome == "running":
+                record.outcome = "completed"
+            if frames or last:
+                await send(
+                    {"type": "http.response.body", "body": b"".join(frames), "more_body": not last}
+                )
+
+        await send_frames(wire.start(reply, request))
+        try:
+            produced = await self._steps(wire, reply, record, send_frames)
+        except _Stop:
+            return
+        await send_frames(wire.finish(reply, request, reply.stop_reason, produced), last=True)
+
+    async def _complete(
+        self,
+        wire: Wire,
+        request: ParsedRequest,
+        reply: Plan,
+        record: RequestRecord,
+        send: Any,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        async def discard(frames: list[bytes], last: bool = False) -> None:
+            del frames, last
+
+        try:
+            produced = await self._steps(wire, reply, record, discard)
+        except _Stop:
+            await _json(send, 529, wire.error(529, "Overloaded"), headers)
+            return
+        text = "".join(reply.text_tokens)
+        record.outcome = "completed"
+        await _json(
+            send, 200, wire.complete(reply, request, text, reply.stop_reason, produced), headers
+        )
+
+
+class _Stop(Exception):  # noqa: N818 - control flow: the reply ended early on purpose
+    pass
+
+
+async def _read_body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b""
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _json(
+    send: Any, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *(headers or [])],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

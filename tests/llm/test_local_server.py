@@ -1,0 +1,290 @@
+"""The local model server: the official SDKs parse all it sends; it stops and counts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+import anthropic
+import anyio
+import httpx2
+import openai
+import pytest
+
+from cancelkit.llm.local import LocalModelConfig, LocalModelServer
+
+from .conftest import anthropic_client, openai_client
+
+pytestmark = pytest.mark.anyio
+
+USER: Any = [{"role": "user", "content": "Tell me about Stop [[tokens:12]]"}]
+
+
+async def test_anthropic_stream_has_the_real_event_sequence(server: LocalModelServer) -> None:
+    client = anthropic_client(server)
+    stream = await client.messages.create(model="local", max_tokens=100, messages=USER, stream=True)
+    kinds = [event.type async for event in stream]
+    await client.close()
+    assert kinds[:2] == ["message_start", "content_block_start"]  # the SDK drops pings
+    assert kinds.count("content_block_delta") == 12
+    assert kinds[-4:] == [
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    async with httpx2.AsyncClient(base_url=server.base_url) as raw:
+        body = {"model": "local", "max_tokens": 100, "stream": True, "messages": USER}
+        response = await raw.post("/v1/messages", json=body)
+    events = [line[7:] for line in response.text.splitlines() if line.startswith("event: ")]
+    assert events[:3] == ["message_start", "ping", "content_block_start"]
+
+
+async def test_anthropic_helpers_accumulate_text_usage_and_tools(server: LocalModelServer) -> None:
+    client = anthropic_client(server)
+    async with client.messages.stream(model="local", max_tokens=100, messages=USER) as stream:
+        message = await stream.get_final_message()
+    assert message.stop_reason == "end_turn"
+    assert message.usage.output_tokens == 12
+    assert len(message.content[0].text) == 48  # type: ignore[union-attr]  # 4 chars a token
+    prompt = 'Weather? [[tool:get_weather {"city": "Paris"}]] [[tool:get_time {"tz": "CET"}]]'
+    tools: Any = [
+        {"name": "get_weather", "description": "w", "input_schema": {"type": "object"}},
+        {"name": "get_time", "description": "t", "input_schema": {"type": "object"}},
+    ]
+    async with client.messages.stream(
+        model="local", max_tokens=100, tools=tools, messages=[{"role": "user", "content": prompt}]
+    ) as stream:
+        message = await stream.get_final_message()
+    await client.close()
+    uses = [block for block in message.content if block.type == "tool_use"]
+    assert message.stop_reason == "tool_use"
+    assert [(u.name, u.input) for u in uses] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_time", {"tz": "CET"}),
+    ]
+
+
+async def test_anthropic_non_streaming_and_max_tokens(server: LocalModelServer) -> None:
+    client = anthropic_client(server)
+    message = await client.messages.create(
+        model="local", max_tokens=5, messages=[{"role": "user", "content": "[[tokens:50]]"}]
+    )
+    await client.close()
+    assert message.stop_reason == "max_tokens"
+    assert message.usage.output_tokens == 5
+
+
+async def test_openai_stream_with_usage_and_done(server: LocalModelServer) -> None:
+    client = openai_client(server)
+    stream = await client.chat.completions.create(
+        model="local",
+        messages=USER,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    await client.close()
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert len(text) == 48
+    assert finishes[-1] == "stop"
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 12
+
+
+async def test_openai_tool_calls_and_non_streaming(server: LocalModelServer) -> None:
+    client = openai_client(server)
+    prompt = 'Look it up [[tool:lookup {"q": "cancel"}]]'
+    completion = await client.chat.completions.create(
+        model="local", messages=[{"role": "user", "content": prompt}]
+    )
+    truncated = await client.chat.completions.create(
+        model="local", max_tokens=3, messages=[{"role": "user", "content": "[[tokens:9]]"}]
+    )
+    await client.close()
+    calls = completion.choices[0].message.tool_calls or []
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [  # type: ignore[union-attr]
+        ("lookup", {"q": "cancel"})
+    ]
+    assert truncated.choices[0].finish_reason == "length"
+    assert truncated.usage is not None
+    assert truncated.usage.completion_tokens == 3
+
+
+async def test_text_is_deterministic(server: LocalModelServer) -> None:
+    client = openai_client(server)
+    texts = []
+    for _ in range(2):
+        reply = await client.chat.completions.create(model="local", messages=USER)
+        texts.append(reply.choices[0].message.content)
+    await client.close()
+    assert texts[0] == texts[1]
+
+
+async def test_rate_and_first_token_latency() -> None:
+    with LocalModelServer(LocalModelConfig(rate=100, first_token_latency=0.15)) as slow:
+        client = anthropic_client(slow)
+        started = time.monotonic()
+        stream = await client.messages.create(
+            model="local", max_tokens=100, messages=USER, stream=True
+        )
+        first = None
+        async for event in stream:
+            if event.type == "content_block_delta" and first is None:
+                first = time.monotonic() - started
+        total = time.monotonic() - started
+        await client.close()
+    assert first is not None
+    assert first >= 0.15
+    assert total >= 0.15 + 11 / 100  # twelve tokens at 100/s after the first
+
+
+async def test_429_with_retry_after(server: LocalModelServer) -> None:
+    client = anthropic_client(server)
+    with pytest.raises(anthropic.RateLimitError) as info:
+        await client.messages.create(
+            model="local",
+            max_tokens=10,
+            messages=[{"role": "user", "content": "[[fault:429 retry-after=7]]"}],
+        )
+    assert info.value.response.headers["retry-after"] == "7"
+    retrying = anthropic_client(server, retries=2)
+    message = await retrying.messages.create(
+        model="local",
+        max_tokens=10,
+        messages=[{"role": "user", "content": "once [[fault:429 retry-after=0.01 times=1]]"}],
+    )
+    await client.close()
+    await retrying.close()
+    assert message.stop_reason in ("end_turn", "max_tokens")  # the SDK's retry went through
+
+
+async def test_overloaded(server: LocalModelServer) -> None:
+    client = anthropic_client(server)
+    with pytest.raises(anthropic.OverloadedError):
+        await client.messages.create(
+            model="local", max_tokens=10, messages=[{"role": "user", "content": "[[fault:529]]"}]
+        )
+    oclient = openai_client(server)
+    with pytest.raises(openai.InternalServerError):
+        await oclient.chat.completions.create(
+            model="local", messages=[{"role": "user", "content": "[[fault:503]]"}]
+        )
+    await client.close()
+    await oclient.close()
+
+
+async def test_a_stream_cut_midway_is_an_sdk_error(server: LocalModelServer) -> None:
+    client = anthropic_client(server)
+    stream = await client.messages.create(
+        model="local",
+        max_tokens=100,
+        stream=True,
+        messages=[{"role": "user", "content": "[[tokens:30]] [[fault:cut-after=5]]"}],
+    )
+    seen = 0
+    with pytest.raises((anthropic.APIConnectionError, httpx2.RemoteProtocolError)):
+        async for event in stream:
+            seen += event.type == "content_block_delta"
+    await client.close()
+    assert seen == 5
+
+
+async def test_a_midstream_error_event(server: LocalModelServer) -> None:
+    client = anthropic_client(server)
+    stream = await client.messages.create(
+        model="local",
+        max_tokens=100,
+        stream=True,
+        messages=[{"role": "user", "content": "[[tokens:30]] [[fault:error-after=4]]"}],
+    )
+    with pytest.raises(anthropic.APIStatusError, match="overloaded"):
+        async for _ in stream:
+            pass
+    await client.close()
+
+
+async def test_bad_requests_get_a_clear_400(server: LocalModelServer) -> None:
+    client = anthropic_client(server)
+    with pytest.raises(anthropic.BadRequestError, match="unknown directive"):
+        await client.messages.create(
+            model="local", max_tokens=10, messages=[{"role": "user", "content": "[[nope:1]]"}]
+        )
+    with pytest.raises(anthropic.BadRequestError, match="messages"):
+        await client.messages.create(model="local", max_tokens=10, messages=[])
+    await client.close()
+
+
+async def test_generation_stops_within_one_chunk_of_a_disconnect(server: LocalModelServer) -> None:
+    async with httpx2.AsyncClient(base_url=server.base_url) as client:
+        body = {
+            "model": "local",
+            "max_tokens": 1000,
+            "stream": True,
+            "messages": [{"role": "user", "content": "[[tokens:1000]] [[rate:200]]"}],
+        }
+        async with client.stream("POST", "/v1/messages", json=body) as response:
+            request_id = response.headers["request-id"]
+            lines_iter: Any = response.aiter_lines()
+            async with contextlib.aclosing(lines_iter) as lines:
+                async for line in lines:
+                    if line.startswith("data:") and "text_delta" in line:
+                        break
+        # leaving the block closed the response: the server must notice at once
+    await anyio.sleep(0.1)
+    record = server.app.record(request_id)
+    assert record is not None
+    assert record.outcome == "disconnected"
+    assert record.disconnected_at is not None
+    assert record.tokens_after_disconnect == 0
+    assert record.tokens_generated <= 3  # a token or two at 200/s before the break landed
+
+
+async def test_stats_endpoint(server: LocalModelServer) -> None:
+    stats = await anyio.to_thread.run_sync(
+        lambda: json.loads(urllib.request.urlopen(server.base_url + "/stats").read())
+    )
+    for key in (
+        "tokens_generated",
+        "tokens_after_disconnect",
+        "open_streams",
+        "requests",
+        "disconnects",
+    ):
+        assert isinstance(stats[key], int), key
+
+
+def test_the_model_command_serves() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cancelkit", "model", "--port", str(port), "--rate", "500"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                reply = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        assert json.loads(reply.read())["ok"] is True
+    finally:
+        process.terminate()
+        process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
