@@ -27,7 +27,7 @@ import openai
 
 from _harness import Row, report
 from cancelkit.llm import AnthropicModel, Message, OpenAIModel, TextDelta
-from cancelkit.llm.local import LocalModelConfig, LocalModelServer
+from cancelkit.llm.local import LocalModelConfig, LocalModelServer, RequestRecord
 
 STOP_AFTER = 10
 WINDOW = 1.0  # seconds the naive program carries on while holding the stream
@@ -97,10 +97,20 @@ async def guarded(protocol: str, rate: int, server: LocalModelServer) -> tuple[s
     return stream.request_id, stopped_at
 
 
+async def server_record(
+    server: LocalModelServer, request_id: str | None, until: str, timeout: float
+) -> RequestRecord:
+    """The server's record of a request once its field ``until`` is set."""
+    with anyio.fail_after(timeout):
+        while True:  # polling a record the server thread writes
+            record = server.app.record(request_id or "")
+            if record is not None and getattr(record, until) is not None:
+                return record
+            await anyio.sleep(0.001)
+
+
 async def tokens_after_stop(server: LocalModelServer, request_id: str, stopped_at: float) -> int:
-    with anyio.fail_after(30):
-        while (record := server.app.record(request_id)) is None or record.ended_at is None:
-            await anyio.sleep(0.01)
+    record = await server_record(server, request_id, "ended_at", 30)
     return record.tokens_after(stopped_at)
 
 
@@ -117,11 +127,8 @@ async def disconnect_latencies(server: LocalModelServer, count: int) -> dict[str
                     if isinstance(event, TextDelta) and len(stream.text) >= 4 * STOP_AFTER:
                         stopped_at = time.monotonic()
                         break
-            with anyio.fail_after(5):
-                while (
-                    record := server.app.record(stream.request_id)
-                ) is None or record.disconnected_at is None:
-                    await anyio.sleep(0.001)
+            record = await server_record(server, stream.request_id, "disconnected_at", 5)
+            assert record.disconnected_at is not None
             latencies[protocol].append((record.disconnected_at - stopped_at) * 1e3)
     await aclient.close()
     await oclient.close()
