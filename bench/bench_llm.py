@@ -122,7 +122,7 @@ async def disconnect_latencies(server: LocalModelServer, count: int) -> dict[str
         ("openai", OpenAIModel(oclient, "local")),
     ):
         for _ in range(count):
-            async with model.stream([Message.user(prompt(200))], max_tokens=100_000) as stream:  # type: ignore[attr-defined]
+            async with model.stream([Message.user(prompt(200))], max_tokens=100_000) as stream:
                 async for event in stream:
                     if isinstance(event, TextDelta) and len(stream.text) >= 4 * STOP_AFTER:
                         stopped_at = time.monotonic()
