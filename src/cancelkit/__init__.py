@@ -36,6 +36,10 @@ from ._token import CancelHandle as CancelHandle
 from ._token import CancelToken as CancelToken
 from ._token import current_token as current_token
 from ._token import link as link
+from ._transaction import RunState as RunState
+from ._transaction import Store as Store
+from ._transaction import Transaction as Transaction
+from ._transaction import transaction as transaction
 
 __all__ = (
     "AbandonedThreadWarning",
@@ -54,10 +58,13 @@ __all__ = (
     "Run",
     "RunCancelled",
     "RunOutcome",
+    "RunState",
     "RunStatus",
     "Runs",
+    "Store",
     "TaskHandle",
     "TaskState",
+    "Transaction",
     "amap",
     "as_completed",
     "current_token",
@@ -69,6 +76,7 @@ __all__ = (
     "spawn",
     "thread_stats",
     "to_thread",
+    "transaction",
 )
 
 __version__ = "0.1.0"

@@ -48,8 +48,11 @@ class Waiter(Protocol):
     async def wait(self) -> None:
         """Wait until set; cancellable like any await."""
 
-    async def wait_shielded(self, timeout: float) -> bool:
-        """Wait until set or ``timeout`` seconds pass, ignoring cancellation.
+    async def wait_shielded(self, timeout: float, *, rearm: bool = True) -> bool:
+        """Wait until set or ``timeout`` seconds pass, holding cancellation off.
+
+        A cancellation that arrives meanwhile is delivered at the next await after
+        this (``rearm``); a caller already re-raising a cancellation passes False.
 
         Returns:
             True if the waiter was set in time.
@@ -88,24 +91,44 @@ class _AsyncioWaiter:
         self._fut = fut = self._loop.create_future()
         await fut
 
-    async def wait_shielded(self, timeout: float) -> bool:
+    async def wait_shielded(self, timeout: float, *, rearm: bool = True) -> bool:
         # asyncio cannot shield an await inside the current task: a cancel cancels
-        # the future we wait on. So we absorb each cancel and wait on a fresh future;
-        # the caller re-raises the cancellation it got in the first place.
+        # the future we wait on. So each cancel is absorbed and the wait goes on on a
+        # fresh future; at the end the cancellation is re-armed, so it is delivered at
+        # the task's next await, as a trio shield would deliver it.
         deadline = self._loop.time() + timeout
+        absorbed: asyncio.CancelledError | None = None
         while not self._is_set:
             remaining = deadline - self._loop.time()
             if remaining <= 0:
-                return False
+                break
             self._fut = fut = self._loop.create_future()
             timer = self._loop.call_later(remaining, _resolve, fut)
             try:
                 await fut
-            except asyncio.CancelledError:
-                continue
+            except asyncio.CancelledError as cancel:
+                absorbed = cancel
             finally:
                 timer.cancel()
-        return True
+        if absorbed is not None and rearm and _lost(absorbed):
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+                task.cancel(absorbed.args[0] if absorbed.args else None)
+        return self._is_set
+
+
+def _lost(absorbed: asyncio.CancelledError) -> bool:
+    """Whether an absorbed cancellation would be lost unless re-armed.
+
+    Not when a cancellation is already propagating through the awaiting frames (we
+    are in its cleanup), nor when it came from an anyio cancel scope (anyio delivers
+    it again at the next await while the scope stays cancelled).
+    """
+    if isinstance(sys.exc_info()[1], asyncio.CancelledError):
+        return False
+    message = absorbed.args[0] if absorbed.args else None
+    return not (isinstance(message, str) and message.startswith("Cancelled via cancel scope"))
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -139,7 +162,7 @@ class _TrioWaiter:
     async def wait(self) -> None:
         await self._event.wait()
 
-    async def wait_shielded(self, timeout: float) -> bool:
+    async def wait_shielded(self, timeout: float, *, rearm: bool = True) -> bool:
         import trio  # noqa: PLC0415
 
         with trio.CancelScope(shield=True), trio.move_on_after(timeout):

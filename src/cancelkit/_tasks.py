@@ -24,7 +24,7 @@ from ._token import CancelToken, _current
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-__all__ = ("TaskHandle", "TaskState", "start_task")
+__all__ = ("TaskHandle", "TaskState", "run_shielded", "start_task")
 
 T = TypeVar("T")
 
@@ -193,3 +193,24 @@ async def _trio_body(handle: TaskHandle[Any], coro: Coroutine[Any, Any, Any], sc
         error, cancelled = exc, False
     finally:
         handle._finish(value, error, cancelled)  # noqa: SLF001
+
+
+async def run_shielded(coro: Coroutine[Any, Any, T], *, name: str, timeout: float) -> T:
+    """Await ``coro`` to its end in a task of its own, cancellation held off, bounded.
+
+    The coroutine owns whatever it opens (a database connection, say) from start to
+    end, in its own task; the caller waits shielded, so its cancellation cannot cut
+    the work half-way (it is delivered at the caller's next await). After ``timeout``
+    seconds the coroutine is cancelled (kind ``timeout``) and given a second to end.
+
+    Raises:
+        TimeoutError: the coroutine ran past ``timeout``.
+        Exception: what the coroutine raised.
+    """
+    handle = start_task(coro, name=name, token=CancelToken())
+    if not await handle.wait_shielded(timeout):
+        handle.cancel(CancelReason("timeout", f"{name} took longer than {timeout}s"))
+        await handle.wait_shielded(1.0)
+        if handle.state is not TaskState.FAILED:
+            raise TimeoutError(f"{name} took longer than {timeout}s")
+    return await handle.result()

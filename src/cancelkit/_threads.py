@@ -31,7 +31,7 @@ from ._validate import seconds
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ("DEFAULT_GRACE", "thread_stats", "to_thread")
+__all__ = ("DEFAULT_GRACE", "run_sync_shielded", "thread_stats", "to_thread")
 
 T = TypeVar("T")
 PosArgs = TypeVarTuple("PosArgs")
@@ -245,7 +245,7 @@ async def to_thread(
     except BaseException as exc:
         if not _pool.skip(job) and not waiter.is_set:
             call_token.cancel(_caller_reason(exc, call_token))
-            if not await waiter.wait_shielded(limit) and _pool.abandon(job):
+            if not await waiter.wait_shielded(limit, rearm=False) and _pool.abandon(job):
                 name = getattr(fn, "__qualname__", repr(fn))
                 warnings.warn(
                     f"cancelkit: thread running {name} ignored its cancel token for "
@@ -258,5 +258,46 @@ async def to_thread(
         error, job.error = job.error, None
         if isinstance(error, Cancelled):
             raise RunCancelled(error.reason) from error
+        raise error
+    return job.result  # type: ignore[return-value]  # set by fn when no error
+
+
+async def run_sync_shielded(
+    fn: Callable[[Unpack[PosArgs]], T],
+    /,
+    *args: *PosArgs,
+    timeout: float,
+    on_timeout: Callable[[], object] | None = None,
+) -> T:
+    """Run ``fn`` in a worker thread to its end, cancellation held off, time bounded.
+
+    For work that must not be abandoned half-way, such as a database commit: the
+    caller waits until ``fn`` returns even if it is cancelled meanwhile (the
+    cancellation is delivered at its next await). After ``timeout`` seconds
+    ``on_timeout()`` is called (``sqlite3.Connection.interrupt``, say) and the wait
+    goes on up to the default grace, after which the thread is abandoned, reported.
+
+    Raises:
+        TimeoutError: ``fn`` had to be interrupted, or never returned.
+        Exception: what ``fn`` raised.
+    """
+    waiter = make_waiter()
+    job: _Job[T] = _Job(fn, args, CancelToken(), waiter.set)
+    _pool.submit(job)
+    if not await waiter.wait_shielded(timeout):
+        if on_timeout is not None:
+            on_timeout()
+        if not await waiter.wait_shielded(DEFAULT_GRACE) and _pool.abandon(job):
+            name = getattr(fn, "__qualname__", repr(fn))
+            warnings.warn(
+                f"cancelkit: {name} did not return after being interrupted; abandoned",
+                AbandonedThreadWarning,
+                stacklevel=2,
+            )
+            raise TimeoutError(f"{name} took longer than {timeout}s and did not stop")
+        if job.error is not None:
+            raise TimeoutError(f"interrupted after {timeout}s") from job.error
+    if job.error is not None:
+        error, job.error = job.error, None
         raise error
     return job.result  # type: ignore[return-value]  # set by fn when no error

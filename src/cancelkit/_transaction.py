@@ -1,0 +1,269 @@
+"""``transaction``: writes staged during a run, committed all or nothing.
+
+Inside the block, code *stages* writes (inserts, updates, deletes, SQL with
+parameters, outbox records); nothing reaches the database until the block exits
+cleanly. Then, in one database transaction, the run's row in ``cancelkit_runs`` moves
+from ``running`` to ``committed`` and the writes are applied. A cancel is the same
+row moving from ``running`` to ``cancelled``, so Stop racing commit is decided by
+the database: exactly one of the two updates matches. The commit is shielded from
+cancellation and bounded by a timeout; a cancellation that arrives during it is
+delivered right after, once the outcome is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import anyio
+
+from ._exceptions import Cancelled, CancelReason, RunCancelled
+from ._token import current_token
+from ._validate import seconds
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from types import TracebackType
+
+    from ._token import CancelToken
+
+__all__ = ("RunState", "Store", "Transaction", "Write", "transaction")
+
+TxOutcome = Literal["open", "committed", "cancelled", "failed"]
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One staged write, rendered to SQL by the store that commits it."""
+
+    kind: Literal["insert", "update", "delete", "sql"]
+    table: str = ""
+    values: tuple[tuple[str, Any], ...] = ()
+    where: tuple[tuple[str, Any], ...] = ()
+    sql: str = ""
+    params: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """A run's row in ``cancelkit_runs``."""
+
+    run_id: str
+    status: Literal["running", "committed", "cancelled", "failed"]
+    reason: CancelReason | None
+    attempts: int
+
+
+class Store(Protocol):
+    """What a transaction needs from a database (``SQLiteStore``, ``PostgresStore``)."""
+
+    paramstyle: str
+
+    async def begin(self, run_id: str) -> RunState:
+        """Create or reopen the run's row; the state it had before (or a new one)."""
+        ...
+
+    async def commit(self, run_id: str, writes: Sequence[Write], timeout: float) -> bool:
+        """Apply ``writes`` and mark the run committed, atomically; False if not running."""
+        ...
+
+    async def finish(
+        self, run_id: str, status: Literal["cancelled", "failed"], reason: CancelReason
+    ) -> bool:
+        """Move a running run to ``status``; False if it was no longer running."""
+        ...
+
+    async def cancel(self, run_id: str, reason: CancelReason | None = None) -> bool:
+        """Cancel the run in the database; False if it already committed or ended."""
+        ...
+
+    async def state(self, run_id: str) -> RunState | None:
+        """The run's row, if any."""
+        ...
+
+
+def _identifier(name: object, what: str) -> str:
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise ValueError(f"{what} must be a plain SQL identifier, not {name!r}")
+    return name
+
+
+def _pairs(mapping: object, what: str, *, allow_empty: bool = False) -> tuple[tuple[str, Any], ...]:
+    if not hasattr(mapping, "items"):
+        raise TypeError(f"{what} must be a mapping of column names to values")
+    pairs = tuple((_identifier(k, f"a column name in {what}"), v) for k, v in mapping.items())
+    if not pairs and not allow_empty:
+        raise ValueError(f"{what} must not be empty")
+    return pairs
+
+
+class Transaction:
+    """The staged writes of one run; see :func:`transaction`.
+
+    After the block, ``outcome`` is ``committed``, ``cancelled`` or ``failed`` (as
+    recorded in the database), ``reason`` says why when it is not committed, and
+    ``replayed`` is True when the run had already committed before (nothing was
+    written again).
+    """
+
+    def __init__(
+        self, store: Store, run_id: str, token: CancelToken | None, commit_timeout: float
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self._token = token
+        self._timeout = commit_timeout
+        self.writes: list[Write] = []
+        self.outcome: TxOutcome = "open"
+        self.reason: CancelReason | None = None
+        self.replayed = False
+        self._entered = False
+
+    def _stage(self, write: Write) -> None:
+        if not self._entered or self.outcome != "open":
+            raise RuntimeError("stage writes inside the transaction's `async with` block")
+        self.writes.append(write)
+
+    def insert(self, table: str, values: Mapping[str, Any]) -> None:
+        """Stage ``INSERT INTO table (columns) VALUES (...)``."""
+        self._stage(Write("insert", _identifier(table, "table"), _pairs(values, "values")))
+
+    def update(self, table: str, values: Mapping[str, Any], where: Mapping[str, Any]) -> None:
+        """Stage ``UPDATE table SET ... WHERE col = value AND ...`` (``where`` required)."""
+        self._stage(
+            Write(
+                "update",
+                _identifier(table, "table"),
+                _pairs(values, "values"),
+                _pairs(where, "where"),
+            )
+        )
+
+    def delete(self, table: str, where: Mapping[str, Any]) -> None:
+        """Stage ``DELETE FROM table WHERE col = value AND ...`` (``where`` required)."""
+        self._stage(Write("delete", _identifier(table, "table"), where=_pairs(where, "where")))
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Stage arbitrary SQL, with parameters in the store's ``paramstyle``."""
+        if not isinstance(sql, str) or not sql.strip():
+            raise ValueError("execute() needs a SQL string")
+        if isinstance(params, str | bytes) or not hasattr(params, "__iter__"):
+            raise TypeError("params must be a sequence of values")
+        self._stage(Write("sql", sql=sql, params=tuple(params)))
+
+    def outbox(self, kind: str, payload: Mapping[str, Any]) -> None:
+        """Stage a typed outbox record (``cancelkit_outbox``), sent on only if committed."""
+        if not isinstance(kind, str) or not kind:
+            raise ValueError("an outbox record needs a kind")
+        try:
+            body = json.dumps(dict(payload), sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"the outbox payload must be JSON-serialisable: {exc}") from exc
+        self._stage(
+            Write(
+                "insert",
+                "cancelkit_outbox",
+                (("run_id", self.run_id), ("kind", kind), ("payload", body)),
+            )
+        )
+
+    async def __aenter__(self) -> Transaction:
+        if self._entered:
+            raise RuntimeError("a transaction block can be entered once")
+        self._entered = True
+        if self._token is None:
+            self._token = current_token()
+        prior = await self.store.begin(self.run_id)
+        self.replayed = prior.status == "committed"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._token is not None
+        token = self._token
+        if exc is None and token.reason is None:
+            await self._commit(token)
+            return
+        if exc is None or isinstance(
+            exc, anyio.get_cancelled_exc_class() | Cancelled | RunCancelled
+        ):
+            status: Literal["cancelled", "failed"] = "cancelled"
+            reason = (
+                token.reason
+                or getattr(exc, "reason", None)
+                or CancelReason("parent", "the task running the transaction was cancelled")
+            )
+        else:
+            status = "failed"
+            reason = CancelReason("error", f"{type(exc).__name__}: {exc}")
+        self.outcome, self.reason = status, reason
+        if not self.replayed:
+            await self.store.finish(self.run_id, status, reason)
+        if exc is None:  # the block ended cleanly, but its run was stopped: say so
+            raise RunCancelled(reason)
+
+    async def _commit(self, token: CancelToken) -> None:
+        if self.replayed:
+            self.outcome = "committed"
+            return
+        try:
+            committed = await self.store.commit(self.run_id, self.writes, self._timeout)
+        except BaseException as exc:
+            self.outcome = "failed"
+            self.reason = CancelReason("error", f"commit failed: {type(exc).__name__}: {exc}")
+            raise
+        if committed:
+            self.outcome = "committed"
+            return
+        state = await self.store.state(self.run_id)
+        if state is not None and state.status == "committed":  # a concurrent attempt won
+            self.outcome, self.replayed = "committed", True
+            return
+        self.outcome = "cancelled" if state is None or state.status == "cancelled" else "failed"
+        self.reason = (state.reason if state else None) or CancelReason(
+            "user", "cancelled in the database"
+        )
+        token.cancel(self.reason)
+        raise RunCancelled(self.reason)
+
+
+def transaction(
+    store: Store, run_id: str, *, token: CancelToken | None = None, commit_timeout: float = 10.0
+) -> Transaction:
+    """Stage writes for ``run_id`` and commit them all or nothing.
+
+    Usage::
+
+        async with transaction(store, run.id) as tx:
+            tx.insert("messages", {"run_id": run.id, "text": reply})
+            tx.outbox("email", {"to": user, "subject": "done"})
+        # committed here, unless the run was stopped: then nothing was written
+
+    Args:
+        store: a :class:`SQLiteStore` or :class:`PostgresStore` (after ``setup()``).
+        run_id: the run the writes belong to; retrying a committed run id writes
+            nothing twice (``tx.replayed``).
+        token: whose cancellation means "do not commit" (default: the current
+            run's token).
+        commit_timeout: seconds the shielded commit may take.
+
+    Raises:
+        ValueError, TypeError: bad arguments, and bad writes as they are staged.
+        RunCancelled: at the end of a clean block whose run was cancelled, including
+            by a cancel that reached the database first.
+    """
+    if not isinstance(run_id, str) or not run_id:
+        raise ValueError("transaction() needs a non-empty run_id")
+    if not all(hasattr(store, name) for name in ("begin", "commit", "finish", "cancel")):
+        raise TypeError(f"transaction() needs a store, not {type(store).__name__}")
+    limit = seconds(commit_timeout, "commit_timeout", allow_none=False)
+    assert limit is not None
+    return Transaction(store, run_id, token, limit)

@@ -1,0 +1,209 @@
+"""``PostgresStore``: runs and staged writes in PostgreSQL, on psycopg 3 with a pool.
+
+Each operation runs to its end in a task of its own that owns its pooled connection
+(:func:`cancelkit._tasks.run_shielded`), so a caller's cancellation cannot cut a
+commit half-way; a commit past its timeout is cancelled (psycopg cancels the query
+on the server), and any connection whose state is then unknown is closed rather than
+returned to the pool: no session is left "idle in transaction". A commit sends the
+ledger update and all writes in one pipeline: one round trip, not one a statement.
+Needs ``pip install "cancelkit[postgres]"``, and asyncio (psycopg's pool is asyncio-only;
+on trio, use ``SQLiteStore``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._backend import current_backend
+from .._exceptions import CancelReason
+from .._tasks import run_shielded
+from .._transaction import RunState, Write
+from .._validate import positive_int, seconds
+from ._errors import StoreUnavailable
+from ._sql import Dialect
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from psycopg import AsyncConnection
+    from psycopg_pool import AsyncConnectionPool
+
+__all__ = ("PostgresStore",)
+
+_DIALECT = Dialect("%s", "BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION")
+_CANCEL = CancelReason("user", "cancelled")
+_QUICK = 30.0
+
+
+class _Lost(Exception):  # noqa: N818 - control flow: the run was no longer running
+    pass
+
+
+def _state(row: tuple[Any, ...] | None) -> RunState | None:
+    if row is None:
+        return None
+    run_id, status, kind, message, attempts = row
+    reason = CancelReason(kind, message or "") if kind else None
+    return RunState(run_id, status, reason, attempts)
+
+
+class PostgresStore:
+    """Runs and staged writes in PostgreSQL.
+
+    Args:
+        dsn: a libpq connection string (``"host=/run/pg dbname=app"``, a URL, ...).
+        min_size, max_size: the connection pool's bounds.
+        connect_timeout: seconds to wait for the database when opening the pool.
+    """
+
+    paramstyle = "format"
+
+    def __init__(
+        self, dsn: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = 5.0
+    ) -> None:
+        if not isinstance(dsn, str) or not dsn:
+            raise ValueError("PostgresStore needs a connection string")
+        low, high = positive_int(min_size, "min_size"), positive_int(max_size, "max_size")
+        limit = seconds(connect_timeout, "connect_timeout", allow_none=False)
+        assert low is not None
+        assert high is not None
+        assert limit is not None
+        if low > high:
+            raise ValueError("min_size must not exceed max_size")
+        self.dsn = dsn
+        self._sizes = (low, high)
+        self._connect_timeout = limit
+        self._pool: AsyncConnectionPool[Any] | None = None
+
+    def __repr__(self) -> str:
+        return "PostgresStore(...)"
+
+    async def _open(self) -> AsyncConnectionPool[Any]:
+        if self._pool is not None:
+            return self._pool
+        if current_backend() != "asyncio":
+            raise RuntimeError(
+                "PostgresStore runs on asyncio: psycopg's connection pool is asyncio-only"
+            )
+        from psycopg_pool import AsyncConnectionPool, PoolTimeout  # noqa: PLC0415 - optional
+
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            self.dsn,
+            min_size=self._sizes[0],
+            max_size=self._sizes[1],
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(self._connect_timeout))},
+            open=False,
+            timeout=self._connect_timeout,
+        )
+        try:
+            await pool.open(wait=True, timeout=self._connect_timeout)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise StoreUnavailable(f"PostgreSQL is unreachable: {exc}") from exc
+        self._pool = pool
+        return pool
+
+    async def _run(
+        self, work: Callable[[AsyncConnection[Any]], Awaitable[Any]], name: str, timeout: float
+    ) -> Any:
+        from psycopg import Error, OperationalError  # noqa: PLC0415
+
+        pool = await self._open()
+
+        async def owned() -> Any:
+            async with pool.connection() as conn:
+                try:
+                    return await work(conn)
+                except Error:
+                    raise  # rolled back, state known: the pool takes it back (or drops it)
+                except BaseException:
+                    if not conn.closed:  # cancelled mid-way: state unknown, never reused
+                        await conn.close()
+                    raise
+
+        try:
+            return await run_shielded(owned(), name=name, timeout=timeout)
+        except OperationalError as exc:
+            raise StoreUnavailable(f"PostgreSQL failed: {exc}") from exc
+
+    async def setup(self) -> None:
+        """Create the ledger (``cancelkit_runs``) and outbox tables if missing."""
+
+        async def create(conn: AsyncConnection[Any]) -> None:
+            for statement in _DIALECT.ddl():
+                await conn.execute(statement)
+
+        await self._run(create, "cancelkit setup", _QUICK)
+
+    async def begin(self, run_id: str) -> RunState:
+        async def begin(conn: AsyncConnection[Any]) -> RunState:
+            async with conn.transaction():
+                cursor = await conn.execute(_DIALECT.select + " FOR UPDATE", (run_id,))
+                prior = _state(await cursor.fetchone())
+                now = time.time()
+                await conn.execute(_DIALECT.begin, (run_id, now))
+                await conn.execute(_DIALECT.reopen, (now, run_id))
+            return prior or RunState(run_id, "running", None, 0)
+
+        result: RunState = await self._run(begin, f"cancelkit begin {run_id}", _QUICK)
+        return result
+
+    async def commit(self, run_id: str, writes: Sequence[Write], timeout: float) -> bool:
+        rendered = [_DIALECT.render(write) for write in writes]
+
+        async def commit(conn: AsyncConnection[Any]) -> bool:
+            try:
+                async with conn.transaction():
+                    async with conn.pipeline():
+                        guard = await conn.execute(_DIALECT.commit_guard, (time.time(), run_id))
+                        for sql, params in rendered:
+                            await conn.execute(sql, params)
+                    if guard.rowcount != 1:
+                        raise _Lost
+            except _Lost:
+                return False
+            return True
+
+        result: bool = await self._run(commit, f"cancelkit commit {run_id}", timeout)
+        return result
+
+    async def finish(
+        self, run_id: str, status: Literal["cancelled", "failed"], reason: CancelReason
+    ) -> bool:
+        async def finish(conn: AsyncConnection[Any]) -> bool:
+            row = (status, reason.kind, reason.message, time.time(), run_id)
+            cursor = await conn.execute(_DIALECT.finish, row)
+            return cursor.rowcount == 1
+
+        result: bool = await self._run(finish, f"cancelkit finish {run_id}", _QUICK)
+        return result
+
+    async def cancel(self, run_id: str, reason: CancelReason | None = None) -> bool:
+        """Cancel ``run_id`` in the database: True if it was running (its writes never
+        will be committed), False if it had committed or ended already."""
+        return await self.finish(run_id, "cancelled", reason or _CANCEL)
+
+    async def state(self, run_id: str) -> RunState | None:
+        async def read(conn: AsyncConnection[Any]) -> RunState | None:
+            cursor = await conn.execute(_DIALECT.select, (run_id,))
+            return _state(await cursor.fetchone())
+
+        result: RunState | None = await self._run(read, f"cancelkit state {run_id}", _QUICK)
+        return result
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement outside any run (for reads and schema); its rows."""
+
+        async def run(conn: AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            cursor = await conn.execute(sql, tuple(params))
+            return await cursor.fetchall() if cursor.description else []
+
+        result: list[tuple[Any, ...]] = await self._run(run, "cancelkit execute", _QUICK)
+        return result
+
+    async def aclose(self) -> None:
+        """Close the pool."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()

@@ -1,0 +1,205 @@
+"""``SQLiteStore``: the embedded default, on the standard library's ``sqlite3``.
+
+Every operation runs to its end in a worker thread while the caller waits shielded
+(:func:`cancelkit._threads.run_sync_shielded`): a cancelled await never leaves a
+write running behind it. A commit that overruns its timeout is stopped with
+``Connection.interrupt()`` and rolled back; a connection interrupted or failed is
+closed, not reused. WAL journal, ``synchronous=NORMAL``, ``BEGIN IMMEDIATE`` for
+commits so that a concurrent cancel waits for the commit (or the other way round).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._exceptions import CancelReason
+from .._threads import run_sync_shielded
+from .._transaction import RunState, Write
+from .._validate import positive_int, seconds
+from ._errors import StoreUnavailable
+from ._sql import Dialect
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable, Sequence
+
+__all__ = ("SQLiteStore",)
+
+_DIALECT = Dialect("?", "INTEGER PRIMARY KEY AUTOINCREMENT", "REAL")
+_CANCEL = CancelReason("user", "cancelled")
+_QUICK = 30.0  # seconds for the ledger's one-row statements (they wait on locks)
+
+
+def _state(row: tuple[Any, ...] | None) -> RunState | None:
+    if row is None:
+        return None
+    run_id, status, kind, message, attempts = row
+    reason = CancelReason(kind, message or "") if kind else None
+    return RunState(run_id, status, reason, attempts)
+
+
+class SQLiteStore:
+    """Runs and staged writes in a SQLite file.
+
+    Args:
+        path: the database file (created if missing; its folder must exist).
+        busy_timeout: seconds a statement waits for another writer's lock.
+        pool_size: connections kept open for reuse.
+        on_connect: called with each new connection (to register functions, say).
+    """
+
+    paramstyle = "qmark"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        pool_size: int = 4,
+        on_connect: Callable[[sqlite3.Connection], object] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        timeout = seconds(busy_timeout, "busy_timeout", allow_none=False)
+        size = positive_int(pool_size, "pool_size")
+        assert timeout is not None
+        assert size is not None
+        self._busy = timeout
+        self._size = size
+        self._on_connect = on_connect
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self._busy, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
+        if self._on_connect is not None:
+            self._on_connect(conn)
+        return conn
+
+    def _acquire(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._connect()
+
+    def _release(self, conn: sqlite3.Connection, healthy: bool) -> None:
+        if healthy and not conn.in_transaction:
+            with self._lock:
+                if len(self._idle) < self._size:
+                    self._idle.append(conn)
+                    return
+        conn.close()
+
+    async def _run(self, work: Callable[[sqlite3.Connection], Any], timeout: float) -> Any:
+        holder: list[sqlite3.Connection] = []
+
+        def in_thread() -> Any:
+            conn = self._acquire()
+            holder.append(conn)
+            healthy = False
+            try:
+                result = work(conn)
+                healthy = True
+                return result
+            finally:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        healthy = False
+                self._release(conn, healthy)
+
+        def interrupt() -> None:
+            if holder:
+                holder[0].interrupt()
+
+        return await run_sync_shielded(in_thread, timeout=timeout, on_timeout=interrupt)
+
+    async def setup(self) -> None:
+        """Create the ledger (``cancelkit_runs``) and outbox tables if missing."""
+
+        def create(conn: sqlite3.Connection) -> None:
+            for statement in _DIALECT.ddl():
+                conn.execute(statement)
+
+        await self._run(create, _QUICK)
+
+    async def begin(self, run_id: str) -> RunState:
+        def begin(conn: sqlite3.Connection) -> RunState:
+            conn.execute("BEGIN IMMEDIATE")
+            prior = _state(conn.execute(_DIALECT.select, (run_id,)).fetchone())
+            now = time.time()
+            conn.execute(_DIALECT.begin, (run_id, now))
+            conn.execute(_DIALECT.reopen, (now, run_id))
+            conn.execute("COMMIT")
+            return prior or RunState(run_id, "running", None, 0)
+
+        result: RunState = await self._run(begin, _QUICK)
+        return result
+
+    async def commit(self, run_id: str, writes: Sequence[Write], timeout: float) -> bool:
+        rendered = [_DIALECT.render(write) for write in writes]
+
+        def commit(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            if conn.execute(_DIALECT.commit_guard, (time.time(), run_id)).rowcount != 1:
+                conn.execute("ROLLBACK")
+                return False
+            for sql, params in rendered:
+                conn.execute(sql, params)
+            conn.execute("COMMIT")
+            return True
+
+        result: bool = await self._run(commit, timeout)
+        return result
+
+    async def finish(
+        self, run_id: str, status: Literal["cancelled", "failed"], reason: CancelReason
+    ) -> bool:
+        def finish(conn: sqlite3.Connection) -> bool:
+            row = (status, reason.kind, reason.message, time.time(), run_id)
+            return conn.execute(_DIALECT.finish, row).rowcount == 1
+
+        result: bool = await self._run(finish, _QUICK)
+        return result
+
+    async def cancel(self, run_id: str, reason: CancelReason | None = None) -> bool:
+        """Cancel ``run_id`` in the database: True if it was running (its writes never
+        will be committed), False if it had committed or ended already."""
+        return await self.finish(run_id, "cancelled", reason or _CANCEL)
+
+    async def state(self, run_id: str) -> RunState | None:
+        def read(conn: sqlite3.Connection) -> RunState | None:
+            return _state(conn.execute(_DIALECT.select, (run_id,)).fetchone())
+
+        result: RunState | None = await self._run(read, _QUICK)
+        return result
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement outside any run (for reads and schema); its rows."""
+
+        def run(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(sql, tuple(params)).fetchall()
+
+        result: list[tuple[Any, ...]] = await self._run(run, _QUICK)
+        return result
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()

@@ -1,0 +1,100 @@
+"""Stores under failure: a killed worker, a database that is down, the wrong loop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from cancelkit import Runs, transaction
+from cancelkit.stores import PostgresStore, SQLiteStore, StoreUnavailable
+
+from .test_transactions import Store, notes
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).parent.parent.parent
+
+
+async def until_no_sleeping_backend(store: PostgresStore) -> None:
+    query = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%%'"
+    with anyio.fail_after(5):
+        while True:  # polling the server's view of its backends
+            if await store.execute(query) == [(0,)]:
+                return
+            await anyio.sleep(0.05)
+
+
+def kill_mid_commit(kind: str, where: str, run_id: str) -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.scenarios.kill_mid_commit", kind, where, run_id],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stdout is not None
+    try:
+        assert worker.stdout.readline().strip() == "COMMITTING"
+        time.sleep(0.3)  # well inside the commit: rows sent, transaction open
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        worker.stdout.close()
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == -signal.SIGKILL
+
+
+async def test_a_worker_killed_mid_commit_leaves_no_rows(
+    store: Store, store_kind: str, tmp_path: Path
+) -> None:
+    where = str(store.path) if isinstance(store, SQLiteStore) else store.dsn
+    await anyio.to_thread.run_sync(kill_mid_commit, store_kind, where, "run-killed")
+    if isinstance(store, PostgresStore):  # the server notices the dead backend promptly
+        await until_no_sleeping_backend(store)
+    assert await notes(store) == []
+    state = await store.state("run-killed")
+    assert state is not None
+    assert state.status == "running"  # never committed: a retry may run it
+    async with transaction(store, "run-killed") as tx:
+        tx.insert("notes", {"run_id": "run-killed", "body": "retried"})
+    assert await notes(store, "run-killed") == [("retried",)]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_an_unopenable_sqlite_database_is_a_clear_error(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "missing-folder" / "app.db")
+    with pytest.raises(StoreUnavailable, match="cannot open SQLite database"):
+        await store.setup()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_postgres_down_fails_the_run_with_kind_error() -> None:
+    store = PostgresStore("host=/nonexistent-cancelkit dbname=x", connect_timeout=1)
+    runs = Runs()
+
+    async def agent() -> None:
+        async with transaction(store, "run-down") as tx:
+            tx.insert("notes", {"body": "never"})
+
+    run = runs.start(agent)
+    outcome = await run.wait()
+    assert outcome.status == "failed"
+    assert isinstance(outcome.error, StoreUnavailable)
+    assert "unreachable" in str(outcome.error)
+    assert outcome.reason is not None
+    assert outcome.reason.kind == "error"
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_postgres_refuses_trio_clearly() -> None:
+    store = PostgresStore("host=/nonexistent-cancelkit dbname=x")
+    with pytest.raises(RuntimeError, match="asyncio"):
+        await store.setup()

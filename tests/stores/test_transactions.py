@@ -1,0 +1,237 @@
+"""transaction(): all or nothing, decided in the database; same suite for both stores."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from cancelkit import CancelReason, RunCancelled, Runs, transaction
+from cancelkit.stores import PostgresStore, SQLiteStore
+from cancelkit.testing import cancel_at_each_checkpoint
+
+from .conftest import slow_sql
+
+pytestmark = pytest.mark.anyio
+
+Store = SQLiteStore | PostgresStore
+USER = CancelReason("user", "Stop pressed")
+
+
+async def notes(store: Store, run_id: str | None = None) -> list[Any]:
+    if run_id is None:
+        return await store.execute("SELECT id, run_id, body FROM notes ORDER BY id")
+    ph = "?" if isinstance(store, SQLiteStore) else "%s"
+    return await store.execute(f"SELECT body FROM notes WHERE run_id = {ph} ORDER BY id", (run_id,))
+
+
+def stage(tx: Any, run_id: str, count: int = 3, first_id: int = 1) -> None:
+    for index in range(count):
+        tx.insert("notes", {"id": first_id + index, "run_id": run_id, "body": f"note {index}"})
+
+
+async def test_a_clean_block_commits_every_write_at_once(store: Store) -> None:
+    ph = "?" if isinstance(store, SQLiteStore) else "%s"
+    async with transaction(store, "run-1") as tx:
+        stage(tx, "run-1", 3)
+        tx.update("notes", {"body": "edited"}, where={"id": 2})
+        tx.delete("notes", where={"id": 3})
+        tx.execute(f"UPDATE notes SET body = body || {ph} WHERE id = {ph}", ("!", 1))
+        tx.outbox("email", {"to": "ada@example.com", "subject": "done"})
+        assert await notes(store) == []  # staged, not written
+    assert tx.outcome == "committed"
+    assert await notes(store, "run-1") == [("note 0!",), ("edited",)]
+    outbox = await store.execute("SELECT kind, payload FROM cancelkit_outbox")
+    assert outbox == [("email", '{"subject": "done", "to": "ada@example.com"}')]
+    state = await store.state("run-1")
+    assert state is not None
+    assert (state.status, state.reason) == ("committed", None)
+
+
+async def test_an_error_writes_nothing_and_records_kind_error(store: Store) -> None:
+    with pytest.raises(KeyError, match="tool"):
+        async with transaction(store, "run-err") as tx:
+            stage(tx, "run-err")
+            raise KeyError("tool")
+    assert await notes(store) == []
+    assert tx.outcome == "failed"
+    state = await store.state("run-err")
+    assert state is not None
+    assert state.status == "failed"
+    assert state.reason is not None
+    assert state.reason.kind == "error"
+
+
+async def test_cancellation_writes_nothing_and_records_the_reason(store: Store) -> None:
+    with anyio.move_on_after(0.05):
+        async with transaction(store, "run-cut") as tx:
+            stage(tx, "run-cut")
+            await anyio.sleep(10)
+    assert await notes(store) == []
+    assert tx.outcome == "cancelled"
+    state = await store.state("run-cut")
+    assert state is not None
+    assert state.status == "cancelled"
+
+
+async def test_stopping_a_run_rolls_back_its_staged_writes_with_its_reason(store: Store) -> None:
+    runs = Runs()
+
+    async def agent(run_id: str) -> None:
+        async with transaction(store, run_id) as tx:
+            stage(tx, run_id)
+            await anyio.sleep(10)
+
+    run = runs.start(agent, "run-stop", run_id="run-stop")
+    await anyio.sleep(0.05)
+    assert runs.cancel("run-stop", USER)
+    outcome = await run.wait()
+    assert (outcome.status, outcome.reason) == ("cancelled", USER)
+    assert await notes(store) == []
+    state = await store.state("run-stop")
+    assert state is not None
+    assert (state.status, state.reason) == ("cancelled", USER)
+
+
+async def test_retrying_a_committed_run_writes_nothing_twice(store: Store) -> None:
+    for attempt in range(3):
+        async with transaction(store, "run-once") as tx:
+            tx.insert("notes", {"run_id": "run-once", "body": f"attempt {attempt}"})
+        assert tx.outcome == "committed"
+        assert tx.replayed == (attempt > 0)
+    assert await notes(store, "run-once") == [("attempt 0",)]
+
+
+async def test_a_cancelled_run_may_be_retried(store: Store) -> None:
+    assert not await store.cancel("run-again")  # unknown: nothing to cancel
+    with anyio.move_on_after(0.02):
+        async with transaction(store, "run-again") as tx:
+            stage(tx, "run-again")
+            await anyio.sleep(10)
+    async with transaction(store, "run-again") as tx:
+        stage(tx, "run-again", 1)
+    state = await store.state("run-again")
+    assert state is not None
+    assert (state.status, state.attempts) == ("committed", 2)
+    assert await notes(store, "run-again") == [("note 0",)]
+
+
+async def test_a_cancel_that_reaches_the_database_first_wins(store: Store) -> None:
+    with pytest.raises(RunCancelled) as info:
+        async with transaction(store, "run-remote") as tx:
+            stage(tx, "run-remote")
+            assert await store.cancel("run-remote", CancelReason("user", "from another worker"))
+    assert info.value.reason == CancelReason("user", "from another worker")
+    assert tx.outcome == "cancelled"
+    assert await notes(store) == []
+
+
+async def test_stop_racing_commit_has_exactly_one_winner(store: Store) -> None:
+    rng = random.Random(7)
+    tallies = {"committed": 0, "cancelled": 0}
+    for index in range(1000):
+        run_id = f"race-{index}"
+        report: dict[str, Any] = {}
+
+        async def commit(run_id: str = run_id, report: dict[str, Any] = report) -> None:
+            try:
+                async with transaction(store, run_id) as tx:
+                    tx.insert("notes", {"run_id": run_id, "body": "a"})
+                    tx.insert("notes", {"run_id": run_id, "body": "b"})
+                    report["entered"] = True
+                    for _ in range(rng.randrange(3)):
+                        await anyio.lowlevel.checkpoint()
+            except RunCancelled:
+                pass
+            report["outcome"] = tx.outcome
+
+        async def stop(run_id: str = run_id, report: dict[str, Any] = report) -> None:
+            while "entered" not in report:
+                await anyio.lowlevel.checkpoint()
+            for _ in range(rng.randrange(6)):
+                await anyio.lowlevel.checkpoint()
+            report["cancel_won"] = await store.cancel(run_id, USER)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(commit)
+            group.start_soon(stop)
+        state = await store.state(run_id)
+        rows = await notes(store, run_id)
+        assert state is not None
+        assert state.status in ("committed", "cancelled"), index
+        assert report["outcome"] == state.status, index  # the report matches the database
+        assert report["cancel_won"] == (state.status == "cancelled"), index
+        assert len(rows) == (2 if state.status == "committed" else 0), index
+        tallies[state.status] += 1
+    assert tallies["committed"] > 50
+    assert tallies["cancelled"] > 50
+
+
+async def test_cancel_at_each_checkpoint_of_the_write_path(store: Store, store_kind: str) -> None:
+    reports: list[Any] = []
+    counter = iter(range(10_000))
+
+    async def write() -> None:
+        run_id = f"cp-{next(counter)}"
+        tx = transaction(store, run_id, commit_timeout=5)
+        reports.append(tx)
+        async with tx:
+            stage(tx, run_id, 2, first_id=len(reports) * 10)
+            tx.execute(*slow_sql(store_kind, 0.05))  # a slow commit
+            await anyio.lowlevel.checkpoint()
+
+    async def check() -> None:
+        tx = reports[-1]
+        rows = await notes(store, tx.run_id)
+        state = await store.state(tx.run_id)
+        status = state.status if state else None
+        assert len(rows) in (0, 2)  # never half-written
+        assert (len(rows) == 2) == (status == "committed") == (tx.outcome == "committed")
+
+    points = await cancel_at_each_checkpoint(write, check)
+    assert points >= 3  # begin, the body's await, the (shielded) commit
+    assert {tx.outcome for tx in reports} >= {"cancelled", "committed"}
+
+
+async def test_a_commit_past_its_timeout_writes_nothing_and_the_store_recovers(
+    store: Store, store_kind: str
+) -> None:
+    with pytest.raises(TimeoutError):
+        async with transaction(store, "run-slow", commit_timeout=0.2) as tx:
+            stage(tx, "run-slow")
+            tx.execute(*slow_sql(store_kind, 5))
+    assert tx.outcome == "failed"
+    assert await notes(store) == []
+    async with transaction(store, "run-next") as next_tx:
+        stage(next_tx, "run-next", 1, first_id=50)
+    assert await notes(store, "run-next") == [("note 0",)]
+    if isinstance(store, PostgresStore):
+        idle = await store.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE state IN ('idle in transaction', 'idle in transaction (aborted)')"
+        )
+        assert idle == [(0,)]
+
+
+async def test_bad_writes_are_refused_as_they_are_staged(store: Store) -> None:
+    with pytest.raises(ValueError, match="non-empty run_id"):
+        transaction(store, "")
+    with pytest.raises(TypeError, match="needs a store"):
+        transaction("not a store", "run")  # type: ignore[arg-type]
+    tx = transaction(store, "run-bad")
+    with pytest.raises(RuntimeError, match="inside the transaction"):
+        tx.insert("notes", {"body": "x"})
+    async with tx:
+        with pytest.raises(ValueError, match="plain SQL identifier"):
+            tx.insert("notes; DROP TABLE notes", {"body": "x"})
+        with pytest.raises(ValueError, match="plain SQL identifier"):
+            tx.insert("notes", {"body = 1 --": "x"})
+        with pytest.raises(ValueError, match="must not be empty"):
+            tx.update("notes", {"body": "x"}, where={})
+        with pytest.raises(TypeError, match="JSON"):
+            tx.outbox("email", {"when": object()})
+        stage(tx, "run-bad", 1)
+    assert await notes(store, "run-bad") == [("note 0",)]  # the good write still went in
