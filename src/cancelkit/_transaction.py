@@ -12,6 +12,7 @@ delivered right after, once the outcome is recorded.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ __all__ = ("RunState", "Store", "Transaction", "Write", "transaction")
 
 TxOutcome = Literal["open", "committed", "cancelled", "failed"]
 
+_OUTBOX = ("run_id", "kind", "payload")
+
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 
 
@@ -42,8 +45,10 @@ class Write:
 
     kind: Literal["insert", "update", "delete", "sql"]
     table: str = ""
-    values: tuple[tuple[str, Any], ...] = ()
-    where: tuple[tuple[str, Any], ...] = ()
+    columns: tuple[str, ...] = ()
+    values: tuple[Any, ...] = ()
+    keys: tuple[str, ...] = ()
+    key_values: tuple[Any, ...] = ()
     sql: str = ""
     params: tuple[Any, ...] = ()
 
@@ -92,13 +97,23 @@ def _identifier(name: object, what: str) -> str:
     return name
 
 
-def _pairs(mapping: object, what: str, *, allow_empty: bool = False) -> tuple[tuple[str, Any], ...]:
+@functools.lru_cache(maxsize=4096)
+def _columns(names: tuple[object, ...], what: str) -> tuple[str, ...]:
+    return tuple(_identifier(name, f"a column name in {what}") for name in names)
+
+
+def _split(mapping: object, what: str) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """Column names (validated, cached by shape) and values of a mapping."""
     if not hasattr(mapping, "items"):
         raise TypeError(f"{what} must be a mapping of column names to values")
-    pairs = tuple((_identifier(k, f"a column name in {what}"), v) for k, v in mapping.items())
-    if not pairs and not allow_empty:
+    names = tuple(mapping.keys())  # type: ignore[attr-defined]
+    if not names:
         raise ValueError(f"{what} must not be empty")
-    return pairs
+    try:
+        columns = _columns(names, what)
+    except TypeError as exc:  # an unhashable key
+        raise ValueError(f"{what} has a column name that is not a string") from exc
+    return columns, tuple(mapping.values())  # type: ignore[attr-defined]
 
 
 class Transaction:
@@ -130,22 +145,19 @@ class Transaction:
 
     def insert(self, table: str, values: Mapping[str, Any]) -> None:
         """Stage ``INSERT INTO table (columns) VALUES (...)``."""
-        self._stage(Write("insert", _identifier(table, "table"), _pairs(values, "values")))
+        columns, row = _split(values, "values")
+        self._stage(Write("insert", _identifier(table, "table"), columns, row))
 
     def update(self, table: str, values: Mapping[str, Any], where: Mapping[str, Any]) -> None:
         """Stage ``UPDATE table SET ... WHERE col = value AND ...`` (``where`` required)."""
-        self._stage(
-            Write(
-                "update",
-                _identifier(table, "table"),
-                _pairs(values, "values"),
-                _pairs(where, "where"),
-            )
-        )
+        columns, row = _split(values, "values")
+        keys, key_values = _split(where, "where")
+        self._stage(Write("update", _identifier(table, "table"), columns, row, keys, key_values))
 
     def delete(self, table: str, where: Mapping[str, Any]) -> None:
         """Stage ``DELETE FROM table WHERE col = value AND ...`` (``where`` required)."""
-        self._stage(Write("delete", _identifier(table, "table"), where=_pairs(where, "where")))
+        keys, key_values = _split(where, "where")
+        self._stage(Write("delete", _identifier(table, "table"), keys=keys, key_values=key_values))
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Stage arbitrary SQL, with parameters in the store's ``paramstyle``."""
@@ -163,13 +175,7 @@ class Transaction:
             body = json.dumps(dict(payload), sort_keys=True)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"the outbox payload must be JSON-serialisable: {exc}") from exc
-        self._stage(
-            Write(
-                "insert",
-                "cancelkit_outbox",
-                (("run_id", self.run_id), ("kind", kind), ("payload", body)),
-            )
-        )
+        self._stage(Write("insert", "cancelkit_outbox", _OUTBOX, (self.run_id, kind, body)))
 
     async def __aenter__(self) -> Transaction:
         if self._entered:

@@ -166,8 +166,9 @@ async def test_stop_racing_commit_has_exactly_one_winner(store: Store) -> None:
         assert report["cancel_won"] == (state.status == "cancelled"), index
         assert len(rows) == (2 if state.status == "committed" else 0), index
         tallies[state.status] += 1
-    assert tallies["committed"] > 50
-    assert tallies["cancelled"] > 50
+    # Both sides won often enough for the race to be real (the split varies by timing).
+    assert tallies["committed"] > 10, tallies
+    assert tallies["cancelled"] > 10, tallies
 
 
 async def test_cancel_at_each_checkpoint_of_the_write_path(store: Store, store_kind: str) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .._transaction import Write
 
 __all__ = ("Dialect",)
@@ -78,21 +81,34 @@ class Dialect:
 
     def render(self, write: Write) -> tuple[str, tuple[Any, ...]]:
         """The SQL and parameters of a staged write."""
-        p = self.placeholder
         if write.kind == "sql":
             return write.sql, write.params
-        where = " AND ".join(f"{_quote(k)} = {p}" for k, _ in write.where)
-        where_values = tuple(v for _, v in write.where)
-        if write.kind == "insert":
-            columns = ", ".join(_quote(k) for k, _ in write.values)
-            marks = ", ".join(p for _ in write.values)
-            sql = f"INSERT INTO {_quote(write.table)} ({columns}) VALUES ({marks})"
-            return sql, tuple(v for _, v in write.values)
-        if write.kind == "update":
-            assignments = ", ".join(f"{_quote(k)} = {p}" for k, _ in write.values)
-            values = tuple(v for _, v in write.values)
-            return (
-                f"UPDATE {_quote(write.table)} SET {assignments} WHERE {where}",
-                values + where_values,
-            )
-        return f"DELETE FROM {_quote(write.table)} WHERE {where}", where_values
+        sql = self._template(write.kind, write.table, write.columns, write.keys)
+        return sql, write.values + write.key_values if write.key_values else write.values
+
+    def batches(self, writes: Sequence[Write]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """Staged writes rendered, consecutive ones with the same SQL grouped together
+        (for ``executemany``), in their original order."""
+        grouped: list[tuple[str, list[tuple[Any, ...]]]] = []
+        for write in writes:
+            sql, params = self.render(write)
+            if grouped and grouped[-1][0] == sql:
+                grouped[-1][1].append(params)
+            else:
+                grouped.append((sql, [params]))
+        return grouped
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - a few dialects, kept for the process
+    def _template(
+        self, kind: str, table: str, columns: tuple[str, ...], keys: tuple[str, ...]
+    ) -> str:
+        p = self.placeholder
+        where = " AND ".join(f"{_quote(k)} = {p}" for k in keys)
+        if kind == "insert":
+            names = ", ".join(_quote(c) for c in columns)
+            marks = ", ".join(p for _ in columns)
+            return f"INSERT INTO {_quote(table)} ({names}) VALUES ({marks})"
+        if kind == "update":
+            assignments = ", ".join(f"{_quote(c)} = {p}" for c in columns)
+            return f"UPDATE {_quote(table)} SET {assignments} WHERE {where}"
+        return f"DELETE FROM {_quote(table)} WHERE {where}"

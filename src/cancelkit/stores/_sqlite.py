@@ -151,15 +151,18 @@ class SQLiteStore:
         return result
 
     async def commit(self, run_id: str, writes: Sequence[Write], timeout: float) -> bool:
-        rendered = [_DIALECT.render(write) for write in writes]
+        batches = _DIALECT.batches(writes)
 
         def commit(conn: sqlite3.Connection) -> bool:
             conn.execute("BEGIN IMMEDIATE")
             if conn.execute(_DIALECT.commit_guard, (time.time(), run_id)).rowcount != 1:
                 conn.execute("ROLLBACK")
                 return False
-            for sql, params in rendered:
-                conn.execute(sql, params)
+            for sql, rows in batches:
+                if len(rows) == 1:
+                    conn.execute(sql, rows[0])
+                else:
+                    conn.executemany(sql, rows)
             conn.execute("COMMIT")
             return True
 

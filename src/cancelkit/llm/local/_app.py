@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from ._script import TOKEN_CHARS, Plan, RequestError, plan
 from ._wire import AnthropicWire, OpenAIWire, ParsedRequest, Wire
@@ -248,6 +249,9 @@ class LocalModelApp:
 
         async def tick(count: int, frames: list[bytes]) -> None:
             nonlocal produced
+            # The disconnect may have been seen while this task was ready to resume:
+            # produce nothing more then, not even the chunk it was about to make.
+            await anyio.lowlevel.checkpoint_if_cancelled()
             if fault.kind in ("cut", "error") and produced >= fault.after_tokens:
                 self.counters.faults += 1
                 record.outcome = "fault"
