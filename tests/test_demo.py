@@ -23,7 +23,7 @@ async def test_every_layer_stops_with_the_deadline_reason() -> None:
 
 
 def test_the_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--deadline", "0.2"]) == 0
+    assert main(["demo", "--terminal", "--deadline", "0.2"]) == 0
     out = capsys.readouterr().out
     assert "sync tool in a worker thread" in out
     assert "timeout" in out
@@ -31,5 +31,5 @@ def test_the_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_the_command_refuses_a_bad_deadline(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        main(["demo", "--deadline", "-1"])
+        main(["demo", "--terminal", "--deadline", "-1"])
     assert "must be positive" in capsys.readouterr().err

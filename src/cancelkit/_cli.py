@@ -18,9 +18,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cancelkit`` command."""
     parser = argparse.ArgumentParser(prog="cancelkit", description="Stop means stop.")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="watch one Stop reach every layer of a run")
-    demo.add_argument("--deadline", type=float, default=1.5, help="seconds before Stop")
-    demo.add_argument("--rate", type=float, default=40.0, help="LLM stream tokens/second")
+    demo = commands.add_parser("demo", help="the web demo: Stop from a browser reaches every layer")
+    serve = commands.add_parser("serve", help="the demo app alone, on a given model endpoint")
+    for sub in (demo, serve):
+        sub.add_argument("--host", default="127.0.0.1", help="address to bind")
+        sub.add_argument("--port", type=int, default=8000, help="port to listen on")
+        sub.add_argument(
+            "--provider",
+            choices=["local", "anthropic", "openai"],
+            default="local",
+            help="the model API (anthropic/openai read *_API_KEY from the environment)",
+        )
+        sub.add_argument("--model", default=None, help="the model name for a real provider")
+        sub.add_argument("--base-url", default=None, help="the model API's base URL")
+        sub.add_argument("--data", default=".cancelkit-demo", help="folder for the SQLite file")
+        sub.add_argument("--grace", type=float, default=5.0, help="shutdown grace, seconds")
+    demo.add_argument("--model-rate", type=float, default=40.0, help="local model tokens/second")
+    demo.add_argument("--terminal", action="store_true", help="the terminal demonstration instead")
+    demo.add_argument("--deadline", type=float, default=1.5, help="(terminal) seconds before Stop")
+    demo.add_argument("--rate", type=float, default=40.0, help="(terminal) stream tokens/second")
     demo.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     model = commands.add_parser("model", help="serve the local model (Anthropic and OpenAI APIs)")
     model.add_argument("--host", default="127.0.0.1", help="address to bind")
@@ -34,11 +50,40 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "model":
         return _serve_model(parser, args)
+    if args.command == "serve" or not args.terminal:
+        return _serve_web(parser, args)
     if args.deadline <= 0 or args.rate <= 0:
         parser.error("--deadline and --rate must be positive")
     print(f"cancelkit demo on {args.backend}")
     report = anyio.run(lambda: run_demo(args.deadline, args.rate), backend=args.backend)
     print(render(report))
+    return 0
+
+
+def _serve_web(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    try:
+        from .web._serve import DemoOptions, serve_demo  # noqa: PLC0415 - needs the web extra
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        parser.error(f"the demo needs: pip install 'cancelkit[all]' ({exc})")
+    rate = getattr(args, "model_rate", 40.0)
+    if rate <= 0 or args.grace < 0:
+        parser.error("--model-rate must be positive and --grace not negative")
+    local = args.command == "demo" and args.provider == "local" and args.base_url is None
+    if args.command == "serve" and args.provider == "local" and args.base_url is None:
+        parser.error("serve needs --base-url of a model server (cancelkit model) or a provider")
+    options = DemoOptions(
+        host=args.host,
+        port=args.port,
+        model_rate=rate,
+        provider=args.provider,
+        model=args.model,
+        base_url=args.base_url,
+        data=Path(args.data),
+        grace=args.grace,
+    )
+    serve_demo(options, with_local_model=local)
     return 0
 
 

@@ -218,7 +218,10 @@ class Run(Generic[T]):
         elif main.state is TaskState.COMPLETED:
             outcome = RunOutcome(self.id, "completed", None, main._value, None)  # noqa: SLF001
         elif main.state is TaskState.CANCELLED:
-            outcome = RunOutcome(self.id, "cancelled", self.token.reason, None, main.error)
+            # The reason is what a cancelled run reports; an error raised while it
+            # unwound is dropped, or its traceback would pin every frame (and every
+            # closed stream) of the run in the history.
+            outcome = RunOutcome(self.id, "cancelled", self.token.reason, None, None)
         else:
             error = main.error
             reason = CancelReason("error", f"{type(error).__name__}: {error}")

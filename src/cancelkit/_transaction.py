@@ -116,6 +116,13 @@ def _split(mapping: object, what: str) -> tuple[tuple[str, ...], tuple[Any, ...]
     return columns, tuple(mapping.values())  # type: ignore[attr-defined]
 
 
+def _is_cancellation(exc: BaseException) -> bool:
+    """A cancellation, or a group of nothing but cancellations (trio's nurseries)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_cancellation(inner) for inner in exc.exceptions)
+    return isinstance(exc, anyio.get_cancelled_exc_class() | Cancelled | RunCancelled)
+
+
 class Transaction:
     """The staged writes of one run; see :func:`transaction`.
 
@@ -198,9 +205,7 @@ class Transaction:
         if exc is None and token.reason is None:
             await self._commit(token)
             return
-        if exc is None or isinstance(
-            exc, anyio.get_cancelled_exc_class() | Cancelled | RunCancelled
-        ):
+        if exc is None or token.reason is not None or _is_cancellation(exc):
             status: Literal["cancelled", "failed"] = "cancelled"
             reason = (
                 token.reason

@@ -69,6 +69,7 @@ class RequestRecord:
     outcome: str = "running"
     tokens_generated: int = 0
     tokens_after_disconnect: int = 0
+    tokens_planned: int = 0
     first_token_at: float | None = None
     disconnected_at: float | None = None
     ended_at: float | None = None
@@ -89,6 +90,7 @@ class Counters:
     completed: int = 0
     faults: int = 0
     bad_requests: int = 0
+    tokens_saved: int = 0
 
 
 class LocalModelApp:
@@ -104,7 +106,8 @@ class LocalModelApp:
 
     def stats(self) -> dict[str, int]:
         """The totals: ``tokens_generated``, ``tokens_after_disconnect``, ``open_streams``,
-        ``requests``, ``disconnects``, ``completed``, ``faults``, ``bad_requests``."""
+        ``requests``, ``disconnects``, ``completed``, ``faults``, ``bad_requests``, and
+        ``tokens_saved`` (planned but never generated because the client went away)."""
         return asdict(self.counters)
 
     def record(self, request_id: str) -> RequestRecord | None:
@@ -165,6 +168,7 @@ class LocalModelApp:
             return
 
         record = RequestRecord(request_id, wire.name, request.stream, time.monotonic())
+        record.tokens_planned = reply.output_tokens
         self.records[request_id] = record
         while len(self.records) > self._history:
             self.records.popitem(last=False)
@@ -206,6 +210,9 @@ class LocalModelApp:
             record.ended_at = time.monotonic()
             if record.outcome == "running":
                 record.outcome = "disconnected" if record.disconnected_at else "completed"
+            if record.outcome == "disconnected":  # what the Stop spared the provider
+                spared = record.tokens_planned - record.tokens_generated
+                self.counters.tokens_saved += max(0, spared)
             if record.outcome == "completed":
                 self.counters.completed += 1
 

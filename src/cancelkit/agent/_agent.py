@@ -1,0 +1,303 @@
+"""``Agent``: an agent loop built only on cancelkit's lower layers.
+
+One run per prompt (in a :class:`~cancelkit.Runs` registry): model turns streamed
+through the model protocol, tool calls run in parallel with :func:`cancelkit.gather`
+(sync tools in threads via :func:`cancelkit.to_thread`, sub-agents as child runs), an
+optional :class:`~cancelkit.Budget`, and an optional :func:`~cancelkit.transaction`
+for every write of the run. One Stop cancels all of it with one reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+
+from .._gather import gather
+from .._runs import Runs
+from .._threads import to_thread
+from .._transaction import Transaction, transaction
+from ..llm import Message, TextDelta, ToolCall, ToolResult, Usage
+from ._tools import FunctionTool
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+
+    from .._budget import Budget
+    from .._exceptions import CancelReason
+    from .._run import Run
+    from .._transaction import Store
+    from ..llm import Model
+
+__all__ = ("Agent", "AgentResult", "AgentRun", "ToolFinished", "current_transaction")
+
+_transaction: ContextVar[Transaction | None] = ContextVar("cancelkit_agent_tx", default=None)
+
+
+def current_transaction() -> Transaction | None:
+    """The transaction of the agent run this tool runs in (stage writes on it)."""
+    return _transaction.get()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFinished:
+    """An event: a tool call returned (``is_error`` if it raised)."""
+
+    call_id: str
+    name: str
+    content: str
+    is_error: bool
+
+
+@dataclass
+class AgentResult:
+    """How an agent run ended."""
+
+    run_id: str
+    status: Literal["running", "cancelling", "cancelled", "completed", "failed"]
+    reason: CancelReason | None
+    text: str
+    usage: Usage
+    turns: int
+    tool_calls: list[ToolCall]
+    error: BaseException | None = None
+
+
+@dataclass
+class AgentRun:
+    """A live agent run: its run, what it has said so far, and its event log.
+
+    ``events`` grows as the run goes; :meth:`follow` iterates it from any task.
+    """
+
+    run: Run[str]
+    text: str = ""
+    turns: int = 0
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    estimated: bool = False
+    events: list[Any] = field(default_factory=list)
+    started_at: float = field(default_factory=time.monotonic)
+    _changed: anyio.Event = field(default_factory=anyio.Event)
+
+    @property
+    def id(self) -> str:
+        return self.run.id
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.input_tokens, self.output_tokens, self.estimated)
+
+    def emit(self, event: Any) -> None:
+        self.events.append(event)
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    def add_usage(self, usage: Usage | None) -> None:
+        if usage is not None:
+            self.input_tokens += usage.input_tokens
+            self.output_tokens += usage.output_tokens
+            self.estimated = self.estimated or usage.estimated
+            self.emit(self.usage)
+
+    def result(self) -> AgentResult:
+        outcome = self.run.outcome
+        return AgentResult(
+            self.run.id,
+            self.run.status,
+            self.run.reason,
+            self.text,
+            self.usage,
+            self.turns,
+            list(self.tool_calls),
+            outcome.error if outcome else None,
+        )
+
+    async def follow(self) -> AsyncGenerator[Any, None]:
+        """Every event, past and future, until the run has ended (then its result)."""
+        index = 0
+        while True:
+            while index < len(self.events):
+                yield self.events[index]
+                index += 1
+            if self.run.done:
+                yield self.result()
+                return
+            changed = self._changed
+            with anyio.move_on_after(0.5):  # the run's end emits nothing: look again
+                await changed.wait()
+
+
+class Agent:
+    """An agent: a model, tools, and the limits of a run.
+
+    Args:
+        model: an :class:`~cancelkit.llm.AnthropicModel`, an ``OpenAIModel``, ...
+        tools: :func:`tool` functions, and sub-agents via :meth:`as_tool`.
+        system: the system prompt.
+        max_turns: model calls per run, at most.
+        max_tokens: per model call.
+        runs: the registry runs are started in (a new one by default).
+        store: where the run's writes go, in one transaction (see
+            :func:`current_transaction`); the final reply and usage are recorded there.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        tools: Sequence[FunctionTool] = (),
+        system: str | None = None,
+        max_turns: int = 8,
+        max_tokens: int = 1024,
+        runs: Runs | None = None,
+        store: Store | None = None,
+    ) -> None:
+        if max_turns < 1:
+            raise ValueError("max_turns must be >= 1")
+        names = [t.name for t in tools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tool names must be unique: {names}")
+        self.model = model
+        self.tools = {t.name: t for t in tools}
+        self.system = system
+        self.max_turns = max_turns
+        self.max_tokens = max_tokens
+        self.runs = runs or Runs()
+        self.store = store
+
+    def start(
+        self,
+        prompt: str,
+        *,
+        run_id: str | None = None,
+        owner: object = None,
+        budget: Budget | None = None,
+        timeout: float | None = None,
+    ) -> AgentRun:
+        """Start a run for ``prompt``; call from a task of the loop it should run on."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("the prompt must be a non-empty string")
+        holder: list[AgentRun] = []
+        run = self.runs.start(
+            self._loop, holder, prompt, budget, run_id=run_id, owner=owner, timeout=timeout
+        )
+        state = AgentRun(run)
+        holder.append(state)
+        return state
+
+    async def run(self, prompt: str, **kwargs: Any) -> AgentResult:
+        """Run to the end (completed, cancelled or failed); never raises the run's error."""
+        state = self.start(prompt, **kwargs)
+        try:
+            await state.run.wait()
+        finally:
+            if not state.run.done:  # the caller was cancelled: so is the run
+                state.run.cancel()
+                with anyio.CancelScope(shield=True):
+                    await state.run.wait()
+        return state.result()
+
+    @asynccontextmanager
+    async def stream(self, prompt: str, **kwargs: Any) -> AsyncIterator[AsyncIterator[Any]]:
+        """Events of a new run; leaving the block early cancels the run (any task)."""
+        state = self.start(prompt, **kwargs)
+        events = state.follow()
+        try:
+            yield events
+        finally:
+            state.run.cancel()
+            with anyio.CancelScope(shield=True):
+                await events.aclose()  # closed here, in the consuming task, not by the GC
+                await state.run.wait()
+
+    def as_tool(self, name: str, description: str) -> FunctionTool:
+        """This agent as a tool of another: a child run for the ``task`` argument."""
+
+        async def delegate(task: str) -> str:
+            result = await self.run(task)
+            if result.status != "completed":
+                raise RuntimeError(f"sub-agent {name} {result.status}: {result.reason}")
+            return result.text
+
+        return FunctionTool(
+            name,
+            description,
+            delegate,
+            {"type": "object", "properties": {"task": {"type": "string"}}, "required": ["task"]},
+        )
+
+    async def _loop(self, holder: list[AgentRun], prompt: str, budget: Budget | None) -> str:
+        await anyio.lowlevel.checkpoint()  # start() has stored the state by now
+        state = holder[0]
+        if self.store is None:
+            return await self._turns(state, prompt, budget, None)
+        async with transaction(self.store, state.id) as tx:
+            reset = _transaction.set(tx)
+            try:
+                text = await self._turns(state, prompt, budget, tx)
+            finally:
+                _transaction.reset(reset)
+            tx.insert(
+                "cancelkit_replies",
+                {
+                    "run_id": state.id,
+                    "text": text,
+                    "input_tokens": state.input_tokens,
+                    "output_tokens": state.output_tokens,
+                },
+            )
+        return text
+
+    async def _turns(
+        self, state: AgentRun, prompt: str, budget: Budget | None, tx: Transaction | None
+    ) -> str:
+        messages = [Message.user(prompt)]
+        specs = [t.spec for t in self.tools.values()]
+        for turn in range(1, self.max_turns + 1):
+            state.turns = turn
+            stream = self.model.stream(
+                messages, system=self.system, tools=specs, max_tokens=self.max_tokens, budget=budget
+            )
+            try:
+                async with stream:
+                    async for event in stream:
+                        if isinstance(event, TextDelta):
+                            state.text += event.text
+                            state.emit(event)
+                        elif isinstance(event, ToolCall):
+                            state.tool_calls.append(event)
+                            state.emit(event)
+            finally:
+                state.add_usage(stream.usage)
+            if not stream.tool_calls:
+                return state.text
+            results = await gather(*(self._call(call, state) for call in stream.tool_calls))
+            messages += [
+                Message("assistant", stream.text, tool_calls=tuple(stream.tool_calls)),
+                Message("user", tool_results=tuple(results)),
+            ]
+            state.text += "\n"
+        return state.text
+
+    async def _call(self, call: ToolCall, state: AgentRun) -> ToolResult:
+        found = self.tools.get(call.name)
+        try:
+            if found is None:
+                raise LookupError(f"no tool named {call.name!r}")
+            if found.is_async:
+                value = await found.fn(**call.arguments)
+            else:
+                value = await to_thread(functools.partial(found.fn, **call.arguments))
+            content, is_error = (value if isinstance(value, str) else json.dumps(value)), False
+        except Exception as exc:  # noqa: BLE001 - the model is told, and may try another way
+            content, is_error = f"{type(exc).__name__}: {exc}", True
+        state.emit(ToolFinished(call.id, call.name, content, is_error))
+        return ToolResult(call.id, content, is_error)

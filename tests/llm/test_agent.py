@@ -1,0 +1,159 @@
+"""The agent: tools of every kind, and one Stop that reaches all of them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from cancelkit import Budget, Cancelled, CancelReason, current_token
+from cancelkit.agent import Agent, AgentResult, ToolFinished, tool
+from cancelkit.llm import AnthropicModel, Model, TextDelta
+
+from .conftest import anthropic_client
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from cancelkit.llm.local import LocalModelServer
+
+pytestmark = pytest.mark.anyio
+
+STOP = CancelReason("user", "Stop pressed")
+log: list[str] = []
+
+
+@tool
+async def lookup(query: str) -> str:
+    """Look something up (async)."""
+    try:
+        await anyio.sleep(0.05 if query != "slow" else 30)
+    except anyio.get_cancelled_exc_class():
+        log.append("lookup cancelled")
+        raise
+    return f"found {query}"
+
+
+@tool
+def crunch(n: int) -> str:
+    """Crunch numbers in a worker thread."""
+    token = current_token()
+    try:
+        for _ in range(n):
+            token.check()
+            time.sleep(0.005)
+    except Cancelled as stop:
+        log.append(f"crunch stopped: {stop.reason.kind}")
+        raise
+    return f"crunched {n}"
+
+
+@tool
+def broken() -> str:
+    """A tool that fails."""
+    raise ValueError("disk full")
+
+
+@pytest.fixture
+async def agent(server: LocalModelServer) -> AsyncIterator[Agent]:
+    client = anthropic_client(server)
+    model: Model = AnthropicModel(client, "local")
+    sub = Agent(model, tools=[lookup])
+    yield Agent(model, tools=[lookup, crunch, broken, sub.as_tool("helper", "Ask a helper")])
+    await client.close()
+
+
+async def test_parallel_async_and_sync_tools_then_an_answer(agent: Agent) -> None:
+    prompt = '[[tool:lookup {"query": "scopes"}]] [[tool:crunch {"n": 5}]]'
+    result = await agent.run(prompt)
+    assert result.status == "completed"
+    assert result.turns == 2
+    assert [c.name for c in result.tool_calls] == ["lookup", "crunch"]
+    assert "lookup returned found scopes" in result.text
+    assert "crunch returned crunched 5" in result.text
+    assert result.usage.output_tokens > 0
+    assert not result.usage.estimated
+
+
+async def test_a_failing_tool_is_reported_to_the_model(agent: Agent) -> None:
+    result = await agent.run("[[tool:broken {}]]")
+    assert result.status == "completed"
+    assert "broken returned ValueError: disk full" in result.text
+
+
+async def test_a_sub_agent_runs_as_a_child_run(agent: Agent) -> None:
+    result = await agent.run('[[tool:helper {"task": "what about cancel scopes?"}]]')
+    assert result.status == "completed"
+    assert "helper returned" in result.text
+
+
+async def test_max_turns_bounds_the_loop(server: LocalModelServer) -> None:
+    client = anthropic_client(server)
+    looping = Agent(AnthropicModel(client, "local"), tools=[lookup], max_turns=1)
+    result = await looping.run('[[tool:lookup {"query": "a"}]]')
+    await client.close()
+    assert result.turns == 1
+    assert result.status == "completed"
+
+
+async def test_one_stop_cancels_stream_tools_threads_and_sub_agents(agent: Agent) -> None:
+    log.clear()
+    helper = Agent(agent.model, tools=[lookup])
+
+    @tool
+    async def delegate(topic: str) -> str:
+        """Hand a topic to a helper agent (a child run)."""
+        result = await helper.run(f'{topic} [[tool:lookup {{"query": "slow"}}]]')
+        return result.text
+
+    boss = Agent(agent.model, tools=[lookup, crunch, delegate], runs=agent.runs)
+    prompt = (
+        '[[tool:lookup {"query": "slow"}]] [[tool:crunch {"n": 100000}]]'
+        ' [[tool:delegate {"topic": "scopes"}]]'
+    )
+    state = boss.start(prompt)
+    await anyio.sleep(0.5)  # the three tools (and the helper's own run) are running
+    assert state.run.cancel(STOP)
+    await state.run.wait()
+    result = state.result()
+    assert (result.status, result.reason) == ("cancelled", STOP)
+    assert sorted(log) == ["crunch stopped: user", "lookup cancelled", "lookup cancelled"]
+    assert len(agent.runs) == 0
+    assert len(helper.runs) == 0  # the helper's run was a child: gone too
+    assert threading.active_count() < 40
+
+
+async def test_a_budget_stops_the_run_with_kind_budget(agent: Agent) -> None:
+    result = await agent.run("[[tokens:500]]", budget=Budget(output_tokens=20))
+    assert result.status == "cancelled"
+    assert result.reason is not None
+    assert result.reason.kind == "budget"
+    assert result.usage.output_tokens <= 20
+
+
+async def test_stream_can_be_left_early_from_the_consuming_task(agent: Agent) -> None:
+    seen = []
+    async with agent.stream("[[tokens:2000]]") as events:
+        async for event in events:
+            seen.append(event)
+            if sum(isinstance(e, TextDelta) for e in seen) >= 5:
+                break
+    assert len(agent.runs) == 0  # leaving the block stopped the run
+    assert not any(isinstance(e, AgentResult) for e in seen)
+
+
+async def test_events_and_result_shape(agent: Agent) -> None:
+    state = agent.start('[[tool:lookup {"query": "q"}]]')
+    events = [event async for event in state.follow()]
+    assert isinstance(events[-1], AgentResult)
+    assert any(isinstance(e, ToolFinished) and e.content == "found q" for e in events)
+
+
+async def test_bad_arguments(agent: Agent, server: LocalModelServer) -> None:
+    with pytest.raises(ValueError, match="prompt"):
+        agent.start("   ")
+    with pytest.raises(ValueError, match="unique"):
+        Agent(agent.model, tools=[lookup, lookup])

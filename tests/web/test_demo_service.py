@@ -1,0 +1,143 @@
+"""The demo service over HTTP: runs, events, Stop, ownership, bad input, shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx2
+
+from .conftest import Demo, start_demo
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+LONG = "Write at length [[tokens:3000]] [[rate:60]]"
+
+
+def wait_for(check: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+def first_events(client: httpx2.Client, run_id: str, count: int) -> list[str]:
+    lines = []
+    with client.stream("GET", f"/api/runs/{run_id}/events") as response:
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                lines.append(line[7:])
+                if len(lines) >= count:
+                    break
+    return lines
+
+
+def test_a_run_completes_and_streams_its_events(demo: Demo) -> None:
+    with httpx2.Client(base_url=demo.url) as client:
+        prompt = 'Hi [[tool:save_note {"text": "remember"}]]'
+        run_id = client.post("/api/runs", json={"prompt": prompt}).json()["id"]
+        with client.stream("GET", f"/api/runs/{run_id}/events") as response:
+            kinds = [line[7:] for line in response.iter_lines() if line.startswith("event: ")]
+        status = client.get(f"/api/runs/{run_id}").json()
+    assert kinds[0] == "delta"
+    assert {"tool_call", "tool_result", "usage"} <= set(kinds)
+    assert kinds[-1] == "done"
+    assert status["status"] == "completed"
+    assert status["tool_calls"] == ["save_note"]
+    db = sqlite3.connect(demo.data / "demo.db")
+    assert db.execute("SELECT text FROM demo_notes WHERE run_id = ?", (run_id,)).fetchall() == [
+        ("remember",)
+    ]
+
+
+def test_stop_by_the_owner_reaches_the_model(demo: Demo) -> None:
+    with httpx2.Client(base_url=demo.url) as client:
+        run_id = client.post("/api/runs", json={"prompt": LONG}).json()["id"]
+        done: dict[str, Any] = {}
+        with client.stream("GET", f"/api/runs/{run_id}/events") as response:
+            lines = response.iter_lines()
+            deltas = 0
+            for line in lines:  # the page is watching the answer stream in
+                deltas += line == "event: delta"
+                if deltas == 5:
+                    break
+            assert client.post(f"/api/runs/{run_id}/cancel").json() == {"cancelled": True}
+            for line in lines:  # ... and sees the run end, still connected
+                if line.startswith("data: ") and '"status"' in line:
+                    done = json.loads(line[6:])
+        final = client.get(f"/api/runs/{run_id}").json()
+    assert done["status"] == final["status"] == "cancelled"
+    assert final["reason"] == {"kind": "user", "message": "Stop pressed"}
+    assert final["usage"]["estimated"] is True
+    generated = demo.stats()["tokens_generated"]
+    time.sleep(0.3)
+    assert demo.stats()["tokens_generated"] == generated  # the model stopped
+    assert demo.stats()["tokens_after_disconnect"] == 0
+
+
+def test_someone_elses_run_is_a_404(demo: Demo) -> None:
+    with httpx2.Client(base_url=demo.url) as alice, httpx2.Client(base_url=demo.url) as mallory:
+        run_id = alice.post("/api/runs", json={"prompt": LONG}).json()["id"]
+        assert mallory.post(f"/api/runs/{run_id}/cancel").status_code == 404
+        assert mallory.get(f"/api/runs/{run_id}").status_code == 404
+        assert mallory.get("/api/runs/no-such-run").status_code == 404
+        assert alice.get(f"/api/runs/{run_id}").json()["status"] == "running"
+        assert alice.post(f"/api/runs/{run_id}/cancel").json() == {"cancelled": True}
+
+
+def test_a_disconnected_event_stream_cancels_its_run(demo: Demo) -> None:
+    with httpx2.Client(base_url=demo.url) as client:
+        run_id = client.post("/api/runs", json={"prompt": LONG}).json()["id"]
+        first_events(client, run_id, 3)  # leaving the stream closes the connection
+        assert wait_for(lambda: client.get(f"/api/runs/{run_id}").json()["status"] == "cancelled")
+        reason = client.get(f"/api/runs/{run_id}").json()["reason"]
+    assert reason["kind"] == "disconnect"
+
+
+def test_bad_input_is_a_clear_4xx(demo: Demo) -> None:
+    with httpx2.Client(base_url=demo.url) as client:
+        empty = client.post("/api/runs", json={"prompt": ""})
+        missing = client.post("/api/runs", json={})
+        garbage = client.post(
+            "/api/runs", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        schema = client.get("/openapi.json").json()
+    assert empty.status_code == 422
+    assert "at least 1 character" in empty.text
+    assert missing.status_code == 422
+    assert garbage.status_code == 422
+    assert "/api/runs" in schema["paths"]
+    assert "/api/runs/{run_id}/cancel" in schema["paths"]
+
+
+def test_sigterm_cancels_runs_with_kind_shutdown_and_exits_in_grace(tmp_path: Path) -> None:
+    demo = start_demo(tmp_path)
+    try:
+        with httpx2.Client(base_url=demo.url) as client:
+            run_id = client.post(
+                "/api/runs", json={"prompt": LONG + ' [[tool:save_note {"text": "x"}]]'}
+            ).json()["id"]
+            time.sleep(0.3)
+            started = time.monotonic()
+            demo.process.send_signal(signal.SIGTERM)
+            demo.process.wait(10)
+            took = time.monotonic() - started
+    finally:
+        if demo.process.poll() is None:
+            demo.process.kill()
+    # uvicorn re-raises the signal once its graceful shutdown is done, so that the
+    # exit status says "terminated by SIGTERM": that is the clean path here.
+    assert demo.process.returncode in (0, -signal.SIGTERM)
+    assert took < 3 + 1  # the grace, plus process exit
+    db = sqlite3.connect(tmp_path / "demo.db")
+    row = db.execute(
+        "SELECT status, reason_kind FROM cancelkit_runs WHERE run_id = ?", (run_id,)
+    ).fetchone()
+    assert row == ("cancelled", "shutdown")
+    assert db.execute("SELECT count(*) FROM demo_notes").fetchone() == (0,)  # rolled back

@@ -1,0 +1,105 @@
+"""CancelOnDisconnect on a real uvicorn: a vanished client cancels the handler's work."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import anyio
+import httpx2
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
+
+from cancelkit import CancelReason, current_token
+from cancelkit.web import CancelOnDisconnect
+
+from .conftest import free_port
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+seen: list[tuple[str, CancelReason | None]] = []
+
+
+def make_app() -> CancelOnDisconnect:
+    app = FastAPI()
+
+    @app.get("/wait")
+    async def wait(request: Request) -> dict[str, str]:
+        token = request.state.cancel_token
+        assert current_token() is token
+        try:
+            await anyio.sleep(30)  # not reading, not sending: only the middleware can tell
+        finally:
+            seen.append(("wait", token.reason))
+        return {"never": "reached"}
+
+    @app.get("/quiet-stream")
+    async def quiet_stream(request: Request) -> StreamingResponse:
+        token = request.state.cancel_token
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"first\n"
+            try:
+                await anyio.sleep(30)  # silent between chunks, like a model thinking
+                yield b"never\n"
+            finally:
+                seen.append(("stream", token.reason))
+
+        return StreamingResponse(body())
+
+    @app.get("/quick")
+    async def quick(request: Request) -> dict[str, bool]:
+        return {"cancelled": request.state.cancel_token.cancelled}
+
+    return CancelOnDisconnect(app)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    port = free_port()
+    config = uvicorn.Config(make_app(), host="127.0.0.1", port=port, log_level="warning")
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(running.serve()), daemon=True)
+    thread.start()
+    while not running.started:
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    running.should_exit = True
+    thread.join(10)
+
+
+def wait_seen(name: str) -> CancelReason | None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for kind, reason in seen:
+            if kind == name:
+                return reason
+        time.sleep(0.01)
+    raise AssertionError(f"{name} was never cancelled")
+
+
+def test_a_plain_handler_is_cancelled_when_its_client_goes(server: str) -> None:
+    with pytest.raises(httpx2.ReadTimeout), httpx2.Client(base_url=server, timeout=0.3) as client:
+        client.get("/wait")
+    assert wait_seen("wait") == CancelReason("disconnect", "the client went away")
+
+
+def test_a_quiet_stream_is_cancelled_when_its_client_goes(server: str) -> None:
+    with (
+        httpx2.Client(base_url=server) as client,
+        client.stream("GET", "/quiet-stream") as response,
+    ):
+        for line in response.iter_lines():
+            assert line == "first"
+            break
+    assert wait_seen("stream") == CancelReason("disconnect", "the client went away")
+
+
+def test_a_completed_request_is_not_cancelled(server: str) -> None:
+    with httpx2.Client(base_url=server) as client:
+        assert client.get("/quick").json() == {"cancelled": False}
