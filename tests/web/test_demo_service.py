@@ -10,10 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 
+from cancelkit.web._app import DemoState
+
 from .conftest import Demo, start_demo
 
 if TYPE_CHECKING:
     from pathlib import Path
+from types import SimpleNamespace
 
 LONG = "Write at length [[tokens:3000]] [[rate:60]]"
 
@@ -141,3 +144,13 @@ def test_sigterm_cancels_runs_with_kind_shutdown_and_exits_in_grace(tmp_path: Pa
     ).fetchone()
     assert row == ("cancelled", "shutdown")
     assert db.execute("SELECT count(*) FROM demo_notes").fetchone() == (0,)  # rolled back
+
+
+def test_the_service_forgets_old_finished_runs() -> None:
+    state = DemoState(agent=None, secret=b"s")  # type: ignore[arg-type]
+    finished = [SimpleNamespace(id=f"r{i}", run=SimpleNamespace(done=True)) for i in range(5)]
+    running = SimpleNamespace(id="live", run=SimpleNamespace(done=False))
+    state.remember(running, keep=3)  # type: ignore[arg-type]
+    for run in finished:
+        state.remember(run, keep=3)  # type: ignore[arg-type]
+    assert list(state.runs) == ["live", "r3", "r4"]  # a running run is never dropped

@@ -71,6 +71,13 @@ class DemoState:
         session = cookie.rsplit(".", 1)[0]
         return session if hmac.compare_digest(self.sign(session), cookie) else None
 
+    def remember(self, run: AgentRun, keep: int = 1000) -> None:
+        """Track a new run; forget the oldest finished ones beyond ``keep``."""
+        self.runs[run.id] = run
+        if len(self.runs) > keep:
+            for old_id in [i for i, r in self.runs.items() if r.run.done][: len(self.runs) - keep]:
+                del self.runs[old_id]
+
     def owned(self, run_id: str, session: str) -> AgentRun:
         state = self.runs.get(run_id)
         if state is None or state.run.owner != session:
@@ -139,7 +146,7 @@ def create_app(state: DemoState) -> Any:
     async def start_run(body: StartRun, request: Request, response: Response) -> dict[str, str]:
         owner = session(request, response)
         run = state.agent.start(body.prompt, owner=owner)
-        state.runs[run.id] = run
+        state.remember(run)
         run.run._on_settle.append(lambda _r: state.note_end(run))  # noqa: SLF001
         return {"id": run.id}
 
