@@ -97,6 +97,10 @@ class AgentRun:
 
     def emit(self, event: Any) -> None:
         self.events.append(event)
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake every follower (an event was added, or the run ended)."""
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
@@ -130,9 +134,7 @@ class AgentRun:
             if self.run.done:
                 yield self.result()
                 return
-            changed = self._changed
-            with anyio.move_on_after(0.5):  # the run's end emits nothing: look again
-                await changed.wait()
+            await self._changed.wait()  # set by emit(), and by the run's end
 
 
 class Agent:
@@ -191,6 +193,7 @@ class Agent:
         )
         state = AgentRun(run)
         holder.append(state)
+        run._on_settle.append(lambda _run: state.wake())  # noqa: SLF001 - same library
         return state
 
     async def run(self, prompt: str, **kwargs: Any) -> AgentResult:

@@ -35,7 +35,7 @@ from ._middleware import CancelOnDisconnect
 from ._page import PAGE
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
 __all__ = ("DemoState", "create_app")
 
@@ -55,7 +55,7 @@ class DemoState:
 
     agent: Agent
     secret: bytes
-    model_stats: Callable[[], dict[str, int]] | None = None
+    model_stats: Callable[[], Awaitable[dict[str, int]]] | None = None
     grace: float = 5.0
     runs: dict[str, AgentRun] = field(default_factory=dict)
     stop_latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200))
@@ -190,7 +190,10 @@ def create_app(state: DemoState) -> Any:
         statuses: dict[str, int] = {}
         for run in state.runs.values():
             statuses[run.run.status] = statuses.get(run.run.status, 0) + 1
-        model = state.model_stats() if state.model_stats else {}
+        try:
+            model = await state.model_stats() if state.model_stats else {}
+        except OSError:  # the model server is down: say so, do not fail the page
+            model = {}
         return {
             "runs": statuses,
             "active_runs": len(state.agent.runs),

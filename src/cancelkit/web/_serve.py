@@ -122,15 +122,65 @@ class _GracefulServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+class _LocalModelProcess:
+    """``cancelkit model`` in a process of its own, as a real provider is: its token
+    generation never competes with the app for the interpreter."""
+
+    def __init__(self, rate: float) -> None:
+        import socket  # noqa: PLC0415
+        import subprocess  # noqa: PLC0415
+        import sys  # noqa: PLC0415
+        import urllib.request  # noqa: PLC0415
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and command
+            [sys.executable, "-m", "cancelkit", "model", "--port", str(port), "--rate", str(rate)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(self.base_url + "/health", timeout=1).close()  # noqa: S310
+                return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("the local model server did not start") from None
+                time.sleep(0.05)
+
+    async def stats(self) -> dict[str, int]:
+        import httpx2  # noqa: PLC0415 - comes with the SDKs
+
+        async with httpx2.AsyncClient(timeout=2) as client:
+            reply = await client.get(self.base_url + "/stats")
+            result: dict[str, int] = reply.json()
+            return result
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except Exception:  # noqa: BLE001 - it must go, one way or the other
+                self.process.kill()
+                self.process.wait()
+
+
 def serve_demo(options: DemoOptions, *, with_local_model: bool) -> None:
     """Run the demo service in the foreground until SIGTERM or Ctrl-C."""
-    from ..llm.local import LocalModelConfig, LocalModelServer  # noqa: PLC0415
+    local = _LocalModelProcess(options.model_rate) if with_local_model else None
+    try:
+        _serve(options, local)
+    finally:
+        if local is not None:
+            local.stop()
 
-    local = (
-        LocalModelServer(LocalModelConfig(rate=options.model_rate)) if with_local_model else None
-    )
-    if local is not None:
-        local.start()
+
+def _serve(options: DemoOptions, local: _LocalModelProcess | None) -> None:
     options.data.mkdir(parents=True, exist_ok=True)
     store = SQLiteStore(options.data / "demo.db")
     model = _model(options, local.base_url if local else None)
@@ -138,7 +188,7 @@ def serve_demo(options: DemoOptions, *, with_local_model: bool) -> None:
     state = DemoState(
         build_agent(model, store),
         secret,
-        model_stats=local.app.stats if local else None,
+        model_stats=local.stats if local else None,
         grace=options.grace,
     )
     app = create_app(state)
@@ -161,8 +211,4 @@ def serve_demo(options: DemoOptions, *, with_local_model: bool) -> None:
         await server.serve()
         await store.aclose()
 
-    try:
-        asyncio.run(main())
-    finally:
-        if local is not None:
-            local.stop()
+    asyncio.run(main())
