@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ._stream import ModelStream, Translator
-from ._types import Done, ModelEvent, StopReason, TextDelta, ToolCall, Usage, estimate_tokens
+from ._types import Done, ModelEvent, StopReason, TextDelta, ToolCall, Usage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Sequence
@@ -129,12 +129,12 @@ class AnthropicModel:
             )
             return stream
 
-        text = (system or "") + "".join(m.size_text() for m in messages)
-        return ModelStream(
+        return ModelStream.for_call(
             model=self.name,
             open_stream=open_stream,
             translator=_AnthropicTranslator(),
-            input_estimate=estimate_tokens(text),
+            system=system,
+            messages=messages,
             max_tokens=max_tokens,
             token=token,
             budget=budget,

@@ -19,14 +19,15 @@ from .._budget import BudgetExceeded
 from .._exceptions import CancelReason, RunCancelled
 from .._streams import GuardedStream, guard_stream
 from .._token import current_token
-from ._types import Done, ModelEvent, StopReason, ToolCall, Usage
+from ._types import Done, ModelEvent, StopReason, ToolCall, Usage, estimate_tokens
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Awaitable, Callable
+    from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
     from types import TracebackType
 
     from .._budget import Budget, Reservation
     from .._token import CancelToken
+    from ._types import Message
 
 __all__ = ("ModelStream", "Translator")
 
@@ -93,6 +94,31 @@ class ModelStream:
         self.stop_reason: StopReason | None = None
         self.request_id: str | None = None
         self.max_tokens_sent: int | None = None
+
+    @classmethod
+    def for_call(
+        cls,
+        *,
+        model: str,
+        open_stream: Callable[[int], Awaitable[AsyncIterable[Any]]],
+        translator: Translator,
+        system: str | None,
+        messages: Sequence[Message],
+        max_tokens: int,
+        token: CancelToken | None,
+        budget: Budget | None,
+    ) -> ModelStream:
+        """The stream of one adapter call, its input estimated from the conversation."""
+        text = (system or "") + "".join(m.size_text() for m in messages)
+        return cls(
+            model=model,
+            open_stream=open_stream,
+            translator=translator,
+            input_estimate=estimate_tokens(text),
+            max_tokens=max_tokens,
+            token=token,
+            budget=budget,
+        )
 
     async def __aenter__(self) -> ModelStream:
         token = self._token if self._token is not None else current_token()

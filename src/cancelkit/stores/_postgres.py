@@ -22,7 +22,7 @@ from .._tasks import run_shielded
 from .._transaction import RunState, Write
 from .._validate import positive_int, seconds
 from ._errors import StoreUnavailable
-from ._sql import Dialect
+from ._sql import Dialect, run_state
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -42,14 +42,6 @@ _GUARD = (
     " WHERE run_id = %s AND status = 'running' RETURNING 1)"
     " SELECT 1 / count(*) FROM moved"
 )
-
-
-def _state(row: tuple[Any, ...] | None) -> RunState | None:
-    if row is None:
-        return None
-    run_id, status, kind, message, attempts = row
-    reason = CancelReason(kind, message or "") if kind else None
-    return RunState(run_id, status, reason, attempts)
 
 
 class PostgresStore:
@@ -144,7 +136,7 @@ class PostgresStore:
         async def begin(conn: AsyncConnection[Any]) -> RunState:
             async with conn.transaction():
                 cursor = await conn.execute(_DIALECT.select + " FOR UPDATE", (run_id,))
-                prior = _state(await cursor.fetchone())
+                prior = run_state(await cursor.fetchone())
                 now = time.time()
                 await conn.execute(_DIALECT.begin, (run_id, now))
                 await conn.execute(_DIALECT.reopen, (now, run_id))
@@ -198,7 +190,7 @@ class PostgresStore:
     async def state(self, run_id: str) -> RunState | None:
         async def read(conn: AsyncConnection[Any]) -> RunState | None:
             cursor = await conn.execute(_DIALECT.select, (run_id,))
-            return _state(await cursor.fetchone())
+            return run_state(await cursor.fetchone())
 
         result: RunState | None = await self._run(read, f"cancelkit state {run_id}", _QUICK)
         return result

@@ -9,9 +9,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .._transaction import Write
+from .._exceptions import CancelReason
+from .._transaction import RunState, Write
 
-__all__ = ("Dialect",)
+__all__ = ("Dialect", "run_state")
+
+
+def run_state(row: tuple[Any, ...] | None) -> RunState | None:
+    """A ``cancelkit_runs`` row (as ``Dialect.select`` reads it) as a :class:`RunState`."""
+    if row is None:
+        return None
+    run_id, status, kind, message, attempts = row
+    reason = CancelReason(kind, message or "") if kind else None
+    return RunState(run_id, status, reason, attempts)
 
 
 def _quote(name: str) -> str:

@@ -21,7 +21,7 @@ from .._threads import run_sync_shielded
 from .._transaction import RunState, Write
 from .._validate import positive_int, seconds
 from ._errors import StoreUnavailable
-from ._sql import Dialect
+from ._sql import Dialect, run_state
 
 if TYPE_CHECKING:
     import os
@@ -32,14 +32,6 @@ __all__ = ("SQLiteStore",)
 _DIALECT = Dialect("?", "INTEGER PRIMARY KEY AUTOINCREMENT", "REAL")
 _CANCEL = CancelReason("user", "cancelled")
 _QUICK = 30.0  # seconds for the ledger's one-row statements (they wait on locks)
-
-
-def _state(row: tuple[Any, ...] | None) -> RunState | None:
-    if row is None:
-        return None
-    run_id, status, kind, message, attempts = row
-    reason = CancelReason(kind, message or "") if kind else None
-    return RunState(run_id, status, reason, attempts)
 
 
 class SQLiteStore:
@@ -140,7 +132,7 @@ class SQLiteStore:
     async def begin(self, run_id: str) -> RunState:
         def begin(conn: sqlite3.Connection) -> RunState:
             conn.execute("BEGIN IMMEDIATE")
-            prior = _state(conn.execute(_DIALECT.select, (run_id,)).fetchone())
+            prior = run_state(conn.execute(_DIALECT.select, (run_id,)).fetchone())
             now = time.time()
             conn.execute(_DIALECT.begin, (run_id, now))
             conn.execute(_DIALECT.reopen, (now, run_id))
@@ -186,7 +178,7 @@ class SQLiteStore:
 
     async def state(self, run_id: str) -> RunState | None:
         def read(conn: sqlite3.Connection) -> RunState | None:
-            return _state(conn.execute(_DIALECT.select, (run_id,)).fetchone())
+            return run_state(conn.execute(_DIALECT.select, (run_id,)).fetchone())
 
         result: RunState | None = await self._run(read, _QUICK)
         return result
