@@ -133,13 +133,9 @@ def create_app(state: DemoState) -> Any:
         return found
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page(request: Request, response: Response) -> HTMLResponse:
+    async def page(request: Request) -> HTMLResponse:
         reply = HTMLResponse(PAGE)
-        found = state.session_of(request.cookies.get(COOKIE))
-        if found is None:
-            reply.set_cookie(
-                COOKIE, state.sign(secrets.token_urlsafe(16)), httponly=True, samesite="strict"
-            )
+        session(request, reply)  # the page's first visit gets its session cookie
         return reply
 
     @app.post("/api/runs", status_code=201)

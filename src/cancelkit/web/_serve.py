@@ -111,11 +111,9 @@ class _GracefulServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, state: DemoState) -> None:
         super().__init__(config)
         self.demo = state
-        self.loop: asyncio.AbstractEventLoop | None = None
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        loop = self.loop
-        if loop is not None and not self.should_exit:
+        if not self.should_exit:  # the first signal: cancel is safe from a handler
             reason = CancelReason("shutdown", "the server is shutting down")
             for run in self.demo.agent.runs.active:
                 run.cancel(reason)
@@ -202,7 +200,6 @@ def _serve(options: DemoOptions, local: _LocalModelProcess | None) -> None:
     server = _GracefulServer(config, state)
 
     async def main() -> None:
-        server.loop = asyncio.get_running_loop()
         await store.setup()
         await store.execute("CREATE TABLE IF NOT EXISTS demo_notes (run_id TEXT, text TEXT)")
         print(f"cancelkit demo: http://{options.host}:{options.port}/", flush=True)
