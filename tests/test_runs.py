@@ -368,3 +368,27 @@ async def test_cancel_at_each_checkpoint_of_a_run_leaves_no_children() -> None:
         assert log.settled()
 
     assert await cancel_at_each_checkpoint(work, check) >= 1
+
+
+async def test_a_cancel_on_the_loop_thread_takes_effect_before_the_tasks_next_step() -> None:
+    # The run is released and stopped in the same step of the test: it must not
+    # perform the side effect that follows its wait (asyncio delivers the
+    # cancellation where the task resumes, trio at its next checkpoint).
+    runs = Runs()
+    effects: list[int] = []
+    for index in range(20):
+        release = anyio.Event()
+
+        async def body(index: int = index, release: anyio.Event = release) -> None:
+            await release.wait()
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            effects.append(index)
+
+        run = runs.start(body)
+        await anyio.lowlevel.checkpoint()  # the run is now blocked in its wait
+        await anyio.lowlevel.checkpoint()
+        release.set()
+        assert run.cancel(USER)
+        outcome = await run.wait()
+        assert outcome.status == "cancelled"
+    assert effects == []

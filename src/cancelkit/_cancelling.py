@@ -3,13 +3,17 @@
 Two facts shape this module. A plain ``task.cancel()`` on asyncio breaks through an
 anyio shielded scope, so cancelling must first ask anyio whether the task is inside
 one (as anyio's own task groups do). And a cancel may come from any thread, or from
-a garbage-collector finalizer in the middle of the loop's own code, so requests are
-queued to the loop's thread and applied there, many per wake-up.
+a garbage-collector finalizer or a signal handler in the middle of the loop's own
+code. So a cancel made by a task on the loop's own thread takes effect at once, as
+``asyncio.Task.cancel()`` does (the cancelled task does not take another step first);
+one from another thread, from a collection, or from between task steps is queued to
+the loop's thread and applied there, many per wake-up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import weakref
@@ -34,6 +38,16 @@ def _anyio_task_states() -> Any:
 
 
 _task_states: Any = _anyio_task_states()
+
+_collecting = False
+
+
+def _gc_phase(phase: str, _info: object) -> None:
+    global _collecting  # one flag for the process, as the collector is one
+    _collecting = phase == "start"
+
+
+gc.callbacks.append(_gc_phase)
 
 
 def _in_anyio_shield(task: asyncio.Future[Any], state: Any) -> bool:
@@ -86,6 +100,7 @@ class _LoopCaller:
     __slots__ = (
         "__weakref__",
         "_closed",
+        "_in_task",
         "_pending",
         "_same_thread",
         "_scheduled",
@@ -99,7 +114,9 @@ class _LoopCaller:
         same_thread: Callable[[Callable[[], None]], object],
         threadsafe: Callable[[Callable[[], None]], object],
         closed: tuple[type[BaseException], ...],
+        in_task: Callable[[], bool],
     ) -> None:
+        self._in_task = in_task
         self._pending: deque[Callable[[], object]] = deque()
         self._to_cancel: deque[asyncio.Future[Any]] = deque()
         self._scheduled = False
@@ -112,8 +129,25 @@ class _LoopCaller:
         self._pending.append(callback)
         self._schedule()
 
+    def _may_act_now(self) -> bool:
+        """Whether a callback may run right here: on the loop's thread, inside a task's
+        step (not the loop's own bookkeeping), and not inside a garbage collection."""
+        return threading.get_ident() == self._thread and not _collecting and self._in_task()
+
+    def now_or_soon(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` at once when that is safe (see :meth:`_may_act_now`), else
+        queue it to the loop's thread."""
+        if self._may_act_now():
+            callback()
+        else:
+            self(callback)
+
     def cancel_soon(self, task: asyncio.Future[Any], _reason: object = None) -> None:
-        """Cancel an asyncio task soon, batched with others (see :func:`cancel_tasks`)."""
+        """Cancel an asyncio task: at once from a task of its loop, else queued and
+        batched with others (see :func:`cancel_tasks`)."""
+        if self._may_act_now():
+            cancel_tasks([task])
+            return
         self._to_cancel.append(task)
         if not self._scheduled:
             self._schedule()
@@ -157,7 +191,10 @@ def loop_caller() -> _LoopCaller:
         caller = _callers.get(loop)
         if caller is None:
             caller = _callers[loop] = _LoopCaller(
-                loop.call_soon, loop.call_soon_threadsafe, (RuntimeError,)
+                loop.call_soon,
+                loop.call_soon_threadsafe,
+                (RuntimeError,),
+                lambda: asyncio.current_task(loop) is not None,
             )
         return caller
 
@@ -167,6 +204,16 @@ def loop_caller() -> _LoopCaller:
     caller = _callers.get(token)
     if caller is None:
         caller = _callers[token] = _LoopCaller(
-            token.run_sync_soon, token.run_sync_soon, (trio.RunFinishedError,)
+            token.run_sync_soon, token.run_sync_soon, (trio.RunFinishedError,), _in_trio_task
         )
     return caller
+
+
+def _in_trio_task() -> bool:
+    import trio  # noqa: PLC0415
+
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True

@@ -57,7 +57,7 @@ class GuardedStream(Generic[T]):
         self._iterator = aiter(self._stream)
         if self._token is not None:
             call = loop_caller()
-            self._handle = self._token.on_cancel(lambda _reason: call(self._interrupt))
+            self._handle = self._token.on_cancel(lambda _reason: call.now_or_soon(self._interrupt))
         return self
 
     def _interrupt(self) -> None:

@@ -165,7 +165,7 @@ def start_task(coro: Coroutine[Any, Any, T], *, name: str, token: CancelToken) -
 
         scope = trio.CancelScope()
         trio.lowlevel.spawn_system_task(_trio_body, handle, coro, scope, name=name, context=context)
-        token.on_cancel(lambda _reason: call(scope.cancel))
+        token.on_cancel(lambda _reason: call.now_or_soon(scope.cancel))
     return handle
 
 

@@ -63,6 +63,13 @@ _keys = itertools.count()
 class CancelToken:
     """A cancellation flag with a reason, safe across threads and event loops.
 
+    ``cancel()`` never blocks: the first of ``cancel()`` and the end of the guarded
+    work takes a decision lock *without waiting* (a non-blocking acquire is an atomic
+    test-and-set), so ``cancel()`` is safe from a signal handler or a garbage-collector
+    finalizer that interrupts this very token's own code. Registrations
+    (``on_cancel``, children) take a short lock of their own and, once released,
+    look whether a cancel came meanwhile and run what it could not reach.
+
     Args:
         timeout: seconds after which the token cancels itself with kind
             ``timeout``. All deadlines share one timer thread.
@@ -76,6 +83,7 @@ class CancelToken:
         "_callbacks",
         "_children",
         "_deadline",
+        "_decided",
         "_finished",
         "_lock",
         "_reason",
@@ -84,7 +92,8 @@ class CancelToken:
     def __init__(self, timeout: float | None = None) -> None:
         self._reason: CancelReason | None = None
         self._finished = False
-        self._lock = threading.Lock()
+        self._decided = threading.Lock()  # taken once, never released: who decided
+        self._lock = threading.Lock()  # guards the two registries below
         self._callbacks: dict[int, Callable[[CancelReason], object]] | None = None
         # Children are held weakly; a dropped child's reference removes itself.
         self._children: set[weakref.ref[CancelToken]] | None = None
@@ -121,14 +130,17 @@ class CancelToken:
     def cancel(self, reason: CancelReason | None = None) -> bool:
         """Cancel the token, its children, and run its callbacks.
 
-        Safe from any thread, any task, or code with no event loop. The first reason
-        wins; later calls change nothing.
+        Safe from any thread, any task, code with no event loop, a signal handler
+        and a finalizer: it never waits for a lock. The first reason wins; later
+        calls change nothing.
 
         Args:
             reason: why; defaults to ``CancelReason("user")``.
 
         Returns:
-            True if this call cancelled the token, False if it already was.
+            True if this call cancelled the token, False if it already was, or if
+            the work it guards had already finished (or passed its point of no
+            return, such as a transaction's commit).
 
         Raises:
             TypeError: ``reason`` is not a :class:`CancelReason`.
@@ -140,37 +152,58 @@ class CancelToken:
         callbacks: list[Callable[[CancelReason], object]] = []
         pending = [self]
         won = False
-        # Iterative, so a deep chain of children cannot hit the recursion limit; the
-        # lock is taken by hand because this loop is the hot path of a big Stop.
+        # Iterative, so a deep chain of children cannot hit the recursion limit.
         while pending:
             token = pending.pop()
-            lock = token._lock
-            lock.acquire()
-            if token._reason is not None or token._finished:
-                lock.release()
-                continue
+            if not token._decided.acquire(False):
+                continue  # cancelled or finished already
             token._reason = reason
-            registered, token._callbacks = token._callbacks, None
-            children, token._children = token._children, None
-            deadline, token._deadline = token._deadline, None
-            lock.release()
             if token is self:
                 won = True
+            deadline, token._deadline = token._deadline, None
             if deadline is not None:
                 deadline.discard()
-            if registered:
-                callbacks.extend(registered.values())
-            if children:
-                for ref in children.copy():  # a C-level copy: a concurrent drop is safe
-                    child = ref()
-                    if child is not None:
-                        pending.append(child)
-        for callback in callbacks:
-            try:
-                callback(reason)
-            except Exception:
-                logger.exception("cancelkit: on_cancel callback %r failed", callback)
+            token._take_registered(callbacks, pending, blocking=False)
+        _run_callbacks(callbacks, reason)
         return won
+
+    def _take_registered(
+        self,
+        callbacks: list[Callable[[CancelReason], object]],
+        children: list[CancelToken],
+        *,
+        blocking: bool,
+    ) -> None:
+        """Move the registered callbacks and live children out, for a cancel.
+
+        Without ``blocking``, a busy lock means a registration is under way (in
+        another thread, or in this very thread's interrupted code): that
+        registration finds the cancel once it releases the lock, and does this.
+        """
+        if not self._lock.acquire(blocking):
+            return
+        registered, self._callbacks = self._callbacks, None
+        followers, self._children = self._children, None
+        self._lock.release()
+        if registered:
+            callbacks.extend(registered.values())
+        if followers:
+            for ref in followers.copy():  # a C-level copy: a concurrent drop is safe
+                child = ref()
+                if child is not None:
+                    children.append(child)
+
+    def _after_registration(self) -> None:
+        """A cancel may have come while the registry lock was held: finish its work."""
+        reason = self._reason
+        if reason is None:
+            return
+        callbacks: list[Callable[[CancelReason], object]] = []
+        children: list[CancelToken] = []
+        self._take_registered(callbacks, children, blocking=True)
+        for child in children:
+            child.cancel(reason)
+        _run_callbacks(callbacks, reason)
 
     def _finish(self) -> bool:
         """Declare the guarded work over: from now on ``cancel()`` returns False.
@@ -179,17 +212,44 @@ class CancelToken:
         while a Stop arrives reports one outcome to both sides.
 
         Returns:
-            True if the work finished uncancelled; False if a cancel won first.
+            True if the work finished uncancelled (now or before); False if a
+            cancel won first.
         """
+        if not self._decided.acquire(False) and not self._finished:
+            return False  # a cancel won
+        self._finished = True
         with self._lock:
-            if self._reason is not None:
-                return False
-            self._finished = True
             self._callbacks = None
-            deadline, self._deadline = self._deadline, None
+        deadline, self._deadline = self._deadline, None
         if deadline is not None:
             deadline.discard()
         return True
+
+    def _claim(self) -> bool:
+        """Pass the point of no return (a commit): later cancels return False.
+
+        Unlike :meth:`_finish` the callbacks are kept, so :meth:`_overrule` can
+        still cancel for real when the commit turns out to have lost elsewhere
+        (in the database, to another process's Stop).
+
+        Returns:
+            True if claimed (now or before); False if a cancel won first.
+        """
+        if not self._decided.acquire(False):
+            return self._finished
+        self._finished = True
+        return True
+
+    def _overrule(self, reason: CancelReason) -> None:
+        """Cancel a claimed token after all: the claimed step was decided against."""
+        if self._reason is not None:
+            return
+        self._finished = False
+        self._reason = reason
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None:
+            deadline.discard()
+        self._after_registration()
 
     def _expire(self) -> None:
         self.cancel(CancelReason("timeout", "the token's deadline passed"))
@@ -210,26 +270,30 @@ class CancelToken:
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         key = next(_keys)
-        with self._lock:
-            reason = self._reason
-            if self._finished:
-                return CancelHandle(None, key)
-            if reason is None:
+        if self._reason is None:
+            with self._lock:
+                if self._finished:
+                    return CancelHandle(None, key)
                 if self._callbacks is None:
                     self._callbacks = {}
                 self._callbacks[key] = callback
-                return CancelHandle(self, key)
+            self._after_registration()
+            return CancelHandle(self, key)
         try:
-            callback(reason)
+            callback(self._reason)
         except Exception:
             logger.exception("cancelkit: on_cancel callback %r failed", callback)
         return CancelHandle(None, key)
 
     def _remove_callback(self, key: int) -> bool:
         with self._lock:
-            if self._callbacks is None:
-                return False
-            return self._callbacks.pop(key, None) is not None
+            removed = self._callbacks.pop(key, None) if self._callbacks is not None else None
+        # Dropped here, after the lock: the callback may hold the last reference
+        # to an object whose finalizer cancels this very token.
+        found = removed is not None
+        del removed
+        self._after_registration()
+        return found
 
     async def wait(self) -> CancelReason:
         """Wait until the token is cancelled, without polling, on asyncio or trio.
@@ -263,17 +327,26 @@ class CancelToken:
         return child
 
     def _adopt(self, child: CancelToken) -> None:
-        with self._lock:
-            reason = self._reason
-            if reason is None:
+        reason = self._reason
+        if reason is None:
+            with self._lock:
                 if self._finished:
                     return  # a finished token never cancels: nothing to follow
                 children = self._children
                 if children is None:
                     children = self._children = set()
                 children.add(weakref.ref(child, children.discard))
-                return
+            self._after_registration()
+            return
         child.cancel(reason)
+
+
+def _run_callbacks(callbacks: list[Callable[[CancelReason], object]], reason: CancelReason) -> None:
+    for callback in callbacks:
+        try:
+            callback(reason)
+        except Exception:
+            logger.exception("cancelkit: on_cancel callback %r failed", callback)
 
 
 def link(*tokens: CancelToken) -> CancelToken:
