@@ -10,6 +10,7 @@ ran exactly once; a deadlock shows as the process never printing.
 
 from __future__ import annotations
 
+import functools
 import gc
 import signal
 import sys
@@ -26,6 +27,14 @@ class Box:
 
 box = Box()
 calls: list[int] = []
+
+
+def keep(held: object, _reason: CancelReason) -> object:
+    return held
+
+
+def record(index: int, _reason: CancelReason) -> None:
+    calls.append(index)
 
 
 def cancel_current(*_args: object) -> None:
@@ -45,7 +54,7 @@ def main(mode: str) -> None:
     if mode == "signal":
         signal.signal(signal.SIGALRM, cancel_current)
         signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.0001)
-    tokens = []
+    tokens: list[CancelToken] = []
     for index in range(ROUNDS):
         for _ in range(3):
             # A fresh token each time, so the cancel that interrupts the
@@ -56,11 +65,9 @@ def main(mode: str) -> None:
             if mode == "finalizer":
                 # The callback holds the last reference to a Finalized: removing
                 # it runs the finalizer inside the token's own bookkeeping.
-                held = Finalized()
-                handle = token.on_cancel(lambda _reason, held=held: held)
-                del held
+                handle = token.on_cancel(functools.partial(keep, Finalized()))
                 handle.remove()
-            token.on_cancel(lambda _reason, i=index: calls.append(i))
+            token.on_cancel(functools.partial(record, index))
             token.child()
     signal.setitimer(signal.ITIMER_REAL, 0)
     for token in tokens:
