@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 
 @dataclass
@@ -52,3 +52,12 @@ def no_unawaited_coroutines() -> Iterator[None]:
         gc.collect()
     problems = [str(w.message) for w in caught if "never awaited" in str(w.message)]
     assert not problems, problems
+
+
+async def wait_until(predicate: Callable[[], bool], limit: float = 20.0) -> None:
+    """Poll ``predicate`` (state another thread changes) until true; fail after ``limit``."""
+    for _ in range(int(limit / 0.005)):
+        if predicate():
+            return
+        await anyio.sleep(0.005)
+    raise AssertionError(f"still not true after {limit}s: {predicate}")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import threading
 import time
 
 import anyio
+import anyio.abc
 import pytest
 
 from cancelkit import (
@@ -15,10 +17,14 @@ from cancelkit import (
     CancelReason,
     CancelToken,
     RunCancelled,
+    Runs,
     current_token,
     thread_stats,
     to_thread,
 )
+from cancelkit._threads import MAX_WORKERS, Executor, run_sync_shielded
+
+from .helpers import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -183,3 +189,139 @@ async def test_bad_arguments_are_refused() -> None:
         await to_thread(print, token="t")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="grace"):
         await to_thread(print, grace=-1)
+
+
+class Gate:
+    """Sync calls that block until released, counting how many run at once."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.running = 0
+        self.peak = 0
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def blocked(self) -> str:
+        with self._lock:
+            self.calls += 1
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            self.release.wait(20)
+        finally:
+            with self._lock:
+                self.running -= 1
+        return "released"
+
+
+async def _fill_the_pool(gate: Gate, group: anyio.abc.TaskGroup) -> None:
+    for _ in range(MAX_WORKERS):
+        group.start_soon(to_thread, gate.blocked)
+    await wait_until(lambda: gate.running == MAX_WORKERS)  # every worker is now taken
+
+
+async def test_a_call_that_finds_no_free_worker_is_withdrawn_with_a_clear_error() -> None:
+    gate = Gate()
+    late: list[str] = []
+    async with anyio.create_task_group() as group:
+        await _fill_the_pool(gate, group)
+        with pytest.raises(RunCancelled, match="no worker thread was free") as refused:
+            await to_thread(late.append, "ran", queue_timeout=0.1)
+        assert refused.value.reason.kind == "error"
+        gate.release.set()
+    await to_thread(time.sleep, 0.05)  # a later call goes through
+    assert late == []  # the refused call was withdrawn: it never runs later
+
+
+async def test_one_run_cannot_take_every_worker_thread() -> None:
+    # One prompt asking for ninety sync tool calls uses its own share of the pool;
+    # another user's run still gets a worker at once.
+    gate = Gate()
+    runs = Runs(threads_per_run=8)
+
+    async def greedy() -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(90):
+                group.start_soon(to_thread, gate.blocked)
+
+    async def other() -> str:
+        return await to_thread(lambda: "served", queue_timeout=5)
+
+    hog = runs.start(greedy)
+    await wait_until(lambda: gate.running == 8)
+    assert await runs.start(other).result() == "served"
+    assert gate.running == 8
+    gate.release.set()
+    assert (await hog.wait()).status == "completed"
+    assert gate.calls == 90
+    assert gate.peak == 8
+
+
+async def test_abandoned_threads_are_bounded_and_new_calls_refused_past_the_bound() -> None:
+    release = threading.Event()
+    started: list[int] = []
+
+    def stubborn() -> None:
+        started.append(1)
+        release.wait(20)
+
+    async def abandon_up_to_the_limit() -> None:
+        while (room := thread_stats()["abandoned_limit"] - thread_stats()["abandoned_running"]) > 0:
+            batch = min(room, MAX_WORKERS)
+            started.clear()
+            async with anyio.create_task_group() as group:
+                for _ in range(batch):
+                    group.start_soon(functools.partial(to_thread, stubborn, grace=0.01))
+                await wait_until(lambda n=batch: len(started) == n)  # cancelling now abandons
+                group.cancel_scope.cancel()
+
+    before = thread_stats()
+    with pytest.warns(AbandonedThreadWarning):
+        await abandon_up_to_the_limit()
+    stats = thread_stats()
+    assert stats["abandoned_running"] == stats["abandoned_limit"]
+    threads_before = threading.active_count()
+    with pytest.raises(RunCancelled, match="ignored their cancel token") as refused:
+        await to_thread(time.sleep, 0)
+    assert refused.value.reason.kind == "error"
+    assert threading.active_count() == threads_before  # refused without a new thread
+    assert thread_stats()["refused"] == stats["refused"] + 1
+    release.set()
+    for _ in range(500):
+        if thread_stats()["abandoned_running"] == before["abandoned_running"]:
+            break
+        await anyio.sleep(0.01)
+    assert await to_thread(lambda: "works again") == "works again"
+
+
+async def test_a_shielded_job_that_cannot_start_in_time_is_withdrawn_never_run_later() -> None:
+    # Before, the caller got None back while the job stayed queued and ran later
+    # (a commit reported as not done, then done).
+    executor = Executor(1, name="cancelkit-test")
+    gate = Gate()
+    ran: list[str] = []
+    async with anyio.create_task_group() as group:
+        group.start_soon(functools.partial(run_sync_shielded, executor, gate.blocked, timeout=20))
+        await wait_until(lambda: gate.running == 1)
+        with pytest.raises(TimeoutError, match="withdrawn, nothing done"):
+            await run_sync_shielded(executor, ran.append, "late", timeout=0.1)
+        gate.release.set()
+    assert await run_sync_shielded(executor, lambda: "next", timeout=5) == "next"
+    assert ran == []
+    executor.close()
+
+
+async def test_a_started_shielded_job_is_interrupted_and_waited_for_never_abandoned() -> None:
+    executor = Executor(1, name="cancelkit-test")
+    stop = threading.Event()
+
+    def slow() -> str:
+        if not stop.wait(20):
+            return "ran to the end"
+        raise InterruptedError("interrupted")
+
+    with pytest.raises(TimeoutError, match="interrupted after") as timed_out:
+        await run_sync_shielded(executor, slow, timeout=0.05, on_timeout=stop.set)
+    assert isinstance(timed_out.value.__cause__, InterruptedError)
+    assert executor.stats()["abandoned_running"] == 0
+    executor.close()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack
 from ._exceptions import CancelReason
 from ._run import Run, _current_run
 from ._tasks import start_task
+from ._threads import DEFAULT_THREADS_PER_RUN, ThreadQuota, _quota
 from ._token import CancelToken
 from ._validate import close_all, positive_int, seconds
 
@@ -38,14 +39,25 @@ class Runs:
     Args:
         history: how many finished runs are remembered for :meth:`get`.
         child_grace: seconds a run waits for its cancelled children when it ends.
+        threads_per_run: worker threads one run (with its child runs) may hold at
+            once through :func:`to_thread`; its further calls wait their turn.
     """
 
-    def __init__(self, *, history: int = 1000, child_grace: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        history: int = 1000,
+        child_grace: float = 5.0,
+        threads_per_run: int = DEFAULT_THREADS_PER_RUN,
+    ) -> None:
         limit = positive_int(history, "history")
         grace = seconds(child_grace, "child_grace", allow_none=False)
+        per_run = positive_int(threads_per_run, "threads_per_run")
         assert limit is not None
         assert grace is not None
+        assert per_run is not None
         self.child_grace = grace
+        self._threads_per_run = per_run
         self._history_size = limit
         self._lock = threading.Lock()
         self._active: dict[str, Run[Any]] = {}
@@ -58,9 +70,12 @@ class Runs:
 
     @property
     def active(self) -> list[Run[Any]]:
-        """The runs not yet finished."""
-        with self._lock:
-            return list(self._active.values())
+        """The runs not yet finished.
+
+        Reads take no lock (a dict copy is atomic), so this and :meth:`cancel` are
+        safe from a signal handler that interrupts this registry's own code.
+        """
+        return list(self._active.copy().values())
 
     def start(
         self,
@@ -112,6 +127,8 @@ class Runs:
                 raise ValueError(f"a run with id {run_id!r} is already active")
             self._active[run_id] = run
         reset = _current_run.set(run)
+        # A top-level run gets its own share of the worker threads; children share it.
+        quota = _quota.set(ThreadQuota(self._threads_per_run)) if parent is None else None
         try:
             main = start_task(run._body(fn, args), name=f"run:{run_id}", token=token)  # noqa: SLF001
         except BaseException:
@@ -119,6 +136,8 @@ class Runs:
                 del self._active[run_id]
             raise
         finally:
+            if quota is not None:
+                _quota.reset(quota)
             _current_run.reset(reset)
         main.add_done_callback(run._settle)  # noqa: SLF001
         if parent is not None:
@@ -137,16 +156,14 @@ class Runs:
             True if the run was cancelled by this call. False for an unknown id, a
             finished run, or someone else's run: the three are indistinguishable.
         """
-        with self._lock:
-            run = self._active.get(run_id)
+        run = self._active.get(run_id)  # no lock: safe from a signal handler
         if run is None or (owner is not None and run.owner != owner):
             return False
         return run.cancel(reason)
 
     def get(self, run_id: str, owner: object = None) -> Run[Any] | None:
         """An active or remembered run by id (``None`` if unknown or not ``owner``'s)."""
-        with self._lock:
-            run = self._active.get(run_id) or self._history.get(run_id)
+        run = self._active.get(run_id) or self._history.get(run_id)
         if run is None or (owner is not None and run.owner != owner):
             return None
         return run

@@ -14,6 +14,7 @@ import contextvars
 import enum
 import functools
 import inspect
+import logging
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._backend import Completion, current_backend
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 __all__ = ("TaskHandle", "TaskState", "run_shielded", "start_task")
 
 T = TypeVar("T")
+
+logger = logging.getLogger("cancelkit")
 
 
 class TaskState(enum.Enum):
@@ -201,16 +204,22 @@ async def run_shielded(coro: Coroutine[Any, Any, T], *, name: str, timeout: floa
     The coroutine owns whatever it opens (a database connection, say) from start to
     end, in its own task; the caller waits shielded, so its cancellation cannot cut
     the work half-way (it is delivered at the caller's next await). After ``timeout``
-    seconds the coroutine is cancelled (kind ``timeout``) and given a second to end.
+    seconds the coroutine is cancelled (kind ``timeout``) and waited for until it
+    has ended: whatever it did is over when this returns or raises, never left
+    running behind the caller.
 
     Raises:
-        TimeoutError: the coroutine ran past ``timeout``.
+        TimeoutError: the coroutine ran past ``timeout`` and was cancelled.
         Exception: what the coroutine raised.
     """
     handle = start_task(coro, name=name, token=CancelToken())
     if not await handle.wait_shielded(timeout):
         handle.cancel(CancelReason("timeout", f"{name} took longer than {timeout}s"))
-        await handle.wait_shielded(1.0)
-        if handle.state is not TaskState.FAILED:
+        waits = 0
+        while not await handle.wait_shielded(1.0):
+            waits += 1
+            if waits == 3:
+                logger.warning("cancelkit: %s is still ending after being cancelled", name)
+        if handle.state is TaskState.CANCELLED:
             raise TimeoutError(f"{name} took longer than {timeout}s")
     return await handle.result()

@@ -9,6 +9,13 @@ slot given back, never leaked silently.
 
 The pool is our own, of daemon threads: ``concurrent.futures`` joins its workers at
 interpreter exit, so one abandoned thread would hang the process on shutdown.
+
+Everything is bounded, so one user cannot starve the others and nothing queues
+silently: a run uses at most ``threads_per_run`` workers at once (its further calls
+wait their turn), a call that finds no free worker within ``queue_timeout`` is
+withdrawn with a clear error, and past ``MAX_ABANDONED`` threads that ignored their
+token, new calls are refused at once. Stores do not share this pool: each has its
+own executor (see :func:`run_sync_shielded`), so tools can never block a commit.
 """
 
 from __future__ import annotations
@@ -21,7 +28,10 @@ import logging
 import threading
 import warnings
 from collections import deque
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, TypeVarTuple, Unpack
+
+import anyio
 
 from ._backend import current_backend, make_waiter
 from ._exceptions import AbandonedThreadWarning, Cancelled, CancelReason, RunCancelled
@@ -31,7 +41,14 @@ from ._validate import seconds
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ("DEFAULT_GRACE", "run_sync_shielded", "thread_stats", "to_thread")
+__all__ = (
+    "DEFAULT_GRACE",
+    "Executor",
+    "ThreadQuota",
+    "run_sync_shielded",
+    "thread_stats",
+    "to_thread",
+)
 
 T = TypeVar("T")
 PosArgs = TypeVarTuple("PosArgs")
@@ -41,6 +58,18 @@ DEFAULT_GRACE: Final = 1.0
 
 MAX_WORKERS: Final = 40
 """Worker threads running at once (as anyio's default limiter); more calls queue."""
+
+MAX_QUEUED: Final = 1000
+"""Calls waiting for a worker at once; past it, new calls are refused at once."""
+
+MAX_ABANDONED: Final = 64
+"""Abandoned threads still running; past it, new calls are refused at once."""
+
+DEFAULT_QUEUE_TIMEOUT: Final = 30.0
+"""Seconds a call may wait for a free worker before it is withdrawn."""
+
+DEFAULT_THREADS_PER_RUN: Final = 10
+"""Workers one run may use at once (a quarter of the pool)."""
 
 _IDLE_SECONDS: Final = 10.0
 
@@ -79,27 +108,85 @@ class _Job(Generic[T]):
         self.result = self.fn(*self.args)
 
 
-class _Pool:
-    """A bounded pool of daemon worker threads with abandonment."""
+class ExecutorFullError(RuntimeError):
+    """Raised inside the pool's lock by :meth:`Executor.submit`; mapped by callers."""
 
-    def __init__(self, max_workers: int) -> None:
+
+class Executor:
+    """A bounded pool of daemon worker threads with withdrawal and abandonment.
+
+    ``to_thread`` shares one (``MAX_WORKERS`` threads); each store has its own (a
+    SQLite store: one thread, its single writer), so user tools can never hold up
+    database work.
+
+    Args:
+        max_workers: threads running jobs at once.
+        name: the threads' name prefix.
+        max_queued: jobs waiting at once; past it ``submit`` raises.
+        max_abandoned: abandoned threads still running; past it ``submit`` raises.
+    """
+
+    def __init__(
+        self,
+        max_workers: int,
+        *,
+        name: str = "cancelkit-worker",
+        max_queued: int = MAX_QUEUED,
+        max_abandoned: int = MAX_ABANDONED,
+    ) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._jobs: deque[_Job[Any]] = deque()
         self._max = max_workers
+        self._max_queued = max_queued
+        self._max_abandoned = max_abandoned
+        self._prefix = name
         self._workers = 0
         self._idle = 0
         self._names = itertools.count(1)
         self.abandoned = 0
+        self.refused = 0
+        self._closing = False
+
+    def close(self) -> None:
+        """Let idle workers end now rather than after their idle timeout.
+
+        Jobs already queued still run; a later :meth:`submit` starts workers again.
+        """
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
 
     def submit(self, job: _Job[Any]) -> None:
+        """Queue ``job``.
+
+        Raises:
+            ExecutorFullError: too many queued jobs, or too many abandoned threads.
+        """
         with self._cond:
+            if self.abandoned >= self._max_abandoned:
+                self.refused += 1
+                raise ExecutorFullError(
+                    f"{self.abandoned} worker threads ignored their cancel token and are "
+                    f"still running (the limit is {self._max_abandoned}); new calls are "
+                    "refused until they return"
+                )
+            if len(self._jobs) - self._idle >= self._max_queued:
+                self.refused += 1
+                raise ExecutorFullError(
+                    f"{len(self._jobs)} calls are already waiting for one of "
+                    f"{self._max} worker threads"
+                )
+            self._closing = False
             self._jobs.append(job)
             if len(self._jobs) > self._idle and self._workers < self._max:
-                self._workers += 1
-                name = f"cancelkit-worker-{next(self._names)}"
-                threading.Thread(target=self._work, name=name, daemon=True).start()
+                self._start_worker()
             else:
                 self._cond.notify()
+
+    def _start_worker(self) -> None:
+        self._workers += 1
+        name = f"{self._prefix}-{next(self._names)}"
+        threading.Thread(target=self._work, name=name, daemon=True).start()
 
     def skip(self, job: _Job[Any]) -> bool:
         """Drop a job that has not started yet. Returns whether it was dropped."""
@@ -119,10 +206,13 @@ class _Pool:
             self._workers -= 1
             self.abandoned += 1
             if self._jobs and self._idle == 0:
-                self._workers += 1
-                name = f"cancelkit-worker-{next(self._names)}"
-                threading.Thread(target=self._work, name=name, daemon=True).start()
+                self._start_worker()
             return True
+
+    def busy(self) -> str:
+        """How busy the pool is, for error messages."""
+        with self._cond:
+            return f"{self._workers - self._idle} of {self._max} busy, {len(self._jobs)} queued"
 
     def stats(self) -> dict[str, int]:
         with self._cond:
@@ -131,6 +221,8 @@ class _Pool:
                 "idle": self._idle,
                 "queued": len(self._jobs),
                 "abandoned_running": self.abandoned,
+                "abandoned_limit": self._max_abandoned,
+                "refused": self.refused,
             }
 
     def _work(self) -> None:
@@ -139,6 +231,9 @@ class _Pool:
         while True:
             with self._cond:
                 while not self._jobs:
+                    if self._closing:
+                        self._workers -= 1
+                        return
                     self._idle += 1
                     woke = self._cond.wait(_IDLE_SECONDS)
                     self._idle -= 1
@@ -173,16 +268,46 @@ def _report_late_return(job: _Job[Any]) -> None:
         logger.info("cancelkit: abandoned thread %s finally returned", name)
 
 
-_pool = _Pool(MAX_WORKERS)
+_pool = Executor(MAX_WORKERS)
 
 
 def thread_stats() -> dict[str, int]:
-    """Counters of the worker pool: ``workers``, ``idle``, ``queued``, ``abandoned_running``.
+    """Counters of ``to_thread``'s pool: ``workers``, ``idle``, ``queued``,
+    ``abandoned_running``, ``abandoned_limit`` and ``refused``.
 
     ``abandoned_running`` counts threads that ignored their token past their grace
-    period and have still not returned.
+    period and have still not returned; once it reaches ``abandoned_limit`` new
+    calls are refused (counted in ``refused``, with calls refused for a full queue).
     """
     return _pool.stats()
+
+
+class ThreadQuota:
+    """How many of the pool's workers one run may use at once.
+
+    :meth:`Runs.start` gives each top-level run one (its child runs share it), so a
+    prompt that asks for ninety tool calls takes its turns instead of taking every
+    thread from everyone else.
+    """
+
+    __slots__ = ("_semaphore", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._semaphore: anyio.Semaphore | None = None
+
+    def semaphore(self) -> anyio.Semaphore:
+        """The run's semaphore, made on first use (most runs never use a thread)."""
+        if self._semaphore is None:
+            self._semaphore = anyio.Semaphore(self.limit)
+        return self._semaphore
+
+
+_quota: ContextVar[ThreadQuota | None] = ContextVar("cancelkit_thread_quota", default=None)
+
+
+def _refused(message: str) -> RunCancelled:
+    return RunCancelled(CancelReason("error", f"to_thread() refused: {message}"))
 
 
 def _caller_reason(exc: BaseException, token: CancelToken) -> CancelReason:
@@ -202,6 +327,7 @@ async def to_thread(
     *args: *PosArgs,
     token: CancelToken | None = None,
     grace: float = DEFAULT_GRACE,
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT,
 ) -> T:
     """Run the sync ``fn(*args)`` in a worker thread, stoppable through a token.
 
@@ -211,18 +337,25 @@ async def to_thread(
     the caller waits up to ``grace`` seconds for ``fn`` to return; if it does not, an
     :class:`AbandonedThreadWarning` names it and the caller stops waiting.
 
+    Inside a run, at most the run's quota of calls (``Runs(threads_per_run=...)``)
+    hold a worker at once; the others wait their turn.
+
     Args:
         fn: a sync callable (a coroutine function is refused).
         *args: positional arguments for ``fn``.
         token: a token whose cancellation also stops this call.
         grace: seconds to wait for the thread once the caller is cancelled.
+        queue_timeout: seconds to wait for a free worker before giving up (the call
+            is withdrawn, never run later).
 
     Returns:
         What ``fn`` returned.
 
     Raises:
         RunCancelled: ``fn`` raised :class:`Cancelled` (its token was cancelled while
-            the caller itself was not).
+            the caller itself was not); or, with kind ``error``, the call was refused:
+            no worker was free within ``queue_timeout``, too many calls are queued,
+            or too many abandoned threads are still running (``thread_stats()``).
         TypeError, ValueError: bad arguments, before anything runs.
     """
     if not callable(fn):
@@ -232,26 +365,50 @@ async def to_thread(
     if token is not None and not isinstance(token, CancelToken):
         raise TypeError(f"to_thread(): token must be a CancelToken, not {type(token).__name__}")
     limit = seconds(grace, "grace", allow_none=False)
+    patience = seconds(queue_timeout, "queue_timeout", allow_none=False)
     assert limit is not None
+    assert patience is not None
     current_backend()  # fail here, not in a thread, when no loop runs
 
+    quota = _quota.get()
+    if quota is None:
+        return await _call_in_thread(fn, args, token, limit, patience)
+    async with quota.semaphore():
+        return await _call_in_thread(fn, args, token, limit, patience)
+
+
+async def _call_in_thread(
+    fn: Callable[..., T],
+    args: tuple[Any, ...],
+    token: CancelToken | None,
+    grace: float,
+    queue_timeout: float,
+) -> T:
     parent = token if token is not None else _current.get()
     call_token = parent.child() if parent is not None else CancelToken()
     waiter = make_waiter()
     job: _Job[T] = _Job(fn, args, call_token, waiter.set)
-    _pool.submit(job)
     try:
-        await waiter.wait()
+        _pool.submit(job)
+    except ExecutorFullError as full:
+        raise _refused(str(full)) from None
+    try:
+        with anyio.move_on_after(queue_timeout):
+            await waiter.wait()
+        if not waiter.is_set:
+            if _pool.skip(job):  # still queued: withdrawn, it will never run
+                raise _refused(f"no worker thread was free for {queue_timeout}s ({_pool.busy()})")
+            await waiter.wait()
     except BaseException as exc:
-        if not _pool.skip(job) and not waiter.is_set:
+        if not _pool.skip(job) and not waiter.is_set and not isinstance(exc, RunCancelled):
             call_token.cancel(_caller_reason(exc, call_token))
-            if not await waiter.wait_shielded(limit, rearm=False) and _pool.abandon(job):
+            if not await waiter.wait_shielded(grace, rearm=False) and _pool.abandon(job):
                 name = getattr(fn, "__qualname__", repr(fn))
                 warnings.warn(
                     f"cancelkit: thread running {name} ignored its cancel token for "
-                    f"{limit}s; abandoned (it keeps running until it returns)",
+                    f"{grace}s; abandoned (it keeps running until it returns)",
                     AbandonedThreadWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
         raise
     if job.error is not None:
@@ -263,40 +420,52 @@ async def to_thread(
 
 
 async def run_sync_shielded(
+    executor: Executor,
     fn: Callable[[Unpack[PosArgs]], T],
     /,
     *args: *PosArgs,
     timeout: float,
     on_timeout: Callable[[], object] | None = None,
 ) -> T:
-    """Run ``fn`` in a worker thread to its end, cancellation held off, time bounded.
+    """Run ``fn`` on ``executor`` to a known end, cancellation held off.
 
     For work that must not be abandoned half-way, such as a database commit: the
     caller waits until ``fn`` returns even if it is cancelled meanwhile (the
-    cancellation is delivered at its next await). After ``timeout`` seconds
-    ``on_timeout()`` is called (``sqlite3.Connection.interrupt``, say) and the wait
-    goes on up to the default grace, after which the thread is abandoned, reported.
+    cancellation is delivered at its next await). Its outcome is always known:
+
+    - not started within ``timeout`` (the executor was busy): withdrawn, never to
+      run later, and ``TimeoutError`` is raised: nothing was done;
+    - started but still running after ``timeout``: ``on_timeout()`` is called
+      (``sqlite3.Connection.interrupt``, say), again every second, and the caller
+      waits for ``fn`` to end, however long: a started operation is never
+      abandoned, so what it did is known when this returns or raises.
 
     Raises:
-        TimeoutError: ``fn`` had to be interrupted, or never returned.
+        TimeoutError: withdrawn before it started, or interrupted (from ``fn``'s
+            own error).
         Exception: what ``fn`` raised.
     """
     waiter = make_waiter()
     job: _Job[T] = _Job(fn, args, CancelToken(), waiter.set)
-    _pool.submit(job)
+    try:
+        executor.submit(job)
+    except ExecutorFullError as full:
+        raise TimeoutError(f"not started: {full}") from None
     if not await waiter.wait_shielded(timeout):
-        if on_timeout is not None:
-            on_timeout()
-        if not await waiter.wait_shielded(DEFAULT_GRACE) and _pool.abandon(job):
-            name = getattr(fn, "__qualname__", repr(fn))
-            warnings.warn(
-                f"cancelkit: {name} did not return after being interrupted; abandoned",
-                AbandonedThreadWarning,
-                stacklevel=2,
+        if executor.skip(job):
+            raise TimeoutError(
+                f"not started within {timeout}s ({executor.busy()}); withdrawn, nothing done"
             )
-            raise TimeoutError(f"{name} took longer than {timeout}s and did not stop")
-        if job.error is not None:
-            raise TimeoutError(f"interrupted after {timeout}s") from job.error
+        name = getattr(fn, "__qualname__", repr(fn))
+        interrupts = 0
+        while not await waiter.wait_shielded(0 if interrupts == 0 else DEFAULT_GRACE):
+            if on_timeout is not None:
+                on_timeout()
+            interrupts += 1
+            if interrupts == 3:
+                logger.warning("cancelkit: %s still running after an interrupt; waiting", name)
+        if job.error is not None and on_timeout is not None:
+            raise TimeoutError(f"{name} interrupted after {timeout}s") from job.error
     if job.error is not None:
         error, job.error = job.error, None
         raise error

@@ -8,6 +8,12 @@ row moving from ``running`` to ``cancelled``, so Stop racing commit is decided b
 the database: exactly one of the two updates matches. The commit is shielded from
 cancellation and bounded by a timeout; a cancellation that arrives during it is
 delivered right after, once the outcome is recorded.
+
+Starting the commit is the run's point of no return: the token is *claimed* first
+(atomically with ``cancel()``), so a Stop that comes while the commit runs returns
+``False`` and the run ends as the database says. A Stop that came before it wins:
+nothing is written. When the store cannot say how its commit ended (a timeout, a
+lost connection), the ledger row is read back and reported, never guessed.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ("RunState", "Store", "Transaction", "Write", "transaction")
 
-TxOutcome = Literal["open", "committed", "cancelled", "failed"]
+TxOutcome = Literal["open", "committed", "cancelled", "failed", "unknown"]
 
 _OUTBOX = ("run_id", "kind", "payload")
 
@@ -127,9 +133,10 @@ class Transaction:
     """The staged writes of one run; see :func:`transaction`.
 
     After the block, ``outcome`` is ``committed``, ``cancelled`` or ``failed`` (as
-    recorded in the database), ``reason`` says why when it is not committed, and
-    ``replayed`` is True when the run had already committed before (nothing was
-    written again).
+    recorded in the database; ``unknown`` only when the commit failed and the
+    database could not even be read back), ``reason`` says why when it is not
+    committed, and ``replayed`` is True when the run had already committed before
+    (nothing was written again).
     """
 
     def __init__(
@@ -225,11 +232,16 @@ class Transaction:
         if self.replayed:
             self.outcome = "committed"
             return
+        if not token._claim():  # noqa: SLF001 - a Stop came first: nothing is written
+            reason = token.reason or CancelReason("user", "cancelled")
+            self.outcome, self.reason = "cancelled", reason
+            await self.store.finish(self.run_id, "cancelled", reason)
+            raise RunCancelled(reason)
         try:
             committed = await self.store.commit(self.run_id, self.writes, self._timeout)
-        except BaseException as exc:
-            self.outcome = "failed"
-            self.reason = CancelReason("error", f"commit failed: {type(exc).__name__}: {exc}")
+        except Exception as exc:
+            if await self._read_back(token, exc):
+                return  # the commit went through; only its answer was lost
             raise
         if committed:
             self.outcome = "committed"
@@ -242,8 +254,36 @@ class Transaction:
         self.reason = (state.reason if state else None) or CancelReason(
             "user", "cancelled in the database"
         )
-        token.cancel(self.reason)
+        if self.outcome == "cancelled":
+            token._overrule(self.reason)  # noqa: SLF001 - the database's Stop won
         raise RunCancelled(self.reason)
+
+    async def _read_back(self, token: CancelToken, error: Exception) -> bool:
+        """The store could not say how its commit ended: ask the ledger.
+
+        A store's ``commit()`` that raises has ended its work (it is never left
+        running), so the ledger row is the truth. Returns True if it says
+        committed; otherwise records what it says (and settles a row still
+        ``running`` as failed) and returns False.
+        """
+        why = CancelReason("error", f"commit failed: {type(error).__name__}: {error}")
+        try:
+            state = await self.store.state(self.run_id)
+            if state is not None and state.status == "running":
+                await self.store.finish(self.run_id, "failed", why)
+                state = await self.store.state(self.run_id)
+        except Exception:  # noqa: BLE001 - the database is gone: say we do not know
+            self.outcome, self.reason = "unknown", why
+            return False
+        if state is not None and state.status == "committed":
+            self.outcome, self.reason = "committed", None
+            return True
+        if state is not None and state.status == "cancelled":
+            self.outcome, self.reason = "cancelled", state.reason or why
+            token._overrule(self.reason)  # noqa: SLF001 - the database's Stop won
+            return False
+        self.outcome, self.reason = "failed", why
+        return False
 
 
 def transaction(

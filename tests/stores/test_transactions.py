@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from typing import Any
 
 import anyio
@@ -236,3 +237,92 @@ async def test_bad_writes_are_refused_as_they_are_staged(store: Store) -> None:
             tx.outbox("email", {"when": object()})
         stage(tx, "run-bad", 1)
     assert await notes(store, "run-bad") == [("note 0",)]  # the good write still went in
+
+
+class Watched:
+    """A store that says when a commit is under way, so Stops can aim at it."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.paramstyle = inner.paramstyle
+        self.committing = threading.Event()
+
+    async def begin(self, run_id: str) -> Any:
+        return await self.inner.begin(run_id)
+
+    async def commit(self, run_id: str, writes: Any, timeout: float) -> bool:
+        self.committing.set()
+        return await self.inner.commit(run_id, writes, timeout)
+
+    async def finish(self, run_id: str, status: Any, reason: CancelReason) -> bool:
+        return await self.inner.finish(run_id, status, reason)
+
+    async def cancel(self, run_id: str, reason: CancelReason | None = None) -> bool:
+        return await self.inner.cancel(run_id, reason)
+
+    async def state(self, run_id: str) -> Any:
+        return await self.inner.state(run_id)
+
+
+@pytest.mark.parametrize("stopper", ["task", "thread"])
+async def test_a_stop_aimed_at_the_commit_never_misreports_the_outcome(
+    store: Store, stopper: str
+) -> None:
+    # Before: Runs.cancel() during the shielded commit returned True and the run
+    # ended cancelled (kind user) while the database had committed its rows.
+    rng = random.Random(11)
+    runs = Runs()
+    watched = Watched(store)
+    tallies = {"completed": 0, "cancelled": 0}
+    for index in range(150):
+        run_id = f"aim-{stopper}-{index}"
+        watched.committing.clear()
+        txs: list[Any] = []
+
+        async def body(run_id: str = run_id, txs: list[Any] = txs) -> str:
+            async with transaction(watched, run_id) as tx:
+                txs.append(tx)
+                tx.insert("notes", {"run_id": run_id, "body": "a"})
+                tx.insert("notes", {"run_id": run_id, "body": "b"})
+                await anyio.lowlevel.checkpoint()
+            return "done"
+
+        run = runs.start(body, run_id=run_id)
+        aim_at_commit = rng.random() < 0.7
+        spins = rng.randrange(200)
+
+        def stop_from_thread(
+            run_id: str = run_id, spins: int = spins, aim: bool = aim_at_commit
+        ) -> bool:
+            if aim:
+                watched.committing.wait(5)
+            for _ in range(spins):
+                pass
+            return runs.cancel(run_id, USER)
+
+        if stopper == "thread":
+            answer = await anyio.to_thread.run_sync(stop_from_thread)
+        else:
+            while aim_at_commit and not watched.committing.is_set() and not run.done:
+                await anyio.lowlevel.checkpoint()
+            for _ in range(spins % 4):
+                await anyio.lowlevel.checkpoint()
+            answer = runs.cancel(run_id, USER)
+        outcome = await run.wait()
+        state = await store.state(run_id)
+        rows = await notes(store, run_id)
+        assert outcome.status in ("completed", "cancelled"), (index, outcome)
+        assert answer == (outcome.status == "cancelled"), (index, answer, outcome)
+        if outcome.status == "completed":
+            assert state is not None
+            assert state.status == "committed", index
+            assert txs[0].outcome == "committed", index
+            assert len(rows) == 2, index
+        else:
+            assert outcome.reason == USER, index
+            assert state is None or state.status == "cancelled", index
+            assert not txs or txs[0].outcome == "cancelled", index
+            assert rows == [], index
+        tallies[outcome.status] += 1
+    assert tallies["completed"] > 5, tallies
+    assert tallies["cancelled"] > 5, tallies

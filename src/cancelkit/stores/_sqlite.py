@@ -1,8 +1,10 @@
 """``SQLiteStore``: the embedded default, on the standard library's ``sqlite3``.
 
-Every operation runs to its end in a worker thread while the caller waits shielded
+Every operation runs to its end in the store's own thread (one writer per database,
+never shared with user tools) while the caller waits shielded
 (:func:`cancelkit._threads.run_sync_shielded`): a cancelled await never leaves a
-write running behind it. A commit that overruns its timeout is stopped with
+write running behind it, and an operation that could not start in time is
+withdrawn, never run later. A commit that overruns its timeout is stopped with
 ``Connection.interrupt()`` and rolled back; a connection interrupted or failed is
 closed, not reused. WAL journal, ``synchronous=NORMAL``, ``BEGIN IMMEDIATE`` for
 commits so that a concurrent cancel waits for the commit (or the other way round).
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._exceptions import CancelReason
-from .._threads import run_sync_shielded
+from .._threads import Executor, run_sync_shielded
 from .._transaction import RunState, Write
 from .._validate import positive_int, seconds
 from ._errors import StoreUnavailable
@@ -64,6 +66,7 @@ class SQLiteStore:
         self._on_connect = on_connect
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._executor = Executor(1, name="cancelkit-sqlite", max_abandoned=1)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -118,7 +121,9 @@ class SQLiteStore:
             if holder:
                 holder[0].interrupt()
 
-        return await run_sync_shielded(in_thread, timeout=timeout, on_timeout=interrupt)
+        return await run_sync_shielded(
+            self._executor, in_thread, timeout=timeout, on_timeout=interrupt
+        )
 
     async def setup(self) -> None:
         """Create the ledger (``cancelkit_runs``) and outbox tables if missing."""
@@ -193,8 +198,9 @@ class SQLiteStore:
         return result
 
     async def aclose(self) -> None:
-        """Close the pooled connections."""
+        """Close the pooled connections and let the store's thread end."""
         with self._lock:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+        self._executor.close()

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 __all__ = ()
 
 _POOL_THREADS = re.compile(
-    r"^(cancelkit-deadlines|cancelkit-worker-\d+|asyncio_\d+|AnyIO worker thread|"
-    r"Trio thread \d+|ThreadPoolExecutor-\d+_\d+)$"
+    r"^(cancelkit-deadlines|cancelkit-worker-\d+|cancelkit-sqlite-\d+|asyncio_\d+|"
+    r"AnyIO worker thread|Trio thread \d+|ThreadPoolExecutor-\d+_\d+)$"
 )
 
 
