@@ -272,7 +272,11 @@ async def test_abandoned_threads_are_bounded_and_new_calls_refused_past_the_boun
             async with anyio.create_task_group() as group:
                 for _ in range(batch):
                     group.start_soon(functools.partial(to_thread, stubborn, grace=0.01))
-                await wait_until(lambda n=batch: len(started) == n)  # cancelling now abandons
+
+                def all_started(count: int = batch) -> bool:
+                    return len(started) == count
+
+                await wait_until(all_started)  # cancelling them now abandons them
                 group.cancel_scope.cancel()
 
     before = thread_stats()
