@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import anyio
 import pytest
 
-from cancelkit import Runs, transaction
+from cancelkit import Runs, thread_stats, to_thread, transaction
+from cancelkit._threads import MAX_WORKERS
 from cancelkit.stores import PostgresStore, SQLiteStore, StoreUnavailable
 
+from ..helpers import wait_until
 from .test_transactions import Store, notes
 
 pytestmark = pytest.mark.anyio
@@ -98,3 +102,19 @@ async def test_postgres_refuses_trio_clearly() -> None:
     store = PostgresStore("host=/nonexistent-cancelkit dbname=x")
     with pytest.raises(RuntimeError, match="asyncio"):
         await store.setup()
+
+
+async def test_tools_that_take_every_worker_thread_cannot_hold_up_a_commit(store: Store) -> None:
+    # Before, store work shared the tools' thread pool: ninety blocked sync tool
+    # calls made another user's commit wait its turn and fail 31 s later.
+    release = threading.Event()
+    async with anyio.create_task_group() as group:
+        for _ in range(90):
+            group.start_soon(functools.partial(to_thread, release.wait, 20, queue_timeout=20))
+        await wait_until(lambda: thread_stats()["queued"] >= 90 - MAX_WORKERS)
+        with anyio.fail_after(10):
+            async with transaction(store, "another-user") as tx:
+                tx.insert("notes", {"run_id": "another-user", "body": "kept"})
+        assert tx.outcome == "committed"
+        release.set()
+    assert await notes(store, "another-user") == [("kept",)]
