@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from cancelkit import Runs, thread_stats, to_thread, transaction
+from cancelkit import RunCancelled, Runs, thread_stats, to_thread, transaction
 from cancelkit._threads import MAX_WORKERS
 from cancelkit.stores import PostgresStore, SQLiteStore, StoreUnavailable
 
@@ -35,17 +35,15 @@ async def until_no_sleeping_backend(store: PostgresStore) -> None:
             await anyio.sleep(0.05)
 
 
-def kill_mid_commit(kind: str, where: str, run_id: str) -> None:
+def kill_when_ready(module_and_args: list[str], ready: str = "READY", settle: float = 0) -> None:
+    """Run ``python -m ...``, SIGKILL it ``settle`` seconds after it prints ``ready``."""
     worker = subprocess.Popen(
-        [sys.executable, "-m", "tests.scenarios.kill_mid_commit", kind, where, run_id],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", *module_and_args], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     assert worker.stdout is not None
     try:
-        assert worker.stdout.readline().strip() == "COMMITTING"
-        time.sleep(0.3)  # well inside the commit: rows sent, transaction open
+        assert worker.stdout.readline().strip() == ready
+        time.sleep(settle)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(10)
     finally:
@@ -54,6 +52,11 @@ def kill_mid_commit(kind: str, where: str, run_id: str) -> None:
             worker.kill()
             worker.wait()
     assert worker.returncode == -signal.SIGKILL
+
+
+def kill_mid_commit(kind: str, where: str, run_id: str) -> None:
+    # 0.3 s after COMMITTING: well inside the commit, rows sent, transaction open.
+    kill_when_ready(["tests.scenarios.kill_mid_commit", kind, where, run_id], "COMMITTING", 0.3)
 
 
 async def test_a_worker_killed_mid_commit_leaves_no_rows(
@@ -118,3 +121,43 @@ async def test_tools_that_take_every_worker_thread_cannot_hold_up_a_commit(store
         assert tx.outcome == "committed"
         release.set()
     assert await notes(store, "another-user") == [("kept",)]
+
+
+async def test_runs_of_a_killed_worker_are_settled_at_the_next_setup(
+    store: Store, store_kind: str, tmp_path: Path
+) -> None:
+    # Before, their ledger rows stayed `running` forever.
+    where = str(store.path) if isinstance(store, SQLiteStore) else store.dsn
+    kill_when_ready(["tests.scenarios.crash_with_runs", store_kind, where, "20"])
+    running = "SELECT count(*) FROM cancelkit_runs WHERE status = 'running'"
+    assert await store.execute(running) == [(21,)]
+    restarted = SQLiteStore(where) if store_kind == "sqlite" else PostgresStore(where)
+    try:
+        with anyio.fail_after(30):
+            await restarted.setup()  # reconciles
+        rows = await restarted.execute(
+            "SELECT status, reason_kind, count(*) FROM cancelkit_runs GROUP BY status, reason_kind"
+        )
+        assert rows == [("cancelled", "shutdown", 21)]
+        assert await notes(restarted) == []  # no partial write
+        assert await restarted.reconcile() == 0  # settled once, for good
+    finally:
+        await restarted.aclose()
+
+
+async def test_a_live_owners_runs_are_left_alone_and_expired_leases_settled(store: Store) -> None:
+    async with transaction(store, "mine") as tx:
+        assert await store.reconcile() == 0  # our own process is alive
+        state = await store.state("mine")
+        assert state is not None
+        assert state.status == "running"
+        tx.insert("notes", {"run_id": "mine", "body": "kept"})
+    assert tx.outcome == "committed"
+    store.lease = 0.0  # every lease taken from now on is already over
+    with pytest.raises(RunCancelled) as stopped:
+        async with transaction(store, "expired") as tx:
+            tx.insert("notes", {"run_id": "expired", "body": "never"})
+            assert await store.reconcile() == 1
+    assert stopped.value.reason.kind == "shutdown"
+    assert tx.outcome == "cancelled"
+    assert await notes(store, "expired") == []

@@ -22,6 +22,7 @@ from .._tasks import run_shielded
 from .._transaction import RunState, Write
 from .._validate import positive_int, seconds
 from ._errors import StoreUnavailable
+from ._owner import this_process
 from ._sql import Dialect, run_state
 
 if TYPE_CHECKING:
@@ -51,12 +52,21 @@ class PostgresStore:
         dsn: a libpq connection string (``"host=/run/pg dbname=app"``, a URL, ...).
         min_size, max_size: the connection pool's bounds.
         connect_timeout: seconds to wait for the database when opening the pool.
+        lease: seconds a run's row is held for its process; after a crash, a row
+            past its lease (or whose process on this host is gone) is settled as
+            ``cancelled`` (kind ``shutdown``) by the next :meth:`setup`.
     """
 
     paramstyle = "format"
 
     def __init__(
-        self, dsn: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = 5.0
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        lease: float = 3600.0,
     ) -> None:
         if not isinstance(dsn, str) or not dsn:
             raise ValueError("PostgresStore needs a connection string")
@@ -67,6 +77,9 @@ class PostgresStore:
         assert limit is not None
         if low > high:
             raise ValueError("min_size must not exceed max_size")
+        held = seconds(lease, "lease", allow_none=False)
+        assert held is not None
+        self.lease = held
         self.dsn = dsn
         self._sizes = (low, high)
         self._connect_timeout = limit
@@ -124,13 +137,35 @@ class PostgresStore:
             raise StoreUnavailable(f"PostgreSQL failed: {exc}") from exc
 
     async def setup(self) -> None:
-        """Create the ledger (``cancelkit_runs``) and outbox tables if missing."""
+        """Create the ledger (``cancelkit_runs``) and outbox tables if missing, and
+        settle the rows of runs whose process ended without finishing them."""
 
         async def create(conn: AsyncConnection[Any]) -> None:
             for statement in _DIALECT.ddl():
                 await conn.execute(statement)
+            for name, kind in _DIALECT.added_columns():
+                await conn.execute(
+                    f"ALTER TABLE cancelkit_runs ADD COLUMN IF NOT EXISTS {name} {kind}"
+                )
 
         await self._run(create, "cancelkit setup", _QUICK)
+        await self.reconcile()
+
+    async def reconcile(self) -> int:
+        """Settle rows left ``running`` by a process that is gone, or past their
+        lease, as ``cancelled`` (kind ``shutdown``). Returns how many."""
+
+        async def settle(conn: AsyncConnection[Any]) -> int:
+            cursor = await conn.execute(_DIALECT.running_owners)
+            owners = [row[0] for row in await cursor.fetchall()]
+            settled = 0
+            async with conn.transaction():
+                for sql, params in _DIALECT.reconcile(owners, time.time()):
+                    settled += (await conn.execute(sql, params)).rowcount
+            return settled
+
+        result: int = await self._run(settle, "cancelkit reconcile", _QUICK)
+        return result
 
     async def begin(self, run_id: str) -> RunState:
         async def begin(conn: AsyncConnection[Any]) -> RunState:
@@ -138,8 +173,9 @@ class PostgresStore:
                 cursor = await conn.execute(_DIALECT.select + " FOR UPDATE", (run_id,))
                 prior = run_state(await cursor.fetchone())
                 now = time.time()
-                await conn.execute(_DIALECT.begin, (run_id, now))
-                await conn.execute(_DIALECT.reopen, (now, run_id))
+                owner, until = this_process(), now + self.lease
+                await conn.execute(_DIALECT.begin, (run_id, now, owner, until))
+                await conn.execute(_DIALECT.reopen, (now, owner, until, run_id))
             return prior or RunState(run_id, "running", None, 0)
 
         result: RunState = await self._run(begin, f"cancelkit begin {run_id}", _QUICK)

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 from .._exceptions import CancelReason
 from .._transaction import RunState, Write
+from ._owner import is_gone
 
 __all__ = ("Dialect", "run_state")
 
@@ -43,7 +44,8 @@ class Dialect:
             " status TEXT NOT NULL CHECK (status IN ('running','committed','cancelled','failed')),"
             " reason_kind TEXT, reason_message TEXT,"
             " attempts INTEGER NOT NULL DEFAULT 1,"
-            f" updated_at {self.real} NOT NULL)",
+            f" updated_at {self.real} NOT NULL,"
+            f" owner TEXT, lease_until {self.real})",
             "CREATE TABLE IF NOT EXISTS cancelkit_outbox ("
             f" id {self.serial},"
             " run_id TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL)",
@@ -52,12 +54,18 @@ class Dialect:
             " input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL)",
         ]
 
+    def added_columns(self) -> list[tuple[str, str]]:
+        """Columns later versions added to ``cancelkit_runs``: (name, type), for
+        stores to add to a table an earlier version created."""
+        return [("owner", "TEXT"), ("lease_until", self.real)]
+
     @property
     def begin(self) -> str:
+        """Parameters: run_id, now, owner, lease_until."""
         p = self.placeholder
         return (
-            "INSERT INTO cancelkit_runs (run_id, status, attempts, updated_at)"
-            f" VALUES ({p}, 'running', 1, {p}) ON CONFLICT (run_id) DO NOTHING"
+            "INSERT INTO cancelkit_runs (run_id, status, attempts, updated_at, owner, lease_until)"
+            f" VALUES ({p}, 'running', 1, {p}, {p}, {p}) ON CONFLICT (run_id) DO NOTHING"
         )
 
     @property
@@ -69,11 +77,37 @@ class Dialect:
 
     @property
     def reopen(self) -> str:
+        """Parameters: now, owner, lease_until, run_id."""
         p = self.placeholder
         return (
             "UPDATE cancelkit_runs SET status = 'running', reason_kind = NULL,"
-            f" reason_message = NULL, attempts = attempts + 1, updated_at = {p}"
+            f" reason_message = NULL, attempts = attempts + 1, updated_at = {p},"
+            f" owner = {p}, lease_until = {p}"
             f" WHERE run_id = {p} AND status IN ('cancelled', 'failed')"
+        )
+
+    @property
+    def running_owners(self) -> str:
+        return "SELECT DISTINCT owner FROM cancelkit_runs WHERE status = 'running'"
+
+    @property
+    def settle_owner(self) -> str:
+        """Parameters: reason kind, message, now, owner."""
+        p = self.placeholder
+        return (
+            f"UPDATE cancelkit_runs SET status = 'cancelled', reason_kind = {p},"
+            f" reason_message = {p}, updated_at = {p}"
+            f" WHERE status = 'running' AND owner = {p}"
+        )
+
+    @property
+    def settle_expired(self) -> str:
+        """Parameters: reason kind, message, now, now."""
+        p = self.placeholder
+        return (
+            f"UPDATE cancelkit_runs SET status = 'cancelled', reason_kind = {p},"
+            f" reason_message = {p}, updated_at = {p}"
+            f" WHERE status = 'running' AND lease_until < {p}"
         )
 
     @property
@@ -91,6 +125,23 @@ class Dialect:
             f"UPDATE cancelkit_runs SET status = {p}, reason_kind = {p}, reason_message = {p},"
             f" updated_at = {p} WHERE run_id = {p} AND status = 'running'"
         )
+
+    def reconcile(
+        self, owners: Sequence[str | None], now: float
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        """The statements that settle rows nobody will finish: those of an owner on
+        this host that has ended, and those whose lease expired (kind ``shutdown``)."""
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            (
+                self.settle_owner,
+                ("shutdown", f"its process ({owner}) ended without finishing it", now, owner),
+            )
+            for owner in owners
+            if owner is not None and is_gone(owner)
+        ]
+        expired = ("shutdown", "its owner's lease expired before it finished", now, now)
+        statements.append((self.settle_expired, expired))
+        return statements
 
     def render(self, write: Write) -> tuple[str, tuple[Any, ...]]:
         """The SQL and parameters of a staged write."""

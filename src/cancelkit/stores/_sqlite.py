@@ -23,6 +23,7 @@ from .._threads import Executor, run_sync_shielded
 from .._transaction import RunState, Write
 from .._validate import positive_int, seconds
 from ._errors import StoreUnavailable
+from ._owner import this_process
 from ._sql import Dialect, run_state
 
 if TYPE_CHECKING:
@@ -44,6 +45,9 @@ class SQLiteStore:
         busy_timeout: seconds a statement waits for another writer's lock.
         pool_size: connections kept open for reuse.
         on_connect: called with each new connection (to register functions, say).
+        lease: seconds a run's row is held for its process; after a crash, a row
+            past its lease (or whose process on this host is gone) is settled as
+            ``cancelled`` (kind ``shutdown``) by the next :meth:`setup`.
     """
 
     paramstyle = "qmark"
@@ -55,9 +59,13 @@ class SQLiteStore:
         busy_timeout: float = 5.0,
         pool_size: int = 4,
         on_connect: Callable[[sqlite3.Connection], object] | None = None,
+        lease: float = 3600.0,
     ) -> None:
         self.path = Path(path)
         timeout = seconds(busy_timeout, "busy_timeout", allow_none=False)
+        held = seconds(lease, "lease", allow_none=False)
+        assert held is not None
+        self.lease = held
         size = positive_int(pool_size, "pool_size")
         assert timeout is not None
         assert size is not None
@@ -126,21 +134,45 @@ class SQLiteStore:
         )
 
     async def setup(self) -> None:
-        """Create the ledger (``cancelkit_runs``) and outbox tables if missing."""
+        """Create the ledger (``cancelkit_runs``) and outbox tables if missing, and
+        settle the rows of runs whose process ended without finishing them."""
 
         def create(conn: sqlite3.Connection) -> None:
             for statement in _DIALECT.ddl():
                 conn.execute(statement)
+            present = {row[1] for row in conn.execute("PRAGMA table_info(cancelkit_runs)")}
+            for name, kind in _DIALECT.added_columns():
+                if name not in present:
+                    conn.execute(f"ALTER TABLE cancelkit_runs ADD COLUMN {name} {kind}")
 
         await self._run(create, _QUICK)
+        await self.reconcile()
+
+    async def reconcile(self) -> int:
+        """Settle rows left ``running`` by a process that is gone, or past their
+        lease, as ``cancelled`` (kind ``shutdown``). Returns how many."""
+
+        def settle(conn: sqlite3.Connection) -> int:
+            owners = [row[0] for row in conn.execute(_DIALECT.running_owners)]
+            conn.execute("BEGIN IMMEDIATE")
+            settled = sum(
+                conn.execute(sql, params).rowcount
+                for sql, params in _DIALECT.reconcile(owners, time.time())
+            )
+            conn.execute("COMMIT")
+            return settled
+
+        result: int = await self._run(settle, _QUICK)
+        return result
 
     async def begin(self, run_id: str) -> RunState:
         def begin(conn: sqlite3.Connection) -> RunState:
             conn.execute("BEGIN IMMEDIATE")
             prior = run_state(conn.execute(_DIALECT.select, (run_id,)).fetchone())
             now = time.time()
-            conn.execute(_DIALECT.begin, (run_id, now))
-            conn.execute(_DIALECT.reopen, (now, run_id))
+            owner, until = this_process(), now + self.lease
+            conn.execute(_DIALECT.begin, (run_id, now, owner, until))
+            conn.execute(_DIALECT.reopen, (now, owner, until, run_id))
             conn.execute("COMMIT")
             return prior or RunState(run_id, "running", None, 0)
 
