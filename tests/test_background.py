@@ -15,7 +15,15 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from cancelkit import Background, CancelReason, RunCancelled, TaskState
+from cancelkit import (
+    Background,
+    CancelReason,
+    CancelToken,
+    RunCancelled,
+    Runs,
+    TaskState,
+    current_token,
+)
 
 from .helpers import Log
 
@@ -153,7 +161,9 @@ async def test_a_failing_task_is_logged_not_lost(caplog: pytest.LogCaptureFixtur
 
     async with Background("client") as background:
         handle = background.spawn(broken(), name="reader")
-        await handle.wait()
+        with pytest.raises(ValueError, match="reader crashed"):
+            await handle.wait()  # as awaiting an asyncio task: the error surfaces
+    assert handle.done()
     assert handle.state is TaskState.FAILED
     assert "reader" in caplog.text
     assert "reader crashed" in caplog.text
@@ -199,3 +209,73 @@ async def test_background_logs_nothing_on_a_clean_close(caplog: pytest.LogCaptur
         async with Background() as background:
             background.spawn(anyio.sleep(10))
     assert caplog.records == []
+
+
+@pytest.mark.anyio
+async def test_work_owned_by_an_object_does_not_belong_to_the_run_that_started_it() -> None:
+    # Before, a run started inside a Background task became a child of whichever
+    # run had called start(), and that run's normal end cancelled it (kind parent).
+    runs = Runs()
+    background = Background("client")
+    inner: list[Any] = []
+    started = anyio.Event()
+
+    async def read_loop() -> None:
+        inner.append(runs.start(anyio.sleep, 10))
+        inner.append(current_token())
+        started.set()
+        await anyio.sleep(10)
+
+    async def request() -> str:
+        background.spawn(read_loop())
+        await started.wait()  # the request's run is still running meanwhile
+        return "answered"
+
+    run = runs.start(request)
+    assert await run.result() == "answered"
+    await anyio.lowlevel.checkpoint()
+    child_run, token = inner
+    assert child_run.status == "running"  # not cancelled with the request's run
+    assert child_run.parent is None
+    assert token is not run.token
+    assert not token.cancelled
+    assert background.tasks  # still running
+    await background.aclose()
+    child_run.cancel()
+    await child_run.wait()
+
+
+@pytest.mark.anyio
+async def test_a_background_can_be_tied_to_a_token_on_purpose() -> None:
+    owner = CancelToken()
+    background = Background("session", token=owner)
+    handle = background.spawn(anyio.sleep(10))
+    owner.cancel(CancelReason("user", "logged out"))
+    with pytest.raises(RunCancelled) as stopped:
+        await handle.result()
+    assert stopped.value.reason == CancelReason("user", "logged out")
+    await background.aclose()
+    with pytest.raises(TypeError, match="CancelToken"):
+        Background("x", token="not a token")  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_aclose_can_wait_without_a_limit_and_close_newest_first() -> None:
+    closed: list[str] = []
+
+    async def part(name: str, cleanup: float) -> None:
+        try:
+            await anyio.sleep(10)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(cleanup)
+            closed.append(name)
+
+    background = Background("stack")
+    for name in ("connection", "session", "reader"):
+        background.spawn(part(name, 0.02 if name == "reader" else 0))
+    await anyio.lowlevel.checkpoint()
+    assert await background.aclose(grace=None, order="reverse") == []
+    assert closed == ["reader", "session", "connection"]  # as an exit stack unwinds
+    with pytest.raises(ValueError, match="order"):
+        await Background().aclose(order="sideways")  # type: ignore[arg-type]

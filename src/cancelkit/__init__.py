@@ -28,7 +28,7 @@ from ._run import spawn as spawn
 from ._runs import Runs as Runs
 from ._streams import GuardedStream as GuardedStream
 from ._streams import guard_stream as guard_stream
-from ._tasks import TaskHandle as TaskHandle
+from ._tasks import OwnedTask as OwnedTask
 from ._tasks import TaskState as TaskState
 from ._threads import thread_stats as thread_stats
 from ._threads import to_thread as to_thread
@@ -53,6 +53,7 @@ __all__ = (
     "CancelToken",
     "Cancelled",
     "GuardedStream",
+    "OwnedTask",
     "Pricing",
     "Reservation",
     "Run",
@@ -62,7 +63,6 @@ __all__ = (
     "RunStatus",
     "Runs",
     "Store",
-    "TaskHandle",
     "TaskState",
     "Transaction",
     "amap",

@@ -8,18 +8,25 @@ its own. Holding an anyio task group or trio nursery for that work fails there w
 bare asyncio tasks lose trio. ``Background`` owns loose tasks instead
 (:mod:`cancelkit._tasks`): ``aclose()`` cancels and awaits them from any task, and
 the sync ``close()`` is safe from a finalizer or another thread.
+
+Work owned by an object belongs to the object, not to whichever run happened to
+call ``start()``: its tasks are detached from the ambient run (a run started inside
+them is not that run's child, and that run's end does not cancel them). Pass
+``token=`` to tie them to something on purpose.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._exceptions import CancelReason
-from ._tasks import TaskHandle, TaskState, start_task
+from ._run import outside_any_run
+from ._tasks import OwnedTask, TaskState, start_task
 from ._token import CancelToken
 from ._validate import close_all, seconds
 
@@ -52,18 +59,23 @@ class Background:
                 await self._background.aclose()
 
     A task that fails is logged (logger ``cancelkit``) with its traceback; awaiting
-    its handle's ``result()`` gets the error itself.
+    its handle's ``wait()`` or ``result()`` gets the error itself.
 
     Args:
         name: used in task names and log messages.
+        token: when given, the tasks are also cancelled when it is (with its
+            reason): ``Background("reader", token=run.token)`` ties them to a run.
+            By default they belong to this object alone.
     """
 
-    def __init__(self, name: str = "background") -> None:
+    def __init__(self, name: str = "background", *, token: CancelToken | None = None) -> None:
+        if token is not None and not isinstance(token, CancelToken):
+            raise TypeError(f"token must be a CancelToken, not {type(token).__name__}")
         self.name = name
         self._lock = threading.Lock()
-        self._tasks: set[TaskHandle[Any]] = set()
+        self._tasks: dict[OwnedTask[Any], None] = {}  # insertion-ordered, for aclose(order=)
         self._closed = False
-        self._root = CancelToken()
+        self._root = token.child() if token is not None else CancelToken()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._tasks)} running"
@@ -75,12 +87,12 @@ class Background:
         return self._closed
 
     @property
-    def tasks(self) -> list[TaskHandle[Any]]:
+    def tasks(self) -> list[OwnedTask[Any]]:
         """The tasks still running."""
         with self._lock:
             return list(self._tasks)
 
-    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> TaskHandle[T]:
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> OwnedTask[T]:
         """Start ``coro`` as a task owned by this object.
 
         Callable from any task of the event loop the work should run on.
@@ -96,15 +108,16 @@ class Background:
             close_all([coro])
             raise RuntimeError(f"Background {self.name!r} is closed")
         task_name = name or f"{self.name}:{getattr(coro, '__qualname__', 'task')}"
-        handle = start_task(coro, name=task_name, token=self._root.child())
+        with outside_any_run():
+            handle = start_task(coro, name=task_name, token=self._root.child())
         with self._lock:
-            self._tasks.add(handle)
+            self._tasks[handle] = None
         handle.add_done_callback(self._on_done)
         return handle
 
-    def _on_done(self, handle: TaskHandle[Any]) -> None:
+    def _on_done(self, handle: OwnedTask[Any]) -> None:
         with self._lock:
-            self._tasks.discard(handle)
+            self._tasks.pop(handle, None)
         if handle.state is TaskState.FAILED:
             logger.error("cancelkit: background task %s failed", handle.name, exc_info=handle.error)
 
@@ -117,23 +130,45 @@ class Background:
         self._closed = True
         self._root.cancel(reason or _CLOSED)
 
-    async def aclose(self, grace: float = 5.0, reason: CancelReason | None = None) -> list[str]:
+    async def aclose(
+        self,
+        grace: float | None = 5.0,
+        reason: CancelReason | None = None,
+        *,
+        order: Literal["together", "reverse"] = "together",
+    ) -> list[str]:
         """Cancel every task and wait for them, from any task.
 
         Waiting is shielded from cancellation of the caller and bounded by
-        ``grace``; tasks still running after it are named in a warning and returned.
+        ``grace`` (``None``: no bound); tasks still running after it are named in a
+        warning and returned.
+
+        Args:
+            grace: seconds to wait for the tasks in all, or ``None`` to wait until
+                they have ended.
+            reason: passed to the tasks' tokens (default: kind ``parent``).
+            order: ``together`` cancels every task at once; ``reverse`` cancels the
+                newest first and waits for it before the next (as an exit stack
+                unwinds), for tasks that use what older ones provide.
 
         Returns:
             The names of tasks that did not stop within ``grace``.
         """
-        limit = seconds(grace, "grace", allow_none=False)
-        assert limit is not None
-        self.close(reason)
-        deadline = time.monotonic() + limit
+        limit = seconds(grace, "grace")
+        if order not in ("together", "reverse"):
+            raise ValueError(f"order must be 'together' or 'reverse', not {order!r}")
+        self._closed = True
+        why = reason or _CLOSED
+        deadline = math.inf if limit is None else time.monotonic() + limit
         stragglers = []
-        for handle in self.tasks:
+        if order == "together":
+            self._root.cancel(why)
+        for handle in reversed(self.tasks) if order == "reverse" else self.tasks:
+            if order == "reverse":
+                handle.cancel(why)
             if not await handle.wait_shielded(max(0.0, deadline - time.monotonic())):
                 stragglers.append(handle.name)
+        self._root.cancel(why)  # and whatever was spawned meanwhile
         if stragglers:
             warnings.warn(
                 f"cancelkit: Background {self.name!r}: tasks still running {limit}s "

@@ -16,22 +16,24 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from ._backend import Completion, Waiter, make_waiter
 from ._exceptions import CancelReason, RunCancelled
-from ._tasks import TaskHandle, TaskState, start_task
+from ._tasks import OwnedTask, TaskState, start_task
+from ._threads import _quota
 from ._validate import close_all
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
+    from collections.abc import Awaitable, Callable, Coroutine, Iterator
 
     from ._runs import Runs
     from ._token import CancelToken
 
-__all__ = ("Run", "RunOutcome", "RunStatus", "spawn")
+__all__ = ("Run", "RunOutcome", "RunStatus", "outside_any_run", "spawn")
 
 T = TypeVar("T")
 
@@ -72,7 +74,7 @@ class Run(Generic[T]):
         self.started_at = time.time()
         self.ended_at: float | None = None
         self.stragglers: list[str] = []
-        self._children: set[TaskHandle[Any] | Run[Any]] = set()
+        self._children: set[OwnedTask[Any] | Run[Any]] = set()
         self._closing = False
         self._children_gone: Waiter | None = None
         self._failure: BaseException | None = None
@@ -108,7 +110,7 @@ class Run(Generic[T]):
         return self._outcome
 
     @property
-    def children(self) -> list[TaskHandle[Any] | Run[Any]]:
+    def children(self) -> list[OwnedTask[Any] | Run[Any]]:
         """Tasks and runs started inside this run that are still running."""
         return list(self._children)
 
@@ -174,7 +176,7 @@ class Run(Generic[T]):
             await self._children_gone.wait_shielded(self._runs.child_grace)
             self._children_gone = None
         self.stragglers = [
-            child.name if isinstance(child, TaskHandle) else f"run {child.id}"
+            child.name if isinstance(child, OwnedTask) else f"run {child.id}"
             for child in self._children
         ]
         if self.stragglers:
@@ -185,7 +187,7 @@ class Run(Generic[T]):
                 ", ".join(self.stragglers),
             )
 
-    def _spawn(self, coro: Coroutine[Any, Any, T], name: str | None) -> TaskHandle[T]:
+    def _spawn(self, coro: Coroutine[Any, Any, T], name: str | None) -> OwnedTask[T]:
         if self._closing or self._outcome is not None:
             close_all([coro])
             raise RuntimeError(f"run {self.id} is ending; it cannot start new work")
@@ -195,12 +197,12 @@ class Run(Generic[T]):
         handle.add_done_callback(self._child_done)
         return handle
 
-    def _child_ended(self, child: TaskHandle[Any] | Run[Any]) -> None:
+    def _child_ended(self, child: OwnedTask[Any] | Run[Any]) -> None:
         self._children.discard(child)
         if not self._children and self._children_gone is not None:
             self._children_gone.set()
 
-    def _child_done(self, child: TaskHandle[Any]) -> None:
+    def _child_done(self, child: OwnedTask[Any]) -> None:
         self._child_ended(child)
         if child._state is TaskState.FAILED and self._failure is None:  # noqa: SLF001
             reason = CancelReason("error", f"task {child.name} failed: {child.error!r}")
@@ -211,7 +213,7 @@ class Run(Generic[T]):
         self._children.add(run)
         run._on_settle.append(self._child_ended)
 
-    def _settle(self, main: TaskHandle[T]) -> None:
+    def _settle(self, main: OwnedTask[T]) -> None:
         outcome: RunOutcome[T]
         if self._failure is not None:
             outcome = RunOutcome(self.id, "failed", self.token.reason, None, self._failure)
@@ -235,7 +237,19 @@ class Run(Generic[T]):
             callback(self)
 
 
-def spawn(coro: Coroutine[Any, Any, T], *, name: str | None = None) -> TaskHandle[T]:
+@contextmanager
+def outside_any_run() -> Iterator[None]:
+    """Start work here that belongs to no run: not the ambient run's child, not
+    sharing its worker threads (``Background`` uses it for an object's own work)."""
+    run, quota = _current_run.set(None), _quota.set(None)
+    try:
+        yield
+    finally:
+        _quota.reset(quota)
+        _current_run.reset(run)
+
+
+def spawn(coro: Coroutine[Any, Any, T], *, name: str | None = None) -> OwnedTask[T]:
     """Start ``coro`` as a child task of the current run.
 
     It is cancelled with the run (with the run's reason), and when the run ends for

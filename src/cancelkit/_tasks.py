@@ -25,7 +25,7 @@ from ._token import CancelToken, _current
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-__all__ = ("TaskHandle", "TaskState", "run_shielded", "start_task")
+__all__ = ("OwnedTask", "TaskState", "run_shielded", "start_task")
 
 T = TypeVar("T")
 
@@ -41,11 +41,12 @@ class TaskState(enum.Enum):
     FAILED = "failed"
 
 
-class TaskHandle(Generic[T]):
-    """A task started by ``spawn``: its name, token, state, and its ending.
+class OwnedTask(Generic[T]):
+    """A task owned by a run or a :class:`Background`: its name, token, state, ending.
 
-    ``cancel()`` works from any task or thread; ``await wait()`` from any task of
-    the task's event loop. Ending states: ``completed``, ``cancelled``, ``failed``.
+    Shaped like the tasks users know: ``done()``, ``cancel()`` (from any task or
+    thread), ``await wait()`` and ``await result()`` (from any task of the task's
+    event loop). Ending states: ``completed``, ``cancelled``, ``failed``.
     """
 
     __slots__ = ("_callbacks", "_ended", "_error", "_state", "_value", "name", "token")
@@ -57,19 +58,18 @@ class TaskHandle(Generic[T]):
         self._value: T | None = None
         self._error: BaseException | None = None
         self._ended = Completion()
-        self._callbacks: list[Callable[[TaskHandle[T]], object]] = []
+        self._callbacks: list[Callable[[OwnedTask[T]], object]] = []
 
     def __repr__(self) -> str:
-        return f"<TaskHandle {self.name!r} {self._state.value}>"
+        return f"<OwnedTask {self.name!r} {self._state.value}>"
 
     @property
     def state(self) -> TaskState:
         """``running`` until the task ends, then how it ended."""
         return self._state
 
-    @property
     def done(self) -> bool:
-        """Whether the task has ended, for whatever cause."""
+        """Whether the task has ended, for whatever cause (as ``asyncio.Task.done()``)."""
         return self._state is not TaskState.RUNNING
 
     @property
@@ -87,8 +87,15 @@ class TaskHandle(Generic[T]):
         return self.token.cancel(reason)
 
     async def wait(self) -> None:
-        """Wait until the task has ended; never raises the task's own error."""
+        """Wait until the task has ended.
+
+        Raises:
+            Exception: the error the task failed with (a cancelled task's ending is
+                not an error here: see :meth:`result`).
+        """
         await self._ended.wait()
+        if self._error is not None:
+            raise self._error
 
     async def wait_shielded(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds, not interrupted by cancellation.
@@ -105,7 +112,7 @@ class TaskHandle(Generic[T]):
             RunCancelled: the task was cancelled (with the token's reason).
             Exception: the task's own error.
         """
-        await self.wait()
+        await self._ended.wait()
         if self._state is TaskState.CANCELLED:
             assert self.token.reason is not None
             raise RunCancelled(self.token.reason)
@@ -113,9 +120,9 @@ class TaskHandle(Generic[T]):
             raise self._error
         return self._value  # type: ignore[return-value]
 
-    def add_done_callback(self, callback: Callable[[TaskHandle[T]], object]) -> None:
+    def add_done_callback(self, callback: Callable[[OwnedTask[T]], object]) -> None:
         """Call ``callback(handle)`` in the loop's thread when the task ends."""
-        if self.done:
+        if self.done():
             callback(self)
         else:
             self._callbacks.append(callback)
@@ -142,7 +149,7 @@ class TaskHandle(Generic[T]):
                 callback(self)
 
 
-def start_task(coro: Coroutine[Any, Any, T], *, name: str, token: CancelToken) -> TaskHandle[T]:
+def start_task(coro: Coroutine[Any, Any, T], *, name: str, token: CancelToken) -> OwnedTask[T]:
     """Start ``coro`` as a loose task of the current event loop, stopped by ``token``.
 
     Inside the task, ``current_token()`` is ``token``; other context variables are
@@ -153,7 +160,7 @@ def start_task(coro: Coroutine[Any, Any, T], *, name: str, token: CancelToken) -
     """
     if not inspect.iscoroutine(coro):
         raise TypeError(f"expected a coroutine, got {type(coro).__name__}")
-    handle: TaskHandle[T] = TaskHandle(name, token)
+    handle: OwnedTask[T] = OwnedTask(name, token)
     context = contextvars.copy_context()
     context.run(_current.set, token)
     call = loop_caller()
@@ -172,7 +179,7 @@ def start_task(coro: Coroutine[Any, Any, T], *, name: str, token: CancelToken) -
     return handle
 
 
-def _asyncio_done(handle: TaskHandle[Any], task: Any) -> None:
+def _asyncio_done(handle: OwnedTask[Any], task: Any) -> None:
     if task.cancelled():
         handle._finish(None, None, True)  # noqa: SLF001
         return
@@ -180,7 +187,7 @@ def _asyncio_done(handle: TaskHandle[Any], task: Any) -> None:
     handle._finish(None if error else task.result(), error, cancelled=False)  # noqa: SLF001
 
 
-async def _trio_body(handle: TaskHandle[Any], coro: Coroutine[Any, Any, Any], scope: Any) -> None:
+async def _trio_body(handle: OwnedTask[Any], coro: Coroutine[Any, Any, Any], scope: Any) -> None:
     import trio  # noqa: PLC0415
 
     value: Any = None
