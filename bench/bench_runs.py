@@ -7,6 +7,8 @@ Run: ``python bench/bench_runs.py`` (``--quick`` for a smaller run).
 - cancel latency of a run with 100 and 1,000 children, from ``cancel()`` until the
   last child has finished, against an asyncio.TaskGroup tree (and a trio nursery
   tree) of the same shape;
+- the cost of a Stop by path: ``cancel()`` called on the loop's own thread (applied
+  at once) and from another thread (queued to the loop), until the run has ended;
 - 10,000 concurrent idle runs: memory per run (traced allocations) and the time to
   cancel them all, against 10,000 bare asyncio tasks.
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import queue
+import threading
 import time
 import tracemalloc
 from typing import TYPE_CHECKING, Any
@@ -200,6 +204,44 @@ def cancel_all_trio_ms(count: int) -> Callable[[], float]:
     return on("trio", body)
 
 
+N_CANCEL = 2000
+
+
+def cancel_path_us(backend: str, from_thread: bool) -> Callable[[], float]:
+    """Per Stop: from ``cancel()`` until the run has ended, by the path it takes."""
+
+    async def body() -> float:
+        runs = cancelkit.Runs()
+        requests: queue.SimpleQueue[cancelkit.Run[None] | None] = queue.SimpleQueue()
+        called: list[float] = []
+
+        def canceller() -> None:
+            while (run := requests.get()) is not None:
+                called.append(time.perf_counter())
+                run.cancel()
+
+        thread = threading.Thread(target=canceller) if from_thread else None
+        if thread is not None:
+            thread.start()
+        total = 0.0
+        for _ in range(N_CANCEL):
+            run = runs.start(idle)
+            await anyio.lowlevel.checkpoint()
+            if thread is not None:
+                requests.put(run)
+            else:
+                called.append(time.perf_counter())
+                run.cancel()
+            await run.wait()
+            total += time.perf_counter() - called[-1]
+        if thread is not None:
+            requests.put(None)
+            thread.join()
+        return total / N_CANCEL * 1e6
+
+    return on(backend, body)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -235,6 +277,17 @@ def main() -> None:
             repeats=repeats,
             baseline="trio nursery tree",
             target="<= 1.5x",
+        )
+    for backend in ("asyncio", "trio"):
+        rows += measure(
+            f"Stop until the run ended, by path, {backend}",
+            {
+                "cancel() on the loop thread": cancel_path_us(backend, from_thread=False),
+                "cancel() from another thread": cancel_path_us(backend, from_thread=True),
+            },
+            unit="us",
+            repeats=repeats,
+            baseline="cancel() on the loop thread",
         )
     count = 10_000
     rows += measure(
