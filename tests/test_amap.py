@@ -133,9 +133,12 @@ async def test_per_second_spaces_the_starts() -> None:
         starts.append(anyio.current_time())
         return x
 
+    began = anyio.current_time()
     await amap(work, range(5), per_second=100)
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= 0.009
+    # Never faster than the rate, however loaded the machine (a task may start
+    # late, so gaps between task starts are jitter; the span cannot be shorter).
+    assert starts[-1] - began >= 4 * 0.01 - 1e-6  # (asyncio may wake a timer 1 ns early)
+    assert sorted(starts) == starts
 
 
 async def test_an_error_from_the_iterator_is_raised_as_itself() -> None:

@@ -150,7 +150,10 @@ async def amap(
                 now = anyio.current_time()
                 if next_start > now:
                     await anyio.sleep(next_start - now)
-                next_start = max(now, next_start) + interval
+                    now = anyio.current_time()
+                # From the actual start, not the planned one: a late wake-up on a busy
+                # machine must not be made up by a burst above the rate.
+                next_start = now + interval
             results.append(_PENDING)
             group.start_soon(run, len(results) - 1, item, group)
             if slots is None and len(results) % _CHECKPOINT_EVERY == 0:
