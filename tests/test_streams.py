@@ -151,7 +151,7 @@ async def test_a_hanging_close_is_bounded_by_grace(caplog: pytest.LogCaptureFixt
         async with guard_stream(Hangs(), grace=0.05) as items:
             async for _ in items:
                 break
-    assert anyio.current_time() - started < 1
+    assert anyio.current_time() - started < 5  # bounded by the grace, not close()'s 10 s
     assert "longer than 0.05s" in caplog.text
 
 

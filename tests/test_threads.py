@@ -107,7 +107,7 @@ async def test_a_tool_that_swallows_exceptions_still_stops() -> None:
     started = time.monotonic()
     with anyio.move_on_after(0.03):
         await to_thread(careless)
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 5  # not the 10 s it takes when the Stop is eaten
     assert -1 not in steps
 
 
@@ -136,8 +136,8 @@ async def test_grace_bounds_how_long_a_cancelled_caller_waits() -> None:
     release = threading.Event()
     started = time.monotonic()
     with pytest.warns(AbandonedThreadWarning), anyio.move_on_after(0.01):
-        await to_thread(release.wait, 5, grace=0.1)
-    assert time.monotonic() - started < 0.5
+        await to_thread(release.wait, 10, grace=0.1)
+    assert time.monotonic() - started < 5  # bounded by the grace, not the thread's 10 s
     release.set()
 
 
