@@ -186,9 +186,16 @@ class ModelStream:
         return -(-self._translator.output_chars // 4)  # ceil(chars / 4), as estimate_tokens
 
     def _check_budget(self) -> None:
+        """After every chunk: the reservation holds what arrived, or the stream stops.
+
+        The output counted is the estimate from what arrived, or the provider's own
+        count once it came, whichever is more: a provider ignoring ``max_tokens``
+        is stopped within the chunk that took it past what the budget could hold.
+        """
         if self._reservation is None or self._token is None:
             return
-        why = self._reservation.over(self._estimated_output())
+        output = max(self._estimated_output(), self._translator.output_tokens or 0)
+        why = self._reservation.track(output)
         if why is not None:
             self._token.cancel(CancelReason("budget", why))
             raise RunCancelled(self._token.reason or CancelReason("budget", why))

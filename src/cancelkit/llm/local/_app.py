@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from ._script import TOKEN_CHARS, Plan, RequestError, plan
+from ._script import RATE, SECONDS, TOKEN_CHARS, TOKENS, Plan, Range, RequestError, plan
 from ._wire import AnthropicWire, OpenAIWire, ParsedRequest, Wire
 
 __all__ = ("LocalModelApp", "LocalModelConfig", "RequestRecord", "StreamCut")
@@ -30,6 +30,9 @@ logger = logging.getLogger("cancelkit.llm.local")
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
+
+
+_CHUNK = Range(1, 1000, "tokens per chunk", whole=True)
 
 
 class StreamCut(Exception):  # noqa: N818 - what happened, not an error of the server
@@ -41,10 +44,14 @@ class LocalModelConfig:
     """How the local model behaves.
 
     Args:
-        rate: tokens generated per second.
-        chunk_tokens: tokens per streamed chunk.
-        first_token_latency: seconds before the first token.
-        default_tokens: reply length when the prompt asks for none.
+        rate: tokens generated per second, 1 to 1,000,000 (as ``[[rate:R]]``).
+        chunk_tokens: tokens per streamed chunk, 1 to 1,000.
+        first_token_latency: seconds before the first token, 0 to 300.
+        default_tokens: reply length when the prompt asks for none, 0 to 1,000,000.
+
+    Raises:
+        ValueError: a value out of its range (``nan`` and ``inf`` included), or
+            not a number (a whole one for the token counts).
     """
 
     rate: float = 50.0
@@ -53,8 +60,10 @@ class LocalModelConfig:
     default_tokens: int = 120
 
     def __post_init__(self) -> None:
-        if not self.rate > 0 or self.chunk_tokens < 1 or self.first_token_latency < 0:
-            raise ValueError("rate must be > 0, chunk_tokens >= 1, first_token_latency >= 0")
+        RATE.check(self.rate, "LocalModelConfig(rate=...)")
+        _CHUNK.check(self.chunk_tokens, "LocalModelConfig(chunk_tokens=...)")
+        SECONDS.check(self.first_token_latency, "LocalModelConfig(first_token_latency=...)")
+        TOKENS.check(self.default_tokens, "LocalModelConfig(default_tokens=...)")
 
 
 @dataclass

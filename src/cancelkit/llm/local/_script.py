@@ -17,6 +17,12 @@ Directives in the most recent user text steer a reply (documented in the README)
 - ``[[fault:cut-after=N]]`` drop the connection after N tokens;
 - ``[[fault:error-after=N]]`` send a mid-stream ``overloaded`` error after N tokens;
 - ``[[fault:ignore-max-tokens]]`` a misbehaving provider that ignores ``max_tokens``.
+
+Every number has a range (:data:`TOKENS`, :data:`RATE`, :data:`SECONDS`): token
+counts 0 to 1,000,000, rates 1 to 1,000,000 tokens per second, waits 0 to 300
+seconds. Anything else (``nan``, ``inf``, a negative number, ``rate:1e-9`` that would
+stream for ever) is a :class:`RequestError` naming the directive and its range, so
+the server answers 400 before it generates anything.
 """
 
 from __future__ import annotations
@@ -29,10 +35,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = (
+    "RATE",
+    "SECONDS",
+    "TOKENS",
     "TOKEN_CHARS",
     "Fault",
     "Plan",
     "PlannedToolCall",
+    "Range",
     "RequestError",
     "count_tokens",
     "plan",
@@ -57,6 +67,52 @@ StopReason = Literal["end_turn", "max_tokens", "tool_use"]
 
 class RequestError(ValueError):
     """The request is malformed; the server answers 400 with this message."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number of the local model may take, and what they measure."""
+
+    low: float
+    high: float
+    unit: str
+    whole: bool
+
+    def parse(self, text: str, what: str) -> float:
+        """``text`` as a number in range, or a :class:`RequestError` about ``what``."""
+        value: float
+        try:
+            value = int(text) if self.whole else float(text)
+        except ValueError:
+            value = math.nan
+        if not self.low <= value <= self.high:  # nan is in no range
+            raise RequestError(f"{what} needs {self.describe()}, not {text!r}")
+        return value
+
+    def check(self, value: object, what: str) -> None:
+        """Raise ``ValueError`` unless ``value`` (a Python number) is in range."""
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if self.whole and not isinstance(value, int):
+            number = False
+        if not number or not self.low <= value <= self.high:  # type: ignore[operator]
+            raise ValueError(f"{what} must be {self.describe()}, not {value!r}")
+
+    def describe(self) -> str:
+        kind = "a whole number" if self.whole else "a number"
+        return f"{kind} from {_plain(self.low)} to {_plain(self.high)} ({self.unit})"
+
+
+def _plain(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+TOKENS = Range(0, 1_000_000, "tokens", whole=True)
+"""Token counts: ``[[tokens:N]]``, ``cut-after``, ``error-after``."""
+RATE = Range(1, 1_000_000, "tokens per second", whole=False)
+"""``[[rate:R]]``: at least one token a second, so no reply streams for ever."""
+SECONDS = Range(0, 300, "seconds", whole=False)
+"""Waits: ``retry-after``, ``slow-first-token``."""
+_TIMES = Range(0, 1_000_000, "requests", whole=True)  # ``times=N`` of a status fault
 
 
 def count_tokens(text: str) -> int:
@@ -124,23 +180,37 @@ def _parse_fault(spec: str) -> tuple[Fault | None, float | None, bool]:
     words = spec.split()
     if not words:
         raise RequestError("empty [[fault:...]] directive")
-    head, options = words[0], dict(w.split("=", 1) for w in words[1:] if "=" in w)
-    try:
-        if head in ("429", "529", "503"):
-            times = int(options["times"]) if "times" in options else None
-            retry = float(options["retry-after"]) if "retry-after" in options else None
-            return Fault("status", status=int(head), retry_after=retry, times=times), None, False
-        key, _, value = head.partition("=")
-        if key == "slow-first-token":
-            return None, float(value), False
-        if key == "cut-after":
-            return Fault("cut", after_tokens=int(value)), None, False
-        if key == "error-after":
-            return Fault("error", after_tokens=int(value)), None, False
-        if key == "ignore-max-tokens":
-            return None, None, True
-    except (KeyError, ValueError) as exc:
-        raise RequestError(f"bad fault directive [[fault:{spec}]]: {exc}") from exc
+    head, rest = words[0], words[1:]
+    if head in ("429", "529", "503"):
+        times: int | None = None
+        retry: float | None = None
+        for word in rest:
+            option, sign, value = word.partition("=")
+            if option == "times" and sign:
+                times = int(_TIMES.parse(value, f"[[fault:{head} times=N]]"))
+            elif option == "retry-after" and sign:
+                retry = SECONDS.parse(value, f"[[fault:{head} retry-after=S]]")
+            else:
+                raise RequestError(
+                    f"unknown option {word!r} in [[fault:{spec}]] "
+                    "(retry-after=S and times=N are known)"
+                )
+        return Fault("status", status=int(head), retry_after=retry, times=times), None, False
+    if rest:
+        raise RequestError(f"[[fault:{spec}]]: unexpected {' '.join(rest)!r} after {head!r}")
+    key, sign, value = head.partition("=")
+    if key == "slow-first-token" and sign:
+        return None, SECONDS.parse(value, "[[fault:slow-first-token=S]]"), False
+    if key == "cut-after" and sign:
+        after = int(TOKENS.parse(value, "[[fault:cut-after=N]]"))
+        return Fault("cut", after_tokens=after), None, False
+    if key == "error-after" and sign:
+        after = int(TOKENS.parse(value, "[[fault:error-after=N]]"))
+        return Fault("error", after_tokens=after), None, False
+    if key == "ignore-max-tokens":
+        if sign:
+            raise RequestError(f"[[fault:ignore-max-tokens]] takes no value, not {value!r}")
+        return None, None, True
     raise RequestError(f"unknown fault directive [[fault:{spec}]]")
 
 
@@ -168,15 +238,9 @@ def plan(
     for index, match in enumerate(_DIRECTIVE.finditer(directive_text)):
         name, argument = match.group(1), match.group(2).strip()
         if name == "tokens":
-            try:
-                wanted = int(argument)
-            except ValueError as exc:
-                raise RequestError(f"[[tokens:N]] needs a number, not {argument!r}") from exc
+            wanted = int(TOKENS.parse(argument, "[[tokens:N]]"))
         elif name == "rate":
-            try:
-                result.rate = float(argument)
-            except ValueError as exc:
-                raise RequestError(f"[[rate:R]] needs a number, not {argument!r}") from exc
+            result.rate = RATE.parse(argument, "[[rate:R]]")
         elif name == "tool":
             tool_name, _, raw = argument.partition(" ")
             try:

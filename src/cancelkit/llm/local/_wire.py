@@ -281,7 +281,9 @@ class OpenAIWire(Wire):
         if not messages:
             raise RequestError("`messages` must not be empty")
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+        if max_tokens is not None and (
+            not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
+        ):
             raise RequestError("`max_tokens` must be a positive integer")
         texts: list[str] = []
         directive = ""
