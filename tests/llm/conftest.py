@@ -55,7 +55,7 @@ async def model(request: pytest.FixtureRequest, server: LocalModelServer) -> Asy
 
 async def ended(server: LocalModelServer, request_id: str | None) -> RequestRecord:
     """The server's record of a request, once the server has finished with it."""
-    with anyio.fail_after(2):
+    with anyio.fail_after(10):  # a bound for a hang only: it returns as soon as it ends
         while True:
             record = server.app.record(request_id or "")
             if record is not None and record.ended_at is not None:

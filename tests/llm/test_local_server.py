@@ -19,7 +19,7 @@ import pytest
 
 from cancelkit.llm.local import LocalModelConfig, LocalModelServer
 
-from .conftest import anthropic_client, openai_client
+from .conftest import anthropic_client, ended, openai_client
 
 pytestmark = pytest.mark.anyio
 
@@ -239,14 +239,14 @@ async def test_generation_stops_within_one_chunk_of_a_disconnect(server: LocalMo
                 async for line in lines:
                     if line.startswith("data:") and "text_delta" in line:
                         break
-        # leaving the block closed the response: the server must notice at once
-    await anyio.sleep(0.1)
-    record = server.app.record(request_id)
-    assert record is not None
+        # leaving the block closed the response: the server must notice it
+    record = await ended(server, request_id)
     assert record.outcome == "disconnected"
     assert record.disconnected_at is not None
-    assert record.tokens_after_disconnect == 0
-    assert record.tokens_generated <= 3  # a token or two at 200/s before the break landed
+    # The promise is at most one chunk (one token here) after the disconnect, on a
+    # busy machine too; how many came before it depends on how fast the client is.
+    assert record.tokens_after_disconnect <= 1
+    assert record.tokens_generated < 1000
 
 
 async def test_stats_endpoint(server: LocalModelServer) -> None:
