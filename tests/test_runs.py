@@ -21,7 +21,7 @@ from cancelkit import (
 )
 from cancelkit.testing import cancel_at_each_checkpoint
 
-from .helpers import Log
+from .helpers import Log, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -236,7 +236,7 @@ async def test_subagent_nesting_cancels_the_whole_tree() -> None:
         await log.child("agent", 10)
 
     run = runs.start(agent)
-    await anyio.sleep(0.02)
+    await wait_until(lambda: len(log.started) == 3)  # agent, sub and sub-tool: the tree is up
     assert nested[0].parent is run
     assert runs.cancel(run.id, USER)
     await run.wait()

@@ -14,6 +14,7 @@ from cancelkit.llm import Done, Message, Model, TextDelta, Tool, ToolCall, ToolR
 if TYPE_CHECKING:
     from cancelkit.llm.local import LocalModelServer
 
+from ..helpers import wait_until
 from .conftest import ended
 
 pytestmark = pytest.mark.anyio
@@ -126,11 +127,11 @@ async def test_stopping_the_run_stops_its_stream(model: Model, server: LocalMode
 
     runs = Runs()
     run = runs.start(agent)
-    await anyio.sleep(0.1)
+    await wait_until(lambda: bool(streams))  # the stream is open (an HTTP round trip)
     assert runs.cancel(run.id, USER)
     outcome = await run.wait()
     assert (outcome.status, outcome.reason) == ("cancelled", USER)
-    assert await disconnected(server, streams[0].request_id) == 0
+    assert await disconnected(server, streams[0].request_id) <= 1  # at most one chunk
 
 
 async def test_an_already_cancelled_token_makes_no_request(

@@ -81,13 +81,16 @@ async def test_cancellation_writes_nothing_and_records_the_reason(store: Store) 
 async def test_stopping_a_run_rolls_back_its_staged_writes_with_its_reason(store: Store) -> None:
     runs = Runs()
 
+    staged = anyio.Event()
+
     async def agent(run_id: str) -> None:
         async with transaction(store, run_id) as tx:
             stage(tx, run_id)
+            staged.set()
             await anyio.sleep(10)
 
     run = runs.start(agent, "run-stop", run_id="run-stop")
-    await anyio.sleep(0.05)
+    await staged.wait()  # begun in the database: a round trip, however long it takes
     assert runs.cancel("run-stop", USER)
     outcome = await run.wait()
     assert (outcome.status, outcome.reason) == ("cancelled", USER)
