@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ._demo import render, run_demo
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,6 +34,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument("--base-url", default=None, help="the model API's base URL")
         sub.add_argument("--data", default=".cancelkit-demo", help="folder for the SQLite file")
         sub.add_argument("--grace", type=float, default=5.0, help="shutdown grace, seconds")
+        sub.add_argument(
+            "--secret",
+            default=None,
+            help="signs session cookies, at least 32 bytes (default: CANCELKIT_SECRET, "
+            "else random per process); prefer the variable, a command line is visible to ps",
+        )
+        sub.add_argument(
+            "--max-runs-per-session",
+            type=_positive(int),
+            default=3,
+            help="active runs per browser session, at most (then 429)",
+        )
+        sub.add_argument(
+            "--max-runs", type=_positive(int), default=50, help="active runs in total (then 429)"
+        )
+        sub.add_argument(
+            "--max-run-seconds",
+            type=_positive(float),
+            default=300.0,
+            help="a run still going after this long ends with kind timeout",
+        )
+        sub.add_argument(
+            "--max-body-bytes",
+            type=_positive(int),
+            default=64 * 1024,
+            help="largest request body (then 413)",
+        )
+        sub.add_argument(
+            "--session-max-age",
+            type=_positive(int),
+            default=24 * 3600,
+            help="seconds a session cookie is honoured",
+        )
+    demo.add_argument(
+        "--model-restarts",
+        type=_non_negative_int,
+        default=3,
+        help="times the local model process is restarted if it dies",
+    )
     demo.add_argument("--model-rate", type=float, default=40.0, help="local model tokens/second")
     demo.add_argument("--terminal", action="store_true", help="the terminal demonstration instead")
     demo.add_argument("--deadline", type=float, default=1.5, help="(terminal) seconds before Stop")
@@ -46,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.add_argument(
         "--first-token-latency", type=float, default=0.05, help="seconds before the first token"
     )
+    model.add_argument("--exit-with-parent", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.command == "model":
@@ -64,7 +105,11 @@ def _serve_web(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
     from pathlib import Path  # noqa: PLC0415
 
     try:
-        from .web._serve import DemoOptions, serve_demo  # noqa: PLC0415 - needs the web extra
+        from .web._serve import (  # noqa: PLC0415 - needs the web extra
+            DemoConfigError,
+            DemoOptions,
+            serve_demo,
+        )
     except ImportError as exc:  # pragma: no cover - depends on the installation
         parser.error(f"the demo needs: pip install 'cancelkit[all]' ({exc})")
     rate = getattr(args, "model_rate", 40.0)
@@ -82,9 +127,18 @@ def _serve_web(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
         base_url=args.base_url,
         data=Path(args.data),
         grace=args.grace,
+        secret=args.secret,
+        max_runs_per_session=args.max_runs_per_session,
+        max_runs=args.max_runs,
+        max_run_seconds=args.max_run_seconds,
+        max_body_bytes=args.max_body_bytes,
+        session_max_age=args.session_max_age,
+        model_restarts=getattr(args, "model_restarts", 0),
     )
-    serve_demo(options, with_local_model=local)
-    return 0
+    try:
+        return serve_demo(options, with_local_model=local)
+    except DemoConfigError as exc:  # raised before anything started
+        parser.error(str(exc))
 
 
 def _serve_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -100,9 +154,38 @@ def _serve_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         )
     except ValueError as exc:
         parser.error(str(exc))
+    if args.exit_with_parent is not None:  # started by the demo: never outlive it
+        from .llm.local._server import exit_with_parent  # noqa: PLC0415
+
+        exit_with_parent(args.exit_with_parent)
     print(f"cancelkit local model on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
     serve(config, args.host, args.port)
     return 0
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
+    """An argparse type: ``kind`` (int or float), and greater than zero."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be positive and finite, not {text}")
+        return value
+
+    return parse
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {text}")
+    return value
 
 
 if __name__ == "__main__":  # pragma: no cover

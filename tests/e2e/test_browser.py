@@ -2,17 +2,19 @@
 
 Type a prompt, watch the answer stream, press Stop: the page shows ``cancelled`` with
 reason ``user`` and the model server stops generating. Close a tab mid-answer: its
-run is cancelled with reason ``disconnect``.
+run is cancelled with reason ``disconnect``. Markup from the model is shown as text,
+never run, and the page's Content-Security-Policy would stop it if it got in.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
 
 from tests.web.conftest import Demo, start_demo, stop_demo
 
@@ -31,6 +33,9 @@ FLAGS = [
     "--disable-sync",
 ]
 LONG = "Tell me everything [[tokens:3000]] [[rate:60]]"
+WAIT = 30_000  # milliseconds: a generous bound, not a measurement
+# The page's Content-Security-Policy forbids eval, so Playwright's string predicates
+# (wait_for_function) cannot run in it: the tests wait with locators instead.
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +60,10 @@ def test_stop_in_the_browser_reaches_the_model(browser: Browser, demo: Demo) -> 
     page.goto(demo.url)
     page.fill("#prompt", LONG)
     page.click("#send")
-    page.wait_for_function("document.querySelector('#answer').textContent.length > 60")
+    expect(page.locator("#answer")).to_have_text(re.compile(".{60}", re.DOTALL), timeout=WAIT)
     streamed = len(page.text_content("#answer") or "")
     page.click("#stop")
-    page.wait_for_function("document.querySelector('#status').textContent === 'cancelled'")
+    expect(page.locator("#status")).to_have_text("cancelled", timeout=WAIT)
     assert page.text_content("#reason") == "reason: user (Stop pressed)"
     assert "cancelled (user)" in (page.text_content("#history") or "")
     assert streamed >= 60
@@ -69,7 +74,7 @@ def test_stop_in_the_browser_reaches_the_model(browser: Browser, demo: Demo) -> 
     assert stats["tokens_after_disconnect"] == 0
     assert isinstance(stats["tokens_saved_by_stop"], int)
     assert stats["tokens_saved_by_stop"] > 2000
-    page.wait_for_function("document.querySelector('#s-p50').textContent.endsWith('ms')")
+    expect(page.locator("#s-p50")).to_have_text(re.compile("ms$"), timeout=WAIT)
     page.close()
 
 
@@ -81,7 +86,7 @@ def test_closing_the_tab_cancels_the_run_with_reason_disconnect(
     page.goto(demo.url)
     page.fill("#prompt", LONG)
     page.click("#send")
-    page.wait_for_function("document.querySelector('#answer').textContent.length > 20")
+    expect(page.locator("#answer")).to_have_text(re.compile(".{20}", re.DOTALL), timeout=WAIT)
     run_id = page.evaluate("current")
     page.close()  # the tab goes; its event stream with it
     deadline = time.monotonic() + 10
@@ -94,3 +99,53 @@ def test_closing_the_tab_cancels_the_run_with_reason_disconnect(
     context.close()
     assert status["status"] == "cancelled"
     assert status["reason"] == {"kind": "disconnect", "message": "the client went away"}
+
+
+# The model calls a "tool" whose name is markup; the agent reports it back, and the
+# page shows the call. The first form is refused by the local model (the tool name
+# ends at the first space, so the rest is not JSON): the run fails and the page shows
+# the error, which quotes the markup. The second reaches the page as a tool name.
+ATTACKS = [
+    "Hi [[tool:<img src=x onerror=window.__pwned=1> {}]]",
+    "Hi [[tool:<img/src/onerror=window.__pwned=1> {}]]",
+]
+
+
+@pytest.mark.parametrize("prompt", ATTACKS, ids=["with-spaces", "without-spaces"])
+def test_markup_from_the_model_is_shown_as_text_never_run(
+    browser: Browser, demo: Demo, prompt: str
+) -> None:
+    page = browser.new_page()
+    page.goto(demo.url)
+    page.fill("#prompt", prompt)
+    page.click("#send")
+    expect(page.locator("#status")).to_have_text(re.compile("^(completed|failed)$"), timeout=WAIT)
+    shown = (page.text_content("#answer") or "") + (page.text_content("#reason") or "")
+    assert "<img" in shown  # the markup is there, as text
+    assert page.evaluate("document.querySelectorAll('img').length") == 0  # not as an element
+    assert page.evaluate("window.__pwned") is None
+    page.close()
+
+
+def test_the_page_forbids_inline_script(browser: Browser, demo: Demo) -> None:
+    page = browser.new_page()
+    response = page.goto(demo.url)
+    assert response is not None
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'none'" in policy
+    assert "script-src 'sha256-" in policy
+    assert "unsafe-inline" not in policy
+    # Were markup to get into the page anyway, its inline handler would not run.
+    violated = page.evaluate(
+        """() => new Promise((resolve) => {
+            document.addEventListener(
+                "securitypolicyviolation", (e) => resolve(e.effectiveDirective), {once: true});
+            const box = document.createElement("div");
+            box.innerHTML = "<img src=/missing.png onerror=window.__pwned=1>";
+            document.body.append(box);
+        })"""
+    )
+    assert violated.startswith("script-src")
+    assert page.evaluate("window.__pwned") is None
+    expect(page.locator("#s-model")).to_have_text("up", timeout=WAIT)
+    page.close()

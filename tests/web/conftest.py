@@ -10,13 +10,13 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
+    from collections.abc import Iterator, Sequence
 
 
 def free_port() -> int:
@@ -38,7 +38,10 @@ class Demo:
             return result
 
 
-def start_demo(data: Path, rate: float = 100.0) -> Demo:
+def start_demo(
+    data: Path, rate: float = 100.0, *, args: Sequence[str] = (), env: dict[str, str] | None = None
+) -> Demo:
+    """``cancelkit demo`` on a free port, once it answers ``/api/stats``."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -54,9 +57,11 @@ def start_demo(data: Path, rate: float = 100.0) -> Demo:
             str(rate),
             "--grace",
             "3",
+            *args,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
     demo = Demo(f"http://127.0.0.1:{port}", process, data)
     deadline = time.monotonic() + 20
@@ -69,6 +74,57 @@ def start_demo(data: Path, rate: float = 100.0) -> Demo:
                 process.kill()
                 raise RuntimeError("the demo did not start") from None
             time.sleep(0.05)
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie (a zombie has ended)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None and int(fields[1]) == pid and alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def model_pid(demo: Demo) -> int:
+    """The pid of the demo's local model process (``cancelkit model``)."""
+    deadline = time.monotonic() + 10
+    while True:
+        for pid in children(demo.process.pid):
+            try:
+                if b"model" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                    return pid
+            except OSError:
+                continue
+        if time.monotonic() > deadline:
+            raise AssertionError("the demo has no local model process")
+        time.sleep(0.05)
+
+
+def gone_within(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` ends within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def stop_demo(demo: Demo) -> None:

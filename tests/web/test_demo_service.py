@@ -94,9 +94,10 @@ def test_someone_elses_run_is_a_404(demo: Demo) -> None:
         assert alice.post(f"/api/runs/{run_id}/cancel").json() == {"cancelled": True}
 
 
-def test_a_disconnected_event_stream_cancels_its_run(demo: Demo) -> None:
+def test_a_disconnected_event_stream_cancels_a_run_that_asked_for_it(demo: Demo) -> None:
     with httpx2.Client(base_url=demo.url) as client:
-        run_id = client.post("/api/runs", json={"prompt": LONG}).json()["id"]
+        body = {"prompt": LONG, "stop_when_unwatched": True}
+        run_id = client.post("/api/runs", json=body).json()["id"]
         first_events(client, run_id, 3)  # leaving the stream closes the connection
         assert wait_for(lambda: client.get(f"/api/runs/{run_id}").json()["status"] == "cancelled")
         reason = client.get(f"/api/runs/{run_id}").json()["reason"]
@@ -147,7 +148,7 @@ def test_sigterm_cancels_runs_with_kind_shutdown_and_exits_in_grace(tmp_path: Pa
 
 
 def test_the_service_forgets_old_finished_runs() -> None:
-    state = DemoState(agent=None, secret=b"s")  # type: ignore[arg-type]
+    state = DemoState(agent=None, secret=bytes(32))  # type: ignore[arg-type]
     finished = [SimpleNamespace(id=f"r{i}", run=SimpleNamespace(done=True)) for i in range(5)]
     running = SimpleNamespace(id="live", run=SimpleNamespace(done=False))
     state.remember(running, keep=3)  # type: ignore[arg-type]

@@ -1,12 +1,19 @@
-"""The demo's single page: no build step, no external assets."""
+"""The demo's single page: no build step, no external assets, no markup from data.
 
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>cancelkit: Stop means stop</title>
-<style>
+Everything the model or a user supplies (answer text, tool names, reasons, error
+messages) reaches the DOM through ``textContent`` on elements the script creates,
+never as HTML. As a second guard the page is served with a strict
+Content-Security-Policy (:data:`CONTENT_SECURITY_POLICY`): only this page's own
+script and style run (allowed by their SHA-256 hashes), so an inline event handler
+that got into the page anyway would not run.
+"""
+
+import base64
+import hashlib
+
+__all__ = ("CONTENT_SECURITY_POLICY", "PAGE")
+
+_STYLE = """
   :root { --ink:#1d2330; --muted:#667085; --line:#e4e7ec; --bg:#f6f7fb; --accent:#3b5bdb;
           --stop:#e03131; --ok:#2b8a3e; --warn:#e8590c; }
   * { box-sizing: border-box; }
@@ -33,65 +40,44 @@ PAGE = """<!doctype html>
   .tool { color:var(--muted); font-size:13px; }
   dl { display:grid; grid-template-columns:auto auto; gap:6px 12px; margin:0; }
   dt { color:var(--muted); } dd { margin:0; text-align:right; font-variant-numeric:tabular-nums; }
-  h2 { font-size:15px; margin:0 0 12px; }
+  h2 { font-size:15px; margin:0 0 12px; } h2.runs { margin-top:18px; }
   #history li { margin-bottom:6px; } #history { padding-left:18px; margin:0; }
-</style>
-</head>
-<body>
-<header>
-  <h1>Stop means stop</h1>
-  <p>An agent with tools, a model stream, a worker thread and a database write.
-     Press Stop (or close the tab) and watch every layer stop.</p>
-</header>
-<main>
-  <section class="card">
-    <textarea id="prompt">Research cancellation in async Python [[tokens:600]] [[rate:40]]</textarea>
-    <div class="row">
-      <button id="send">Ask</button>
-      <button id="stop" disabled>Stop</button>
-      <span id="status" class="badge">idle</span>
-      <span id="reason" class="tool"></span>
-    </div>
-    <div id="answer" aria-live="polite"></div>
-    <h2 style="margin-top:18px">Runs</h2>
-    <ol id="history"></ol>
-  </section>
-  <aside class="card">
-    <h2>What Stop saved</h2>
-    <dl>
-      <dt>tokens generated</dt><dd id="s-generated">-</dd>
-      <dt>tokens saved by Stop</dt><dd id="s-saved">-</dd>
-      <dt>generated after disconnect</dt><dd id="s-after">-</dd>
-      <dt>time to stop every layer (p50)</dt><dd id="s-p50">-</dd>
-      <dt>slowest stop</dt><dd id="s-max">-</dd>
-      <dt>active runs</dt><dd id="s-runs">-</dd>
-      <dt>tasks / threads</dt><dd id="s-tasks">-</dd>
-    </dl>
-  </aside>
-</main>
-<script>
+"""
+
+# Data goes into the DOM as text only: textContent, createElement, append.
+_SCRIPT = """
 const $ = (id) => document.getElementById(id);
 let current = null, source = null;
 function setStatus(status, reason) {
   const badge = $("status"); badge.textContent = status; badge.className = "badge " + status;
   $("reason").textContent = reason ? "reason: " + reason.kind + (reason.message ? " (" + reason.message + ")" : "") : "";
 }
+function note(text) {
+  const line = document.createElement("div"); line.className = "tool"; line.textContent = text;
+  $("answer").append(line);
+}
+async function problem(reply) {
+  try {
+    const detail = (await reply.json()).detail;
+    return typeof detail === "string" ? detail : detail.map((e) => e.msg).join("; ");
+  } catch (e) { return "HTTP " + reply.status; }
+}
+function idle() { $("send").disabled = false; $("stop").disabled = true; }
 async function ask() {
   $("answer").textContent = ""; $("send").disabled = true; $("stop").disabled = false;
   setStatus("running", null);
+  // The page asks for its run to stop when it stops watching (the tab is closed).
   const reply = await fetch("/api/runs", {method: "POST", headers: {"content-type": "application/json"},
-                                          body: JSON.stringify({prompt: $("prompt").value})});
-  if (!reply.ok) { setStatus("failed", {kind: "error", message: (await reply.json()).detail[0].msg});
-                   $("send").disabled = false; $("stop").disabled = true; return; }
+                                          body: JSON.stringify({prompt: $("prompt").value, stop_when_unwatched: true})});
+  if (!reply.ok) { setStatus("failed", {kind: "error", message: await problem(reply)}); idle(); return; }
   current = (await reply.json()).id;
   source = new EventSource("/api/runs/" + current + "/events");
-  source.addEventListener("delta", (e) => { $("answer").textContent += JSON.parse(e.data).text; });
-  source.addEventListener("tool_call", (e) => { const d = JSON.parse(e.data);
-    $("answer").insertAdjacentHTML("beforeend", "<div class=tool>calling " + d.name + "...</div>"); });
+  source.addEventListener("delta", (e) => { $("answer").append(JSON.parse(e.data).text); });
+  source.addEventListener("tool_call", (e) => { note("calling " + JSON.parse(e.data).name + "..."); });
   source.addEventListener("tool_result", (e) => { const d = JSON.parse(e.data);
-    $("answer").insertAdjacentHTML("beforeend", "<div class=tool>" + d.name + " returned</div>"); });
+    note(d.name + (d.is_error ? " failed" : " returned")); });
   source.addEventListener("done", (e) => { const d = JSON.parse(e.data); source.close();
-    setStatus(d.status, d.reason); $("send").disabled = false; $("stop").disabled = true;
+    setStatus(d.status, d.reason); idle();
     const item = document.createElement("li");
     item.textContent = d.status + (d.reason ? " (" + d.reason.kind + ")" : "") + ", " +
       d.usage.output_tokens + " tokens" + (d.usage.estimated ? " (estimated)" : "");
@@ -112,11 +98,69 @@ async function refresh() {
     $("s-max").textContent = s.stop_latency_ms.max == null ? "-" : s.stop_latency_ms.max.toFixed(1) + " ms";
     $("s-runs").textContent = s.active_runs;
     $("s-tasks").textContent = s.tasks + " / " + s.threads;
+    $("s-model").textContent = s.model.status + (s.model.restarts ? " (restarted " + s.model.restarts + "x)" : "");
   } catch (e) {}
 }
 $("send").onclick = ask; $("stop").onclick = stop;
 setInterval(refresh, 1000); refresh();
-</script>
-</body>
-</html>
 """
+
+_BODY = """
+<header>
+  <h1>Stop means stop</h1>
+  <p>An agent with tools, a model stream, a worker thread and a database write.
+     Press Stop (or close the tab) and watch every layer stop.</p>
+</header>
+<main>
+  <section class="card">
+    <textarea id="prompt">Research cancellation in async Python [[tokens:600]] [[rate:40]]</textarea>
+    <div class="row">
+      <button id="send">Ask</button>
+      <button id="stop" disabled>Stop</button>
+      <span id="status" class="badge">idle</span>
+      <span id="reason" class="tool"></span>
+    </div>
+    <div id="answer" aria-live="polite"></div>
+    <h2 class="runs">Runs</h2>
+    <ol id="history"></ol>
+  </section>
+  <aside class="card">
+    <h2>What Stop saved</h2>
+    <dl>
+      <dt>tokens generated</dt><dd id="s-generated">-</dd>
+      <dt>tokens saved by Stop</dt><dd id="s-saved">-</dd>
+      <dt>generated after disconnect</dt><dd id="s-after">-</dd>
+      <dt>time to stop every layer (p50)</dt><dd id="s-p50">-</dd>
+      <dt>slowest stop</dt><dd id="s-max">-</dd>
+      <dt>active runs</dt><dd id="s-runs">-</dd>
+      <dt>tasks / threads</dt><dd id="s-tasks">-</dd>
+      <dt>model server</dt><dd id="s-model">-</dd>
+    </dl>
+  </aside>
+</main>
+"""
+
+PAGE = (
+    '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+    "<title>cancelkit: Stop means stop</title>\n"
+    f"<style>{_STYLE}</style>\n</head>\n<body>{_BODY}<script>{_SCRIPT}</script>\n</body>\n</html>\n"
+)
+
+
+def _digest(source: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode() + "'"
+
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        f"script-src {_digest(_SCRIPT)}",  # this page's script only: no inline handlers
+        f"style-src {_digest(_STYLE)}",
+        "connect-src 'self'",
+        "img-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    )
+)

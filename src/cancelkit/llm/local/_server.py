@@ -3,13 +3,21 @@
 The thread form serves tests, benchmarks and the demo: it runs uvicorn on its own
 asyncio loop, on a socket bound before start (so port 0 picks a free port and the
 URL is known at once), and works the same whatever loop the caller runs.
+
+The foreground form (``cancelkit model``) can be tied to the process that started it
+(:func:`exit_with_parent`), so that it never outlives it, however that process ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
+import os
+import signal
 import socket
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -21,7 +29,7 @@ from ._app import LocalModelApp, LocalModelConfig, StreamCut
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ("LocalModelServer", "serve")
+__all__ = ("LocalModelServer", "exit_with_parent", "serve")
 
 
 class _DropInjectedCuts(logging.Filter):
@@ -125,3 +133,48 @@ def serve(config: LocalModelConfig, host: str = "127.0.0.1", port: int = 8765) -
     config_ = _config(LocalModelApp(config), "info")
     config_.host, config_.port = host, port
     uvicorn.Server(config_).run()
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def exit_with_parent(parent_pid: int, *, watch_stdin: bool = True, grace: float = 5.0) -> None:
+    """End this process when ``parent_pid`` ends, however it ends (SIGKILL included).
+
+    Two guards, so that neither a signal the parent cannot catch nor a platform
+    without the first one leaves this process behind:
+
+    - on Linux, ``prctl(PR_SET_PDEATHSIG, SIGTERM)``: the kernel sends SIGTERM when
+      the parent (strictly, the parent's thread that started us) exits;
+    - a pipe watchdog: the parent holds the write end of our stdin and never writes;
+      when it is gone, for any reason, the kernel closes that end and reading stdin
+      reaches EOF. We then ask ourselves to stop (SIGTERM: uvicorn shuts down
+      gracefully) and, if that takes longer than ``grace``, exit at once.
+
+    If the parent is already gone when this is called, exit at once.
+
+    Args:
+        parent_pid: the pid of the process this one must not outlive.
+        watch_stdin: whether to run the stdin watchdog (stdin must be that pipe).
+        grace: seconds a graceful stop may take before the process exits hard.
+    """
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent_pid:  # it died before the guard was set
+        os._exit(0)
+    if not watch_stdin:
+        return
+
+    def watch() -> None:
+        try:
+            while os.read(0, 4096):
+                pass  # the parent never writes; anything it does is ignored
+        except OSError:
+            pass  # a closed or broken stdin means the same: the parent is gone
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="cancelkit-parent-watchdog", daemon=True).start()

@@ -1,0 +1,94 @@
+"""The test session fails when a process it started outlives it (tests/conftest.py).
+
+Run in a pytest of its own (``pytester``), with this suite's ``conftest.py``: a test
+that leaves a child running, or an orphan reparented to init (what a killed parent
+leaves behind), fails the session at its end, and the leftovers are killed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import SESSION_MARK, leftovers
+
+pytest_plugins = ["pytester"]
+
+CONFTEST = (Path(__file__).parent / "conftest.py").read_text()
+
+LEAVES_PROCESSES = """
+import subprocess, sys
+from pathlib import Path
+
+KEEP = []
+
+
+def test_leaves_a_child_and_an_orphan():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    KEEP.append(child)
+    # An orphan: its parent (the shell) ends at once, so init adopts it.
+    orphan = subprocess.run(
+        ["sh", "-c", "sleep 120 > /dev/null 2>&1 & echo $!"], capture_output=True, text=True
+    )
+    Path("pids").write_text(f"{child.pid} {orphan.stdout.strip()}")
+"""
+
+CLEANS_UP = """
+import subprocess, sys
+
+
+def test_waits_for_its_child():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_a_process_that_outlives_the_session_fails_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CANCELKIT_LEFTOVER_GRACE", "0.5")
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_subject=LEAVES_PROCESSES)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["*processes started by the tests outlived them (now killed):*", "*1 passed*"]
+    )
+    pids = [int(p) for p in (pytester.path / "pids").read_text().split()]
+    assert len(pids) == 2
+    assert all(f"  {pid}: " in result.stdout.str() for pid in pids)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)  # and they were killed
+
+
+def test_a_session_that_cleans_up_passes(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_subject=CLEANS_UP)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK
+    assert "outlived" not in result.stdout.str()
+
+
+def test_the_check_sees_what_this_session_starts() -> None:
+    mark = os.environ[SESSION_MARK]
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        assert child.pid in leftovers(mark, os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert child.pid not in leftovers(mark, os.getpid())
