@@ -40,7 +40,7 @@ async def test_a_run_completes_with_its_value() -> None:
     assert await run.result() == 42
     outcome = await run.wait()
     assert (outcome.status, outcome.value, outcome.reason) == ("completed", 42, None)
-    assert run.done
+    assert run.done()
     assert run.outcome is outcome
     assert len(runs) == 0
 

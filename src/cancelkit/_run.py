@@ -99,9 +99,8 @@ class Run(Generic[T]):
             return self._outcome.reason
         return self.token.reason
 
-    @property
     def done(self) -> bool:
-        """Whether the run has ended, children included."""
+        """Whether the run has ended, children included (as ``asyncio.Task.done()``)."""
         return self._outcome is not None
 
     @property

@@ -92,7 +92,7 @@ async def test_a_commit_stalled_past_its_timeout_is_reported_as_it_ended(
             )
 
     run = runs.start(body, run_id="stalled")
-    await wait_until(lambda: (bool(txs) and txs[0].outcome != "open") or run.done)
+    await wait_until(lambda: (bool(txs) and txs[0].outcome != "open") or run.done())
     outcome = await run.wait()
     assert outcome.status == "failed"
     assert isinstance(outcome.error, TimeoutError)

@@ -306,7 +306,7 @@ async def test_a_stop_aimed_at_the_commit_never_misreports_the_outcome(
         if stopper == "thread":
             answer = await anyio.to_thread.run_sync(stop_from_thread)
         else:
-            while aim_at_commit and not watched.committing.is_set() and not run.done:
+            while aim_at_commit and not watched.committing.is_set() and not run.done():
                 await anyio.lowlevel.checkpoint()
             for _ in range(spins % 4):
                 await anyio.lowlevel.checkpoint()

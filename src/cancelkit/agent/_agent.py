@@ -131,7 +131,7 @@ class AgentRun:
             while index < len(self.events):
                 yield self.events[index]
                 index += 1
-            if self.run.done:
+            if self.run.done():
                 yield self.result()
                 return
             await self._changed.wait()  # set by emit(), and by the run's end
@@ -202,7 +202,7 @@ class Agent:
         try:
             await state.run.wait()
         finally:
-            if not state.run.done:  # the caller was cancelled: so is the run
+            if not state.run.done():  # the caller was cancelled: so is the run
                 state.run.cancel()
                 with anyio.CancelScope(shield=True):
                     await state.run.wait()

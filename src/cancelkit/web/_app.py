@@ -162,7 +162,7 @@ class DemoState:
         """Track a new run; forget the oldest finished ones beyond ``keep``."""
         self.runs[run.id] = run
         if len(self.runs) > keep:
-            for old_id in [i for i, r in self.runs.items() if r.run.done][: len(self.runs) - keep]:
+            for old_id in [i for i, r in self.runs.items() if r.run.done()][: len(self.runs) - keep]:
                 del self.runs[old_id]
 
     def owned(self, run_id: str, session: str) -> AgentRun:
@@ -177,7 +177,7 @@ class DemoState:
         health = self.model_health() if self.model_health else None
         if health is not None and health.get("status") == "down":
             raise HTTPException(503, "the model server is down; runs cannot start")
-        active = [r for r in self.runs.values() if not r.run.done]
+        active = [r for r in self.runs.values() if not r.run.done()]
         retry = {"Retry-After": str(self.retry_after)}
         if len(active) >= self.max_runs:
             raise HTTPException(
