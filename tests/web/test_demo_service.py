@@ -149,7 +149,8 @@ def test_sigterm_cancels_runs_with_kind_shutdown_and_exits_in_grace(tmp_path: Pa
 
 def test_the_service_forgets_old_finished_runs() -> None:
     state = DemoState(agent=None, secret=bytes(32))  # type: ignore[arg-type]
-    finished = [SimpleNamespace(id=f"r{i}", run=SimpleNamespace(done=lambda: True)) for i in range(5)]
+    ended = SimpleNamespace(done=lambda: True)
+    finished = [SimpleNamespace(id=f"r{i}", run=ended) for i in range(5)]
     running = SimpleNamespace(id="live", run=SimpleNamespace(done=lambda: False))
     state.remember(running, keep=3)  # type: ignore[arg-type]
     for run in finished:

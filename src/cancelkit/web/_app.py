@@ -162,7 +162,8 @@ class DemoState:
         """Track a new run; forget the oldest finished ones beyond ``keep``."""
         self.runs[run.id] = run
         if len(self.runs) > keep:
-            for old_id in [i for i, r in self.runs.items() if r.run.done()][: len(self.runs) - keep]:
+            finished = [i for i, r in self.runs.items() if r.run.done()]
+            for old_id in finished[: len(self.runs) - keep]:
                 del self.runs[old_id]
 
     def owned(self, run_id: str, session: str) -> AgentRun:
