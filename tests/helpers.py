@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -61,3 +64,26 @@ async def wait_until(predicate: Callable[[], bool], limit: float = 20.0) -> None
             return
         await anyio.sleep(0.005)
     raise AssertionError(f"still not true after {limit}s: {predicate}")
+
+
+ROOT = Path(__file__).parent.parent
+
+
+def run_scenario(module: str, *args: str) -> str:
+    """Run ``python -m tests.scenarios.<module> args`` and return what it printed.
+
+    A scenario runs in its own process when it could hang or break the test
+    process (a deadlock, signals, a crashed loop); it prints ``OK ...`` when every
+    check inside it held. A hang fails here after 50 seconds.
+    """
+    done = subprocess.run(
+        [sys.executable, "-m", f"tests.scenarios.{module}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("OK "), done.stdout
+    return done.stdout

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import subprocess
-import sys
 import threading
 import time
 import tracemalloc
@@ -14,6 +12,8 @@ import anyio
 import pytest
 
 from cancelkit import Cancelled, CancelReason, CancelToken, current_token, link
+
+from .helpers import run_scenario
 
 USER = CancelReason("user", "stop pressed")
 
@@ -361,12 +361,4 @@ def test_waiters_on_two_loops_in_two_threads_are_each_woken() -> None:
 def test_cancel_is_safe_from_a_signal_handler_and_a_finalizer(mode: str) -> None:
     # The handler and the finalizer interrupt the main thread while it holds the
     # very token's registry lock; a blocking cancel() would deadlock there.
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.scenarios.cancel_in_handlers", mode],
-        capture_output=True,
-        text=True,
-        timeout=50,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.startswith("OK "), done.stdout
+    run_scenario("cancel_in_handlers", mode)

@@ -105,7 +105,8 @@ def _serve_web(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
     from pathlib import Path  # noqa: PLC0415
 
     try:
-        from .web._serve import (  # noqa: PLC0415 - needs the web extra
+        from .web._app import Limits  # noqa: PLC0415 - needs the web extra
+        from .web._serve import (  # noqa: PLC0415
             DemoConfigError,
             DemoOptions,
             serve_demo,
@@ -128,11 +129,13 @@ def _serve_web(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
         data=Path(args.data),
         grace=args.grace,
         secret=args.secret,
-        max_runs_per_session=args.max_runs_per_session,
-        max_runs=args.max_runs,
-        max_run_seconds=args.max_run_seconds,
-        max_body_bytes=args.max_body_bytes,
-        session_max_age=args.session_max_age,
+        limits=Limits(
+            runs_per_session=args.max_runs_per_session,
+            runs=args.max_runs,
+            run_seconds=args.max_run_seconds,
+            body_bytes=args.max_body_bytes,
+            session_max_age=args.session_max_age,
+        ),
         model_restarts=getattr(args, "model_restarts", 0),
     )
     try:

@@ -51,7 +51,7 @@ from ._page import CONTENT_SECURITY_POLICY, PAGE
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
-__all__ = ("MIN_SECRET_BYTES", "SESSION_SALT", "DemoState", "StartRun", "create_app")
+__all__ = ("MIN_SECRET_BYTES", "SESSION_SALT", "DemoState", "Limits", "StartRun", "create_app")
 
 COOKIE = "cancelkit_session"
 SESSION_SALT = "cancelkit.web.session"
@@ -94,6 +94,39 @@ class StartRun(BaseModel):
 _FIELDS = _KNOWN_LOCATIONS | frozenset(StartRun.model_fields)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one session, and all of them together, may ask of the demo service.
+
+    Args:
+        runs_per_session: runs one session may have active at once (then 429).
+        runs: runs the service keeps active at once, all sessions together (429).
+        run_seconds: a run still going after this long is cancelled (kind
+            ``timeout``), whether or not anyone follows it.
+        body_bytes: the largest request body read (413 beyond, before buffering).
+        session_max_age: seconds a session cookie is honoured after it was issued.
+        retry_after: the ``Retry-After`` seconds of a 429.
+
+    Raises:
+        ValueError: a limit that is not positive.
+    """
+
+    runs_per_session: int = 3
+    runs: int = 50
+    run_seconds: float = 300.0
+    body_bytes: int = 64 * 1024
+    session_max_age: int = 24 * 3600
+    retry_after: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("runs_per_session", "runs", "body_bytes", "session_max_age", "retry_after"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, not {value!r}")
+        if not math.isfinite(self.run_seconds) or self.run_seconds <= 0:
+            raise ValueError(f"run_seconds must be positive, not {self.run_seconds!r}")
+
+
 @dataclass
 class DemoState:
     """What the service keeps, and the limits it enforces.
@@ -105,13 +138,7 @@ class DemoState:
         model_health: the model server's health, for ``/api/stats``: at least a
             ``status`` (``up``, ``restarting``, ``down``); ``None`` for an external one.
         grace: seconds active runs get to end when the service shuts down.
-        max_runs_per_session: runs one session may have active at once (then 429).
-        max_runs: runs the service keeps active at once, all sessions together (429).
-        max_run_seconds: a run still going after this long is cancelled (kind
-            ``timeout``), whether or not anyone follows it.
-        max_body_bytes: the largest request body read (413 beyond, before buffering).
-        session_max_age: seconds a session cookie is honoured after it was issued.
-        retry_after: the ``Retry-After`` seconds of a 429.
+        limits: what sessions may ask of the service (:class:`Limits`).
     """
 
     agent: Agent
@@ -119,12 +146,7 @@ class DemoState:
     model_stats: Callable[[], Awaitable[dict[str, int] | None]] | None = None
     model_health: Callable[[], dict[str, Any]] | None = None
     grace: float = 5.0
-    max_runs_per_session: int = 3
-    max_runs: int = 50
-    max_run_seconds: float = 300.0
-    max_body_bytes: int = 64 * 1024
-    session_max_age: int = 24 * 3600
-    retry_after: int = 5
+    limits: Limits = field(default_factory=Limits)
     runs: dict[str, AgentRun] = field(default_factory=dict)
     stop_latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200))
     stopping: dict[str, float] = field(default_factory=dict)
@@ -137,12 +159,6 @@ class DemoState:
                 f"the session secret must be at least {MIN_SECRET_BYTES} bytes"
                 f" (got {len(self.secret) if isinstance(self.secret, bytes) else 'no bytes'})"
             )
-        for name in ("max_runs_per_session", "max_runs", "max_body_bytes", "session_max_age"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, not {value!r}")
-        if not math.isfinite(self.max_run_seconds) or self.max_run_seconds <= 0:
-            raise ValueError(f"max_run_seconds must be positive, not {self.max_run_seconds!r}")
         self._signer = TimestampSigner(self.secret, salt=SESSION_SALT)
 
     def sign(self, session: str) -> str:
@@ -150,11 +166,11 @@ class DemoState:
         return self._signer.sign(session).decode()
 
     def session_of(self, cookie: str | None) -> str | None:
-        """The session a cookie names, if it is ours and younger than ``session_max_age``."""
+        """The session a cookie names, if it is ours and younger than ``limits.session_max_age``."""
         if not cookie:
             return None
         try:
-            return self._signer.unsign(cookie, max_age=self.session_max_age).decode()
+            return self._signer.unsign(cookie, max_age=self.limits.session_max_age).decode()
         except BadSignature:  # forged, tampered with, or expired (SignatureExpired)
             return None
 
@@ -179,15 +195,16 @@ class DemoState:
         if health is not None and health.get("status") == "down":
             raise HTTPException(503, "the model server is down; runs cannot start")
         active = [r for r in self.runs.values() if not r.run.done()]
-        retry = {"Retry-After": str(self.retry_after)}
-        if len(active) >= self.max_runs:
+        limits = self.limits
+        retry = {"Retry-After": str(limits.retry_after)}
+        if len(active) >= limits.runs:
             raise HTTPException(
-                429, f"the service is running {self.max_runs} runs, its limit", headers=retry
+                429, f"the service is running {limits.runs} runs, its limit", headers=retry
             )
-        if sum(r.run.owner == session for r in active) >= self.max_runs_per_session:
+        if sum(r.run.owner == session for r in active) >= limits.runs_per_session:
             raise HTTPException(
                 429,
-                f"at most {self.max_runs_per_session} runs at once per session: "
+                f"at most {limits.runs_per_session} runs at once per session: "
                 "stop one or wait for it to end",
                 headers=retry,
             )
@@ -338,7 +355,7 @@ def create_app(state: DemoState) -> Any:
             response.set_cookie(
                 COOKIE,
                 state.sign(found),
-                max_age=state.session_max_age,
+                max_age=state.limits.session_max_age,
                 httponly=True,
                 samesite="strict",
             )
@@ -346,7 +363,7 @@ def create_app(state: DemoState) -> Any:
 
     def start(body: StartRun, owner: str) -> AgentRun:
         state.admit(owner)
-        run = state.agent.start(body.prompt, owner=owner, timeout=state.max_run_seconds)
+        run = state.agent.start(body.prompt, owner=owner, timeout=state.limits.run_seconds)
         state.remember(run)
         if body.stop_when_unwatched:
             state.stop_when_unwatched.add(run.id)
@@ -461,4 +478,4 @@ def create_app(state: DemoState) -> Any:
             },
         }
 
-    return _LimitBody(CancelOnDisconnect(app), state.max_body_bytes)
+    return _LimitBody(CancelOnDisconnect(app), state.limits.body_bytes)

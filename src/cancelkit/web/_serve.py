@@ -25,7 +25,7 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,7 @@ from .._token import current_token
 from ..agent import Agent, current_transaction, tool
 from ..llm import AnthropicModel, Model, OpenAIModel
 from ..stores import SQLiteStore
-from ._app import MIN_SECRET_BYTES, DemoState, create_app
+from ._app import MIN_SECRET_BYTES, DemoState, Limits, create_app
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -87,7 +87,7 @@ class DemoOptions:
 
     ``secret`` signs the session cookies; ``None`` reads ``CANCELKIT_SECRET``, and
     without either a random secret is made for this process (sessions then end when
-    it does). The limits are those of :class:`~cancelkit.web._app.DemoState`.
+    it does). ``limits`` are what sessions may ask (:class:`~cancelkit.web._app.Limits`).
     """
 
     host: str = "127.0.0.1"
@@ -99,11 +99,7 @@ class DemoOptions:
     data: Path = Path(".cancelkit-demo")
     grace: float = 5.0
     secret: str | None = None
-    max_runs_per_session: int = 3
-    max_runs: int = 50
-    max_run_seconds: float = 300.0
-    max_body_bytes: int = 64 * 1024
-    session_max_age: int = 24 * 3600
+    limits: Limits = field(default_factory=Limits)
     model_restarts: int = 3
 
 
@@ -376,11 +372,7 @@ async def _main(options: DemoOptions, with_local_model: bool, secret: bytes | No
             model_stats=local.stats if with_local_model else None,
             model_health=local.health if with_local_model else None,
             grace=options.grace,
-            max_runs_per_session=options.max_runs_per_session,
-            max_runs=options.max_runs,
-            max_run_seconds=options.max_run_seconds,
-            max_body_bytes=options.max_body_bytes,
-            session_max_age=options.session_max_age,
+            limits=options.limits,
         )
         config = uvicorn.Config(
             create_app(state),
