@@ -392,3 +392,15 @@ async def test_a_cancel_on_the_loop_thread_takes_effect_before_the_tasks_next_st
         outcome = await run.wait()
         assert outcome.status == "cancelled"
     assert effects == []
+
+
+async def test_done_callbacks_learn_of_the_end_once_even_when_added_late() -> None:
+    runs = Runs()
+    seen: list[str] = []
+    run = runs.start(echo, "v")
+    run.add_done_callback(lambda ended: seen.append(f"early {ended.status}"))
+    await run.wait()
+    run.add_done_callback(lambda ended: seen.append(f"late {ended.status}"))  # at once
+    assert seen == ["early completed", "late completed"]
+    assert runs.get(run.id) is run  # retired into the history through the same callback
+    assert len(runs) == 0

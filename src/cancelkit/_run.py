@@ -30,7 +30,6 @@ from ._validate import close_all
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Iterator
 
-    from ._runs import Runs
     from ._token import CancelToken
 
 __all__ = ("Run", "RunOutcome", "RunStatus", "outside_any_run", "spawn")
@@ -64,9 +63,14 @@ class Run(Generic[T]):
     """
 
     def __init__(
-        self, runs: Runs, run_id: str, owner: object, token: CancelToken, parent: Run[Any] | None
+        self,
+        run_id: str,
+        owner: object,
+        token: CancelToken,
+        parent: Run[Any] | None,
+        child_grace: float,
     ) -> None:
-        self._runs = runs
+        self._child_grace = child_grace
         self.id = run_id
         self.owner = owner
         self.token = token
@@ -80,7 +84,7 @@ class Run(Generic[T]):
         self._failure: BaseException | None = None
         self._outcome: RunOutcome[T] | None = None
         self._ended = Completion()
-        self._on_settle: list[Callable[[Run[T]], object]] = []
+        self._done_callbacks: list[Callable[[Run[T]], object]] = []
 
     def __repr__(self) -> str:
         return f"<Run {self.id!r} {self.status}>"
@@ -121,6 +125,21 @@ class Run(Generic[T]):
             if it had already finished or been cancelled.
         """
         return self.token.cancel(reason)
+
+    def add_done_callback(self, callback: Callable[[Run[T]], object]) -> None:
+        """Call ``callback(run)`` once the run has ended (children included), in the
+        loop's thread; at once if it already has. As ``asyncio.Future``'s: how other
+        objects (a registry, a web layer) learn of a run's end. A callback's error is
+        logged, never breaks the run's ending.
+        """
+        if self._outcome is not None:
+            callback(self)
+        else:
+            self._done_callbacks.append(callback)
+
+    @property
+    def _on_settle(self) -> _Appender:  # TEMPORARY: removed once agent/ and web/ moved over
+        return _Appender(self.add_done_callback)
 
     async def wait(self) -> RunOutcome[T]:
         """Wait for the run to end, children included; never raises its error."""
@@ -172,7 +191,7 @@ class Run(Generic[T]):
                 child.cancel(reason)
         if self._children:
             self._children_gone = make_waiter()
-            await self._children_gone.wait_shielded(self._runs.child_grace)
+            await self._children_gone.wait_shielded(self._child_grace)
             self._children_gone = None
         self.stragglers = [
             child.name if isinstance(child, OwnedTask) else f"run {child.id}"
@@ -182,7 +201,7 @@ class Run(Generic[T]):
             logger.warning(
                 "cancelkit: run %s ended with children still running after %ss: %s",
                 self.id,
-                self._runs.child_grace,
+                self._child_grace,
                 ", ".join(self.stragglers),
             )
 
@@ -210,7 +229,7 @@ class Run(Generic[T]):
 
     def _adopt(self, run: Run[Any]) -> None:
         self._children.add(run)
-        run._on_settle.append(self._child_ended)
+        run.add_done_callback(self._child_ended)
 
     def _settle(self, main: OwnedTask[T]) -> None:
         outcome: RunOutcome[T]
@@ -229,11 +248,13 @@ class Run(Generic[T]):
             outcome = RunOutcome(self.id, "failed", reason, None, error)
         self._outcome = outcome
         self.ended_at = time.time()
-        self._runs._retire(self)  # noqa: SLF001
         self._ended.set()
-        callbacks, self._on_settle = self._on_settle, []
+        callbacks, self._done_callbacks = self._done_callbacks, []
         for callback in callbacks:
-            callback(self)
+            try:
+                callback(self)
+            except Exception:
+                logger.exception("cancelkit: done callback %r of run %s failed", callback, self.id)
 
 
 @contextmanager
@@ -246,6 +267,11 @@ def outside_any_run() -> Iterator[None]:
     finally:
         _quota.reset(quota)
         _current_run.reset(run)
+
+
+class _Appender:  # TEMPORARY (see Run._on_settle)
+    def __init__(self, add: Callable[[Any], None]) -> None:
+        self.append = add
 
 
 def spawn(coro: Coroutine[Any, Any, T], *, name: str | None = None) -> OwnedTask[T]:

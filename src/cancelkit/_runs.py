@@ -120,7 +120,7 @@ class Runs:
         else:
             parent = None
             token = CancelToken(timeout)
-        run: Run[T] = Run(self, run_id, owner, token, parent)
+        run: Run[T] = Run(run_id, owner, token, parent, self.child_grace)
         with self._lock:
             if run_id in self._active:
                 token.cancel()
@@ -139,6 +139,7 @@ class Runs:
             if quota is not None:
                 _quota.reset(quota)
             _current_run.reset(reset)
+        run.add_done_callback(self._retire)  # first: the registry knows before anyone else
         main.add_done_callback(run._settle)  # noqa: SLF001
         if parent is not None:
             parent._adopt(run)  # noqa: SLF001
