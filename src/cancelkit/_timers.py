@@ -14,12 +14,16 @@ import itertools
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from ._token import CancelToken
+__all__ = ("Deadline", "Expiring", "schedule")
 
-__all__ = ("Deadline", "schedule")
+
+class Expiring(Protocol):
+    """What a deadline fires: a token, as far as this module needs to know."""
+
+    def _expire(self) -> None:
+        """The deadline passed (called in the timer thread)."""
 
 
 class Deadline:
@@ -27,15 +31,15 @@ class Deadline:
 
     __slots__ = ("__weakref__", "_ref", "at", "seq")
 
-    def __init__(self, at: float, seq: int, token: CancelToken) -> None:
+    def __init__(self, at: float, seq: int, token: Expiring) -> None:
         self.at = at
         self.seq = seq
-        self._ref: weakref.ref[CancelToken] | None = weakref.ref(token, self._on_token_dropped)
+        self._ref: weakref.ref[Expiring] | None = weakref.ref(token, self._on_token_dropped)
 
     def __lt__(self, other: Deadline) -> bool:
         return (self.at, self.seq) < (other.at, other.seq)
 
-    def token(self) -> CancelToken | None:
+    def token(self) -> Expiring | None:
         ref = self._ref
         return None if ref is None else ref()
 
@@ -45,7 +49,7 @@ class Deadline:
             self._ref = None
             _timers.dead += 1
 
-    def _on_token_dropped(self, _ref: weakref.ref[CancelToken]) -> None:
+    def _on_token_dropped(self, _ref: weakref.ref[Expiring]) -> None:
         # Runs inside garbage collection, possibly while the timer lock is held by
         # this very thread: it must not take the lock. A rough count is enough.
         self._ref = None
@@ -60,7 +64,7 @@ class _Timers:
         self._thread: threading.Thread | None = None
         self.dead = 0
 
-    def schedule(self, token: CancelToken, at: float) -> Deadline:
+    def schedule(self, token: Expiring, at: float) -> Deadline:
         with self._cond:
             entry = Deadline(at, next(self._seq), token)
             if self.dead > 1024 and self.dead * 2 > len(self._heap):
@@ -103,6 +107,6 @@ class _Timers:
 _timers = _Timers()
 
 
-def schedule(token: CancelToken, timeout: float) -> Deadline:
+def schedule(token: Expiring, timeout: float) -> Deadline:
     """Expire ``token`` after ``timeout`` seconds (monotonic clock)."""
     return _timers.schedule(token, time.monotonic() + timeout)
