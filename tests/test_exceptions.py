@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+import cancelkit
 from cancelkit import Cancelled, CancelReason, RunCancelled, other_errors
+from cancelkit.stores import StoreUnavailable
 
 
 def test_reason_kinds_are_a_closed_set() -> None:
@@ -59,3 +61,24 @@ def test_exceptions_survive_pickling(cls: Any) -> None:
 
 def test_other_errors_of_a_plain_exception_is_empty() -> None:
     assert other_errors(ValueError("x")) == ()
+
+
+def test_the_two_kinds_of_cancellation_read_differently() -> None:
+    # "Stop what you are doing" and "what you waited for was stopped" are different
+    # news; a log line must tell them apart (they printed the same before).
+    reason = CancelReason("user", "Stop pressed")
+    stop, outcome = str(Cancelled(reason)), str(RunCancelled(reason))
+    assert stop != outcome
+    assert "being cancelled" in stop
+    assert "awaited was cancelled" in outcome
+    assert "user: Stop pressed" in stop
+    assert "user: Stop pressed" in outcome
+
+
+def test_every_exception_lives_in_one_module_with_its_tree_drawn() -> None:
+    import cancelkit._exceptions as module  # noqa: PLC0415
+
+    public = [cancelkit.BudgetExceeded, StoreUnavailable, Cancelled, RunCancelled]
+    for error in [*public, cancelkit.AbandonedThreadWarning]:
+        assert getattr(module, error.__name__) is error
+        assert error.__name__ in (module.__doc__ or ""), error.__name__

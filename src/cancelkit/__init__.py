@@ -10,16 +10,17 @@ from ._as_completed import AsCompleted as AsCompleted
 from ._as_completed import as_completed as as_completed
 from ._background import Background as Background
 from ._budget import Budget as Budget
-from ._budget import BudgetExceeded as BudgetExceeded
 from ._budget import Pricing as Pricing
 from ._budget import Reservation as Reservation
 from ._exceptions import AbandonedThreadWarning as AbandonedThreadWarning
+from ._exceptions import BudgetExceeded as BudgetExceeded
 from ._exceptions import CancelKind as CancelKind
 from ._exceptions import Cancelled as Cancelled
 from ._exceptions import CancelReason as CancelReason
 from ._exceptions import RunCancelled as RunCancelled
 from ._exceptions import other_errors as other_errors
 from ._gather import gather as gather
+from ._module import publish as _publish
 from ._race import race as race
 from ._run import Run as Run
 from ._run import RunOutcome as RunOutcome
@@ -81,8 +82,4 @@ __all__ = (
 
 __version__ = "0.1.0"
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("cancelkit."):
-        _obj.__module__ = __name__
-del _name, _obj
+_publish(__name__, globals())

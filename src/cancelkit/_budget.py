@@ -19,13 +19,9 @@ import math
 import threading
 from dataclasses import dataclass
 
-from ._exceptions import CancelReason, RunCancelled
+from ._exceptions import BudgetExceeded, CancelReason
 
 __all__ = ("Budget", "BudgetExceeded", "Pricing", "Reservation")
-
-
-class BudgetExceeded(RunCancelled):
-    """A call could not be made within the budget; ``.reason.kind`` is ``budget``."""
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,16 @@
 """Reasons and exceptions: the vocabulary every layer of cancelkit speaks.
 
-The hierarchy, and the one rule behind it (DESIGN.md, contract 1)::
+Every exception of cancelkit lives here. The hierarchy, and the one rule behind it
+(DESIGN.md, contract 1)::
 
     BaseException
-     └── Cancelled                "you are being cancelled" (sync code, token.check())
+     └── Cancelled                  "you are being cancelled" (sync code, token.check())
     Exception
-     └── RunCancelled             "the work you waited for was cancelled"
+     ├── RunCancelled               "the work you waited for was cancelled"
+     │    └── BudgetExceeded        a call did not fit its budget (kind ``budget``)
+     └── OSError
+          └── ConnectionError
+               └── StoreUnavailable  the database cannot be reached; nothing written
     Warning
      └── RuntimeWarning
           └── AbandonedThreadWarning   a worker thread ignored its token past its grace
@@ -26,10 +31,12 @@ from typing import Final, Literal, get_args
 
 __all__ = (
     "AbandonedThreadWarning",
+    "BudgetExceeded",
     "CancelKind",
     "CancelReason",
     "Cancelled",
     "RunCancelled",
+    "StoreUnavailable",
     "other_errors",
 )
 
@@ -83,7 +90,7 @@ class Cancelled(BaseException):
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"cancelled ({self.reason})"
+        return f"stop: this work is being cancelled ({self.reason})"
 
 
 class RunCancelled(Exception):  # noqa: N818 - names the outcome, like asyncio.CancelledError
@@ -102,7 +109,15 @@ class RunCancelled(Exception):  # noqa: N818 - names the outcome, like asyncio.C
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"cancelled ({self.reason})"
+        return f"the work awaited was cancelled ({self.reason})"
+
+
+class BudgetExceeded(RunCancelled):
+    """A call could not be made within the budget; ``.reason.kind`` is ``budget``."""
+
+
+class StoreUnavailable(ConnectionError):  # noqa: N818 - a state, like ConnectionRefused
+    """The database cannot be reached or opened; nothing was written."""
 
 
 class AbandonedThreadWarning(RuntimeWarning):

@@ -17,11 +17,10 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._backend import current_backend
-from .._exceptions import CancelReason
+from .._exceptions import CancelReason, StoreUnavailable
 from .._tasks import run_shielded
 from .._transaction import RunState, Write
 from .._validate import positive_int, seconds
-from ._errors import StoreUnavailable
 from ._owner import this_process
 from ._sql import Dialect, run_state
 

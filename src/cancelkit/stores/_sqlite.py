@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._exceptions import CancelReason
+from .._exceptions import CancelReason, StoreUnavailable
 from .._threads import Executor, run_sync_shielded
 from .._transaction import RunState, Write
 from .._validate import positive_int, seconds
-from ._errors import StoreUnavailable
 from ._owner import this_process
 from ._sql import Dialect, run_state
 
