@@ -15,7 +15,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from ._backend import current_backend
+from ._backends import current_backend
 from ._exceptions import Cancelled, RunCancelled, attach_other_errors
 from ._validate import positive_int, seconds
 

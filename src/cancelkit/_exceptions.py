@@ -145,6 +145,21 @@ def attach_other_errors(error: BaseException, others: list[BaseException]) -> No
         error.add_note(f"cancelkit: another child failed too: {other!r}")
 
 
+def as_failure(exc: BaseException) -> BaseException:
+    """What a child's ending means to the one that waited for it: a sync
+    ``Cancelled`` becomes ``RunCancelled`` with its reason; anything else is itself."""
+    if isinstance(exc, Cancelled):
+        error = RunCancelled(exc.reason)
+        error.__cause__ = exc
+        return error
+    return exc
+
+
+def gather_timeout(timeout: float | None) -> TimeoutError:
+    """The error of a ``gather`` that ran past its ``timeout``."""
+    return TimeoutError(f"gather() timed out after {timeout}s")
+
+
 def other_errors(error: BaseException) -> tuple[BaseException, ...]:
     """The other failures that ``gather`` or ``amap`` kept on the error they raised.
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from ._backend import current_backend
+from ._backends import current_backend
 from ._exceptions import Cancelled, RunCancelled
 from ._validate import awaitables, close_all, seconds
 

@@ -21,7 +21,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from ._backend import Completion, Waiter, make_waiter
+from ._backends import Waiter, make_waiter
+from ._completion import Completion
 from ._exceptions import CancelReason, RunCancelled
 from ._tasks import OwnedTask, TaskState, start_task
 from ._threads import _quota

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 
-from ._cancelling import loop_caller
+from ._backends import loop_caller
 from ._exceptions import RunCancelled
 from ._token import CancelHandle, CancelToken
 from ._validate import seconds

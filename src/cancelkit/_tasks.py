@@ -17,8 +17,8 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._backend import Completion, current_backend
-from ._cancelling import loop_caller
+from ._backends import current
+from ._completion import Completion
 from ._exceptions import Cancelled, CancelReason, RunCancelled
 from ._token import CancelToken, _current
 
@@ -163,46 +163,11 @@ def start_task(coro: Coroutine[Any, Any, T], *, name: str, token: CancelToken) -
     handle: OwnedTask[T] = OwnedTask(name, token)
     context = contextvars.copy_context()
     context.run(_current.set, token)
-    call = loop_caller()
-    if current_backend() == "asyncio":
-        import asyncio  # noqa: PLC0415
-
-        task = asyncio.get_running_loop().create_task(coro, name=name, context=context)
-        task.add_done_callback(functools.partial(_asyncio_done, handle))
-        token.on_cancel(functools.partial(call.cancel_soon, task))
-    else:
-        import trio  # noqa: PLC0415
-
-        scope = trio.CancelScope()
-        trio.lowlevel.spawn_system_task(_trio_body, handle, coro, scope, name=name, context=context)
-        token.on_cancel(lambda _reason: call.now_or_soon(scope.cancel))
+    backend = current()
+    call = backend.loop_caller()
+    target = backend.spawn(coro, name=name, context=context, on_end=handle._finish)  # noqa: SLF001
+    token.on_cancel(functools.partial(call.cancel, target))
     return handle
-
-
-def _asyncio_done(handle: OwnedTask[Any], task: Any) -> None:
-    if task.cancelled():
-        handle._finish(None, None, True)  # noqa: SLF001
-        return
-    error = task.exception()
-    handle._finish(None if error else task.result(), error, cancelled=False)  # noqa: SLF001
-
-
-async def _trio_body(handle: OwnedTask[Any], coro: Coroutine[Any, Any, Any], scope: Any) -> None:
-    import trio  # noqa: PLC0415
-
-    value: Any = None
-    error: BaseException | None = None
-    cancelled = True
-    try:
-        with scope:
-            value = await coro
-            cancelled = False
-    except trio.Cancelled:
-        raise  # the whole run is ending: trio cancels system tasks last
-    except BaseException as exc:  # a system task must not crash trio  # noqa: BLE001
-        error, cancelled = exc, False
-    finally:
-        handle._finish(value, error, cancelled)  # noqa: SLF001
 
 
 async def run_shielded(coro: Coroutine[Any, Any, T], *, name: str, timeout: float) -> T:

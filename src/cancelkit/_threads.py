@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, TypeVarTuple, Un
 
 import anyio
 
-from ._backend import current_backend, make_waiter
+from ._backends import current_backend, make_waiter
 from ._exceptions import AbandonedThreadWarning, Cancelled, CancelReason, RunCancelled
 from ._token import CancelToken, _current
 from ._validate import seconds

@@ -16,7 +16,7 @@ import weakref
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Final
 
-from ._backend import make_waiter
+from ._backends import make_waiter
 from ._exceptions import Cancelled, CancelReason
 from ._timers import schedule
 from ._validate import seconds

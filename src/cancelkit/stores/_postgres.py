@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._backend import current_backend
+from .._backends import current_backend
 from .._exceptions import CancelReason, StoreUnavailable
 from .._tasks import run_shielded
 from .._transaction import RunState, Write

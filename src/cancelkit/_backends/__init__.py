@@ -1,0 +1,148 @@
+"""The few places where asyncio and trio differ, behind one small interface.
+
+cancelkit's core runs on both event loops. Almost everything is written once, on
+anyio; what differs is here, the way anyio splits its own (``anyio/_backends/``):
+one :class:`Backend` interface, one implementation per loop
+(:mod:`._asyncio`, :mod:`._trio`), chosen once per call by :func:`current`. No
+other module branches on the loop or imports trio.
+
+A backend gives: a *waiter* (a one-shot event any thread can set, that wakes the
+task on its own loop), a *loop caller* (acts on the loop's tasks from anywhere, see
+:mod:`cancelkit._loop_caller`), *loose tasks* (started from any task, stopped from
+anywhere: asyncio tasks, trio system tasks) and ``gather``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    import contextvars
+    from collections.abc import Awaitable, Callable, Coroutine
+
+    from .._loop_caller import LoopCaller
+
+__all__ = (
+    "Backend",
+    "BackendName",
+    "Waiter",
+    "current",
+    "current_backend",
+    "loop_caller",
+    "make_waiter",
+)
+
+BackendName = Literal["asyncio", "trio"]
+
+_get_running_loop = asyncio.events._get_running_loop  # noqa: SLF001 - the fast check
+
+
+class Waiter(Protocol):
+    """A one-shot event owned by one task: ``set()`` from anywhere, awaited there."""
+
+    def set(self) -> None:
+        """Wake the waiting task; safe from any thread, idempotent."""
+
+    @property
+    def is_set(self) -> bool:
+        """Whether the waiter has been set (as seen from the owning loop)."""
+
+    async def wait(self) -> None:
+        """Wait until set; cancellable like any await."""
+
+    async def wait_shielded(self, timeout: float, *, rearm: bool = True) -> bool:
+        """Wait until set or ``timeout`` seconds pass, holding cancellation off.
+
+        A cancellation that arrives meanwhile is delivered at the next await after
+        this (``rearm``); a caller already re-raising a cancellation passes False.
+
+        Returns:
+            True if the waiter was set in time.
+        """
+
+
+class Backend(Protocol):
+    """What cancelkit asks of an event loop."""
+
+    @property
+    def name(self) -> BackendName:
+        """``asyncio`` or ``trio``."""
+        ...
+
+    def make_waiter(self) -> Waiter:
+        """A waiter owned by the current task."""
+        ...
+
+    def loop_caller(self) -> LoopCaller[Any]:
+        """The current loop's caller (one per loop)."""
+        ...
+
+    def spawn(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        *,
+        name: str,
+        context: contextvars.Context,
+        on_end: Callable[[Any, BaseException | None, bool], None],
+    ) -> Any:
+        """Start ``coro`` as a loose task; ``on_end(value, error, cancelled)`` runs in
+        the loop's thread when it ends. Returns what ``loop_caller().cancel()``
+        takes to stop it (a task, a cancel scope)."""
+        ...
+
+    async def gather(
+        self, aws: tuple[Awaitable[Any], ...], timeout: float | None, return_exceptions: bool
+    ) -> list[Any]:
+        """``cancelkit.gather`` on this loop, arguments already checked."""
+        ...
+
+
+_loaded: dict[BackendName, Backend] = {}
+
+
+def _load(name: BackendName) -> Backend:
+    if name == "asyncio":
+        from ._asyncio import BACKEND  # noqa: PLC0415 - loaded on first use
+    else:
+        from ._trio import BACKEND  # type: ignore[assignment]  # noqa: PLC0415 - trio is optional
+    _loaded[name] = BACKEND
+    return BACKEND
+
+
+def current() -> Backend:
+    """The backend of the event loop running the current task.
+
+    Raises:
+        RuntimeError: when called outside asyncio and trio.
+    """
+    if _get_running_loop() is not None:
+        return _loaded.get("asyncio") or _load("asyncio")
+    trio = sys.modules.get("trio")
+    if trio is not None and trio.lowlevel.in_trio_run():
+        return _loaded.get("trio") or _load("trio")
+    raise RuntimeError("cancelkit needs a running asyncio or trio event loop here")
+
+
+def current_backend() -> BackendName:
+    """Name the event loop running the current task.
+
+    Raises:
+        RuntimeError: when called outside asyncio and trio.
+    """
+    return current().name
+
+
+def make_waiter() -> Waiter:
+    """A waiter for the current task's event loop."""
+    return current().make_waiter()
+
+
+def loop_caller() -> LoopCaller[Any]:
+    """Acts on the current loop's tasks from anywhere (see :class:`LoopCaller`).
+
+    Safe to use from any thread, from code with no event loop, and from
+    finalizers. Once the loop is gone, requests are dropped.
+    """
+    return current().loop_caller()

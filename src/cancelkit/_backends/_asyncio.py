@@ -1,0 +1,366 @@
+"""The asyncio backend: waiters, loose tasks, cancelling them, and ``gather``.
+
+``gather`` drives tasks with done-callbacks, as ``asyncio.gather`` does, so it costs
+no more than it. Cancelling a task asks anyio first whether the task is inside a
+shielded anyio scope (a plain ``task.cancel()`` would break right through it): that
+needs anyio's private table of scope stacks, used here and nowhere else
+(``tests/test_backends.py`` pins it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import sys
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._exceptions import (
+    CancelReason,
+    RunCancelled,
+    as_failure,
+    attach_other_errors,
+    gather_timeout,
+)
+from .._loop_caller import LoopCaller
+
+if TYPE_CHECKING:
+    import contextvars
+    from collections.abc import Awaitable, Callable, Coroutine
+
+__all__ = ("BACKEND", "AsyncioWaiter", "cancel_tasks", "task_states")
+
+
+class AsyncioWaiter:
+    """A waiter on asyncio: a future of the loop, set from any thread."""
+
+    __slots__ = ("_fut", "_is_set", "_loop", "_thread")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._is_set = False
+        self._fut: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        if threading.get_ident() == self._thread:
+            self._wake()
+            return
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to wake
+            self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        self._is_set = True
+        fut = self._fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    @property
+    def is_set(self) -> bool:
+        return self._is_set
+
+    async def wait(self) -> None:
+        if self._is_set:
+            return
+        self._fut = fut = self._loop.create_future()
+        await fut
+
+    async def wait_shielded(self, timeout: float, *, rearm: bool = True) -> bool:
+        # asyncio cannot shield an await inside the current task: a cancel cancels
+        # the future we wait on. So each cancel is absorbed and the wait goes on on a
+        # fresh future; at the end the cancellation is re-armed, so it is delivered at
+        # the task's next await, as a trio shield would deliver it.
+        deadline = self._loop.time() + timeout
+        absorbed: asyncio.CancelledError | None = None
+        while not self._is_set:
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                break
+            self._fut = fut = self._loop.create_future()
+            timer = self._loop.call_later(remaining, _resolve, fut)
+            try:
+                await fut
+            except asyncio.CancelledError as cancel:
+                absorbed = cancel
+            finally:
+                timer.cancel()
+        if absorbed is not None and rearm and _lost(absorbed):
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+                task.cancel(absorbed.args[0] if absorbed.args else None)
+        return self._is_set
+
+
+def _lost(absorbed: asyncio.CancelledError) -> bool:
+    """Whether an absorbed cancellation would be lost unless re-armed.
+
+    Not when a cancellation is already propagating through the awaiting frames (we
+    are in its cleanup), nor when it came from an anyio cancel scope (anyio delivers
+    it again at the next await while the scope stays cancelled).
+    """
+    if isinstance(sys.exc_info()[1], asyncio.CancelledError):
+        return False
+    message = absorbed.args[0] if absorbed.args else None
+    return not (isinstance(message, str) and message.startswith("Cancelled via cancel scope"))
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _anyio_task_states() -> Any:
+    """anyio's private table of asyncio task scope stacks (None if it ever moves)."""
+    try:
+        from anyio._backends._asyncio import _task_states  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - anyio reorganised
+        return None
+    return _task_states
+
+
+task_states: Any = _anyio_task_states()
+"""anyio's table, or ``None`` if a new anyio moved it (then no task counts as shielded)."""
+
+
+def _in_anyio_shield(task: asyncio.Future[Any], state: Any) -> bool:
+    """Whether ``task`` is inside a shielded anyio ``CancelScope`` of its own.
+
+    anyio's task groups never cancel a task inside such a scope; a plain
+    ``task.cancel()`` would break right through it. ``state`` is the task's entry in
+    anyio's private table of scope stacks; if that table ever moves, tasks count as
+    not shielded, and the test suite's shield tests say so.
+    """
+    scope = state.cancel_scope
+    while scope is not None and getattr(scope, "_host_task", None) is task:
+        if scope.shield:
+            return True
+        scope = getattr(scope, "_parent_scope", None)
+    return False
+
+
+def cancel_tasks(tasks: list[tuple[asyncio.Future[Any], CancelReason | None]]) -> None:
+    """Cancel asyncio tasks the way a task group would: honouring anyio shields.
+
+    The reason travels as the cancellation's message (``task.cancel(reason)``), so
+    whoever catches the ``CancelledError`` can say why. A task inside a shielded
+    scope is cancelled as soon as it leaves the shield: the check is repeated once
+    per loop iteration until then, as anyio itself does.
+    """
+    states = task_states.data if task_states is not None else {}
+    ref = weakref.ref
+    deferred = []
+    for task, reason in tasks:
+        if task.done():
+            continue
+        state = states.get(ref(task)) if states else None
+        if state is not None and _in_anyio_shield(task, state):
+            deferred.append((task, reason))
+        else:
+            task.cancel(reason)
+    if deferred:
+        deferred[0][0].get_loop().call_soon(cancel_tasks, deferred)
+
+
+def _in_task(loop: asyncio.AbstractEventLoop) -> bool:
+    return asyncio.current_task(loop) is not None
+
+
+_callers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopCaller[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _done(on_end: Callable[[Any, BaseException | None, bool], None], task: Any) -> None:
+    if task.cancelled():
+        on_end(None, None, True)
+        return
+    error = task.exception()
+    on_end(None if error else task.result(), error, False)
+
+
+def _foreign_cancel(exc: asyncio.CancelledError, index: int) -> RunCancelled:
+    for arg in exc.args:
+        if isinstance(arg, CancelReason):
+            return RunCancelled(arg)
+    return RunCancelled(CancelReason("user", f"argument {index} was cancelled outside gather"))
+
+
+class _AsyncioGather:
+    """The state of one gather on asyncio; ``on_done`` is every task's callback."""
+
+    __slots__ = (
+        "failed",
+        "first",
+        "ours",
+        "pending",
+        "return_exceptions",
+        "tasks",
+        "timed_out",
+        "waiter",
+    )
+
+    def __init__(self, tasks: list[asyncio.Future[Any]], return_exceptions: bool) -> None:
+        self.tasks = tasks
+        self.pending = len(tasks)
+        self.return_exceptions = return_exceptions
+        self.failed = False
+        self.timed_out = False
+        self.first: asyncio.Future[Any] | None = None
+        self.ours: set[int] = set()
+        self.waiter: asyncio.Future[None] = tasks[0].get_loop().create_future()
+
+    def on_done(self, task: asyncio.Future[Any]) -> None:
+        self.pending -= 1
+        if (
+            not self.return_exceptions
+            and not self.failed
+            and not self.timed_out
+            and (task.cancelled() or task.exception() is not None)
+        ):
+            self.failed = True
+            self.first = task
+            self.cancel_all()
+        if self.pending == 0 and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def on_timeout(self) -> None:
+        if not self.failed and self.pending:
+            self.timed_out = True
+            self.cancel_all()
+
+    def cancel_all(self) -> None:
+        if not self.ours:
+            self.ours = {i for i, task in enumerate(self.tasks) if not task.done()}
+        cancel_tasks([(task, None) for task in self.tasks])
+
+    async def wait_all(self) -> None:
+        """Wait for every task to end; further cancels of the caller are held off."""
+        while self.pending:
+            try:
+                await asyncio.wait(self.tasks)
+            except asyncio.CancelledError:
+                continue
+
+
+async def _gather(
+    aws: tuple[Awaitable[Any], ...], timeout: float | None, return_exceptions: bool
+) -> list[Any]:
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Future[Any]] = [
+        loop.create_task(aw) if asyncio.iscoroutine(aw) else asyncio.ensure_future(aw) for aw in aws
+    ]
+    state = _AsyncioGather(tasks, return_exceptions)
+    on_done = state.on_done
+    for task in tasks:
+        task.add_done_callback(on_done)
+    timer = loop.call_later(timeout, state.on_timeout) if timeout is not None else None
+    try:
+        await state.waiter
+    except asyncio.CancelledError as cancel:
+        state.cancel_all()
+        await state.wait_all()
+        _note_lost(cancel, [t.exception() for t in tasks if not t.cancelled()])
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+    if state.failed:
+        assert state.first is not None
+        first = state.first
+        others = [
+            as_failure(exc)
+            for t in tasks
+            if t is not first and not t.cancelled() and (exc := t.exception()) is not None
+        ]
+        error = (
+            _foreign_cancel(_cancel_exc(first), tasks.index(first))
+            if first.cancelled()
+            else as_failure(first.exception())  # type: ignore[arg-type]
+        )
+        attach_other_errors(error, others)
+        raise error
+
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    for index, task in enumerate(tasks):
+        if task.cancelled():
+            slot: Any = (
+                gather_timeout(timeout)
+                if state.timed_out and index in state.ours
+                else _foreign_cancel(_cancel_exc(task), index)
+            )
+            results.append(slot)
+            if not state.timed_out or index not in state.ours:
+                errors.append(slot)
+        elif (exc := task.exception()) is not None:
+            failure = as_failure(exc)
+            results.append(failure)
+            errors.append(failure)
+        else:
+            results.append(task.result())
+    if state.timed_out and not return_exceptions:
+        error = gather_timeout(timeout)
+        attach_other_errors(error, errors)
+        raise error
+    return results
+
+
+def _cancel_exc(task: asyncio.Future[Any]) -> asyncio.CancelledError:
+    try:
+        task.result()
+    except asyncio.CancelledError as exc:
+        return exc
+    raise AssertionError("task was not cancelled")  # pragma: no cover
+
+
+def _note_lost(cancel: BaseException, errors: list[BaseException | None]) -> None:
+    """Failures during the caller's cancellation are named on it, not dropped."""
+    for error in errors:
+        if error is not None:
+            cancel.add_note(f"cancelkit: a child failed while being cancelled: {error!r}")
+
+
+class _Asyncio:
+    """The backend object: what :mod:`cancelkit._backends` asks of a loop."""
+
+    name: Literal["asyncio"] = "asyncio"
+
+    def make_waiter(self) -> AsyncioWaiter:
+        return AsyncioWaiter()
+
+    def loop_caller(self) -> LoopCaller[Any]:
+        loop = asyncio.get_running_loop()
+        caller = _callers.get(loop)
+        if caller is None:
+            caller = _callers[loop] = LoopCaller(
+                loop.call_soon,
+                loop.call_soon_threadsafe,
+                (RuntimeError,),
+                functools.partial(_in_task, loop),
+                cancel_tasks,
+            )
+        return caller
+
+    def spawn(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        *,
+        name: str,
+        context: contextvars.Context,
+        on_end: Callable[[Any, BaseException | None, bool], None],
+    ) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name, context=context)
+        task.add_done_callback(functools.partial(_done, on_end))
+        return task
+
+    async def gather(
+        self, aws: tuple[Awaitable[Any], ...], timeout: float | None, return_exceptions: bool
+    ) -> list[Any]:
+        return await _gather(aws, timeout, return_exceptions)
+
+
+BACKEND = _Asyncio()

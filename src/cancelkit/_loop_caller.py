@@ -1,0 +1,144 @@
+"""Acting on an event loop's tasks from anywhere: at once when safe, else queued.
+
+A cancel may come from any thread, from a garbage-collector finalizer or a signal
+handler in the middle of the loop's own code. So a request made by a task on the
+loop's own thread takes effect at once, as ``asyncio.Task.cancel()`` does (the
+cancelled task does not take another step first); one from another thread, from a
+collection, or from between task steps is queued to the loop's thread and applied
+there, many per wake-up. Each backend builds its :class:`LoopCaller` from its own
+scheduling primitives (see :mod:`cancelkit._backends`).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._exceptions import CancelReason
+
+__all__ = ("LoopCaller",)
+
+T = TypeVar("T")
+
+_collecting = False
+
+
+def _gc_phase(phase: str, _info: object) -> None:
+    global _collecting  # one flag for the process, as the collector is one
+    _collecting = phase == "start"
+
+
+gc.callbacks.append(_gc_phase)
+
+
+class LoopCaller(Generic[T]):
+    """Runs callbacks and cancels targets (tasks, scopes) in one loop's thread.
+
+    Queueing is lock-free (a finalizer may interrupt this very object), and one
+    wake-up carries any number of requests, so cancelling 1,000 tasks from another
+    thread costs one loop iteration, not 1,000 self-pipe writes.
+
+    Args:
+        same_thread: schedules a callback from the loop's own thread.
+        threadsafe: schedules a callback from any thread.
+        closed: what those raise once the loop is gone.
+        in_task: whether the current code runs inside one of the loop's task steps.
+        cancel_many: cancels a batch of targets with a reason (in the loop's thread).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_cancel_many",
+        "_closed",
+        "_in_task",
+        "_pending",
+        "_same_thread",
+        "_scheduled",
+        "_thread",
+        "_threadsafe",
+        "_to_cancel",
+    )
+
+    def __init__(
+        self,
+        same_thread: Callable[[Callable[[], None]], object],
+        threadsafe: Callable[[Callable[[], None]], object],
+        closed: tuple[type[BaseException], ...],
+        in_task: Callable[[], bool],
+        cancel_many: Callable[[list[tuple[T, CancelReason | None]]], None],
+    ) -> None:
+        self._pending: deque[Callable[[], object]] = deque()
+        self._to_cancel: deque[tuple[T, CancelReason | None]] = deque()
+        self._scheduled = False
+        self._thread = threading.get_ident()
+        self._same_thread = same_thread
+        self._threadsafe = threadsafe
+        self._closed = closed
+        self._in_task = in_task
+        self._cancel_many = cancel_many
+
+    def __call__(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` soon in the loop's thread (always queued)."""
+        self._pending.append(callback)
+        self._schedule()
+
+    def _may_act_now(self) -> bool:
+        """Whether a request may be carried out right here: on the loop's thread,
+        inside a task's step (not the loop's own bookkeeping), and not inside a
+        garbage collection."""
+        return threading.get_ident() == self._thread and not _collecting and self._in_task()
+
+    def now_or_soon(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` at once when that is safe, else queue it."""
+        if self._may_act_now():
+            callback()
+        else:
+            self(callback)
+
+    def cancel(self, target: T, reason: CancelReason | None = None) -> None:
+        """Cancel ``target`` with ``reason``: at once when safe, else queued and
+        batched with other cancels."""
+        if self._may_act_now():
+            self._cancel_many([(target, reason)])
+            return
+        self._to_cancel.append((target, reason))
+        if not self._scheduled:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if self._scheduled:
+            return
+        self._scheduled = True
+        schedule = self._same_thread if threading.get_ident() == self._thread else self._threadsafe
+        try:
+            schedule(self._drain)
+        except self._closed:  # the loop is gone: nothing is left to act on
+            self._pending.clear()
+            self._to_cancel.clear()
+            self._scheduled = False
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        if self._to_cancel:
+            to_cancel = self._to_cancel
+            self._cancel_many([to_cancel.popleft() for _ in range(len(to_cancel))])
+        pending = self._pending
+        while pending:
+            callback = pending.popleft()
+            try:
+                callback()
+            except Exception:
+                logging.getLogger("cancelkit").exception("cancelkit: callback %r failed", callback)
+
+
+def cancel_each(targets: list[tuple[Any, CancelReason | None]]) -> None:
+    """``cancel_many`` for targets whose ``cancel()`` takes a reason as text (trio
+    and anyio cancel scopes)."""
+    for target, reason in targets:
+        target.cancel(str(reason) if reason is not None else None)

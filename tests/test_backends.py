@@ -1,0 +1,84 @@
+"""The backend split: one interface per loop, anyio's private table in one place,
+and the reason carried by the loop's own cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from cancelkit import CancelReason, Runs
+from cancelkit._backends import current, current_backend
+
+pytestmark = pytest.mark.anyio
+
+STOP = CancelReason("user", "Stop pressed")
+
+
+async def test_one_backend_per_loop(anyio_backend: str) -> None:
+    assert current_backend() == anyio_backend
+    assert current() is current()  # chosen once, then reused
+    assert current().name == anyio_backend
+
+
+def test_outside_a_loop_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeError, match="running asyncio or trio event loop"):
+        current()
+
+
+def test_anyio_private_task_table_is_where_cancelkit_expects_it() -> None:
+    # The one use of an anyio private name: if anyio moves it, this fails first
+    # (and tasks inside shielded anyio scopes would be cancelled through them).
+    from anyio._backends._asyncio import _task_states  # noqa: PLC0415
+
+    from cancelkit._backends._asyncio import task_states  # noqa: PLC0415
+
+    assert task_states is _task_states
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_cancel_honours_an_anyio_shield_then_lands() -> None:
+    runs = Runs()
+    steps: list[str] = []
+    shielded = anyio.Event()
+
+    async def body() -> None:
+        with anyio.CancelScope(shield=True):
+            shielded.set()
+            await anyio.sleep(0.05)  # a Stop now must wait for the shield to end
+            steps.append("shield done")
+        await anyio.sleep(10)
+        steps.append("not reached")
+
+    run = runs.start(body)
+    await shielded.wait()
+    assert run.cancel(STOP)
+    assert (await run.wait()).status == "cancelled"
+    assert steps == ["shield done"]
+
+
+async def test_the_reason_travels_with_the_loops_own_cancellation(anyio_backend: str) -> None:
+    # Before, the loop's cancellation carried no reason: code catching it could
+    # not say why without the token.
+    runs = Runs()
+    seen: list[BaseException] = []
+
+    async def body() -> None:
+        try:
+            await anyio.sleep(10)
+        except anyio.get_cancelled_exc_class() as cancel:
+            seen.append(cancel)
+            raise
+
+    run = runs.start(body)
+    await anyio.lowlevel.checkpoint()
+    assert run.cancel(STOP)
+    await run.wait()
+    (cancel,) = seen
+    if anyio_backend == "asyncio":
+        assert isinstance(cancel, asyncio.CancelledError)
+        assert cancel.args == (STOP,)
+    else:
+        assert "user: Stop pressed" in str(cancel)
