@@ -21,7 +21,6 @@ from cancelkit import (
     CancelToken,
     RunCancelled,
     Runs,
-    TaskState,
     current_token,
 )
 
@@ -131,7 +130,7 @@ async def test_close_from_another_thread_stops_the_work() -> None:
     threading.Thread(target=background.close).start()
     with anyio.fail_after(2):
         await handle.wait()
-    assert handle.state is TaskState.CANCELLED
+    assert handle.status == "cancelled"
     assert log.cancelled == ["pump"]
 
 
@@ -164,7 +163,7 @@ async def test_a_failing_task_is_logged_not_lost(caplog: pytest.LogCaptureFixtur
         with pytest.raises(ValueError, match="reader crashed"):
             await handle.wait()  # as awaiting an asyncio task: the error surfaces
     assert handle.done()
-    assert handle.state is TaskState.FAILED
+    assert handle.status == "failed"
     assert "reader" in caplog.text
     assert "reader crashed" in caplog.text
     with pytest.raises(ValueError, match="reader crashed"):
@@ -196,11 +195,11 @@ async def test_task_handles_report_their_ending() -> None:
         done = background.spawn(value())
         stopped = background.spawn(anyio.sleep(10))
         assert await done.result() == 7
-        assert done.state is TaskState.COMPLETED
+        assert done.status == "completed"
         assert done.cancel() is False  # already finished
         assert stopped.cancel(CancelReason("user")) is True
         await stopped.wait()
-        assert stopped.state is TaskState.CANCELLED
+        assert stopped.status == "cancelled"
 
 
 @pytest.mark.anyio

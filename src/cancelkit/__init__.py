@@ -24,20 +24,19 @@ from ._module import publish as _publish
 from ._race import race as race
 from ._run import Run as Run
 from ._run import RunOutcome as RunOutcome
-from ._run import RunStatus as RunStatus
 from ._run import spawn as spawn
 from ._runs import Runs as Runs
 from ._streams import GuardedStream as GuardedStream
 from ._streams import guard_stream as guard_stream
 from ._tasks import OwnedTask as OwnedTask
-from ._tasks import TaskState as TaskState
+from ._tasks import RunStatus as RunStatus
 from ._threads import thread_stats as thread_stats
 from ._threads import to_thread as to_thread
 from ._token import CancelHandle as CancelHandle
 from ._token import CancelToken as CancelToken
 from ._token import current_token as current_token
 from ._token import link as link
-from ._transaction import RunState as RunState
+from ._transaction import LedgerRow as LedgerRow
 from ._transaction import Store as Store
 from ._transaction import Transaction as Transaction
 from ._transaction import transaction as transaction
@@ -54,17 +53,16 @@ __all__ = (
     "CancelToken",
     "Cancelled",
     "GuardedStream",
+    "LedgerRow",
     "OwnedTask",
     "Pricing",
     "Reservation",
     "Run",
     "RunCancelled",
     "RunOutcome",
-    "RunState",
     "RunStatus",
     "Runs",
     "Store",
-    "TaskState",
     "Transaction",
     "amap",
     "as_completed",

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._exceptions import CancelReason
 from ._run import outside_any_run
-from ._tasks import OwnedTask, TaskState, start_task
+from ._tasks import OwnedTask, start_task
 from ._token import CancelToken
 from ._validate import close_all, seconds
 
@@ -118,7 +118,7 @@ class Background:
     def _on_done(self, handle: OwnedTask[Any]) -> None:
         with self._lock:
             self._tasks.pop(handle, None)
-        if handle.state is TaskState.FAILED:
+        if handle.status == "failed":
             logger.error("cancelkit: background task %s failed", handle.name, exc_info=handle.error)
 
     def close(self, reason: CancelReason | None = None) -> None:

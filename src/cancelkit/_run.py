@@ -19,12 +19,12 @@ import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._backends import Waiter, make_waiter
 from ._completion import Completion
 from ._exceptions import CancelReason, RunCancelled
-from ._tasks import OwnedTask, TaskState, start_task
+from ._tasks import OwnedTask, RunStatus, start_task
 from ._threads import _quota
 from ._validate import close_all
 
@@ -37,7 +37,6 @@ __all__ = ("Run", "RunOutcome", "RunStatus", "outside_any_run", "spawn")
 
 T = TypeVar("T")
 
-RunStatus = Literal["running", "cancelling", "cancelled", "completed", "failed"]
 
 logger = logging.getLogger("cancelkit")
 
@@ -223,7 +222,7 @@ class Run(Generic[T]):
 
     def _child_done(self, child: OwnedTask[Any]) -> None:
         self._child_ended(child)
-        if child._state is TaskState.FAILED and self._failure is None:  # noqa: SLF001
+        if child.status == "failed" and self._failure is None:
             reason = CancelReason("error", f"task {child.name} failed: {child.error!r}")
             if self.token.cancel(reason):
                 self._failure = child.error
@@ -236,9 +235,9 @@ class Run(Generic[T]):
         outcome: RunOutcome[T]
         if self._failure is not None:
             outcome = RunOutcome(self.id, "failed", self.token.reason, None, self._failure)
-        elif main.state is TaskState.COMPLETED:
+        elif main.status == "completed":
             outcome = RunOutcome(self.id, "completed", None, main._value, None)  # noqa: SLF001
-        elif main.state is TaskState.CANCELLED:
+        elif main.status == "cancelled":
             # The reason is what a cancelled run reports; an error raised while it
             # unwound is dropped, or its traceback would pin every frame (and every
             # closed stream) of the run in the history.

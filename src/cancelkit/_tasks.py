@@ -11,11 +11,10 @@ way to stop it, and cancellation honours anyio shielded cleanup on both backends
 from __future__ import annotations
 
 import contextvars
-import enum
 import functools
 import inspect
 import logging
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from ._backends import current
 from ._completion import Completion
@@ -25,20 +24,19 @@ from ._token import CancelToken, _current
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-__all__ = ("OwnedTask", "TaskState", "run_shielded", "start_task")
+__all__ = ("OwnedTask", "RunStatus", "run_shielded", "start_task")
 
 T = TypeVar("T")
 
 logger = logging.getLogger("cancelkit")
 
 
-class TaskState(enum.Enum):
-    """Where a task is in its life."""
+RunStatus = Literal["running", "cancelling", "cancelled", "completed", "failed"]
+"""The one status vocabulary of owned tasks and runs: ``running``, ``cancelling``
+(asked to stop, still unwinding), then how it ended: ``cancelled``, ``completed``
+or ``failed``."""
 
-    RUNNING = "running"
-    COMPLETED = "completed"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
+_Ending = Literal["running", "cancelled", "completed", "failed"]
 
 
 class OwnedTask(Generic[T]):
@@ -54,23 +52,26 @@ class OwnedTask(Generic[T]):
     def __init__(self, name: str, token: CancelToken) -> None:
         self.name = name
         self.token = token
-        self._state = TaskState.RUNNING
+        self._state: _Ending = "running"
         self._value: T | None = None
         self._error: BaseException | None = None
         self._ended = Completion()
         self._callbacks: list[Callable[[OwnedTask[T]], object]] = []
 
     def __repr__(self) -> str:
-        return f"<OwnedTask {self.name!r} {self._state.value}>"
+        return f"<OwnedTask {self.name!r} {self.status}>"
 
     @property
-    def state(self) -> TaskState:
-        """``running`` until the task ends, then how it ended."""
+    def status(self) -> RunStatus:
+        """``running``, ``cancelling`` (asked to stop, still unwinding), then how it
+        ended: ``cancelled``, ``completed`` or ``failed`` (as a run's status)."""
+        if self._state == "running" and self.token.cancelled:
+            return "cancelling"
         return self._state
 
     def done(self) -> bool:
         """Whether the task has ended, for whatever cause (as ``asyncio.Task.done()``)."""
-        return self._state is not TaskState.RUNNING
+        return self._state != "running"
 
     @property
     def error(self) -> BaseException | None:
@@ -113,7 +114,7 @@ class OwnedTask(Generic[T]):
             Exception: the task's own error.
         """
         await self._ended.wait()
-        if self._state is TaskState.CANCELLED:
+        if self._state == "cancelled":
             assert self.token.reason is not None
             raise RunCancelled(self.token.reason)
         if self._error is not None:
@@ -129,16 +130,16 @@ class OwnedTask(Generic[T]):
 
     def _finish(self, value: T | None, error: BaseException | None, cancelled: bool) -> None:
         if cancelled or isinstance(error, Cancelled) or not self.token._finish():  # noqa: SLF001
-            self._state = TaskState.CANCELLED
+            self._state = "cancelled"
             if isinstance(error, Cancelled):
                 self.token.cancel(error.reason)
                 error = None
             elif self.token._reason is None:  # noqa: SLF001 - cancelled by the loop itself, at its end
                 self.token.cancel(CancelReason("shutdown", "the event loop cancelled the task"))
         elif error is not None:
-            self._state = TaskState.FAILED
+            self._state = "failed"
         else:
-            self._state = TaskState.COMPLETED
+            self._state = "completed"
             self._value = value
         self._error = error
         self._ended.set()
@@ -192,6 +193,6 @@ async def run_shielded(coro: Coroutine[Any, Any, T], *, name: str, timeout: floa
             waits += 1
             if waits == 3:
                 logger.warning("cancelkit: %s is still ending after being cancelled", name)
-        if handle.state is TaskState.CANCELLED:
+        if handle.status == "cancelled":
             raise TimeoutError(f"{name} took longer than {timeout}s")
     return await handle.result()

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from ._token import CancelToken
 
-__all__ = ("RunState", "Store", "Transaction", "Write", "transaction")
+__all__ = ("LedgerRow", "LedgerStatus", "Store", "Transaction", "Write", "transaction")
 
 TxOutcome = Literal["open", "committed", "cancelled", "failed", "unknown"]
 
@@ -59,12 +59,17 @@ class Write:
     params: tuple[Any, ...] = ()
 
 
+LedgerStatus = Literal["running", "committed", "cancelled", "failed"]
+"""Where a run's writes stand in the ledger: not a run's status (a run may go on after
+its writes committed), the fate of its transaction."""
+
+
 @dataclass(frozen=True, slots=True)
-class RunState:
-    """A run's row in ``cancelkit_runs``."""
+class LedgerRow:
+    """A run's row in the ledger table ``cancelkit_runs``."""
 
     run_id: str
-    status: Literal["running", "committed", "cancelled", "failed"]
+    status: LedgerStatus
     reason: CancelReason | None
     attempts: int
 
@@ -74,7 +79,7 @@ class Store(Protocol):
 
     paramstyle: str
 
-    async def begin(self, run_id: str) -> RunState:
+    async def begin(self, run_id: str) -> LedgerRow:
         """Create or reopen the run's row; the state it had before (or a new one)."""
         ...
 
@@ -92,7 +97,7 @@ class Store(Protocol):
         """Cancel the run in the database; False if it already committed or ended."""
         ...
 
-    async def state(self, run_id: str) -> RunState | None:
+    async def state(self, run_id: str) -> LedgerRow | None:
         """The run's row, if any."""
         ...
 

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._backends import current_backend
 from .._exceptions import CancelReason, StoreUnavailable
 from .._tasks import run_shielded
-from .._transaction import RunState, Write
+from .._transaction import LedgerRow, Write
 from .._validate import positive_int, seconds
 from ._owner import this_process
-from ._sql import Dialect, run_state
+from ._sql import Dialect, ledger_row
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -166,18 +166,18 @@ class PostgresStore:
         result: int = await self._run(settle, "cancelkit reconcile", _QUICK)
         return result
 
-    async def begin(self, run_id: str) -> RunState:
-        async def begin(conn: AsyncConnection[Any]) -> RunState:
+    async def begin(self, run_id: str) -> LedgerRow:
+        async def begin(conn: AsyncConnection[Any]) -> LedgerRow:
             async with conn.transaction():
                 cursor = await conn.execute(_DIALECT.select + " FOR UPDATE", (run_id,))
-                prior = run_state(await cursor.fetchone())
+                prior = ledger_row(await cursor.fetchone())
                 now = time.time()
                 owner, until = this_process(), now + self.lease
                 await conn.execute(_DIALECT.begin, (run_id, now, owner, until))
                 await conn.execute(_DIALECT.reopen, (now, owner, until, run_id))
-            return prior or RunState(run_id, "running", None, 0)
+            return prior or LedgerRow(run_id, "running", None, 0)
 
-        result: RunState = await self._run(begin, f"cancelkit begin {run_id}", _QUICK)
+        result: LedgerRow = await self._run(begin, f"cancelkit begin {run_id}", _QUICK)
         return result
 
     async def commit(self, run_id: str, writes: Sequence[Write], timeout: float) -> bool:
@@ -222,12 +222,12 @@ class PostgresStore:
         will be committed), False if it had committed or ended already."""
         return await self.finish(run_id, "cancelled", reason or _CANCEL)
 
-    async def state(self, run_id: str) -> RunState | None:
-        async def read(conn: AsyncConnection[Any]) -> RunState | None:
+    async def state(self, run_id: str) -> LedgerRow | None:
+        async def read(conn: AsyncConnection[Any]) -> LedgerRow | None:
             cursor = await conn.execute(_DIALECT.select, (run_id,))
-            return run_state(await cursor.fetchone())
+            return ledger_row(await cursor.fetchone())
 
-        result: RunState | None = await self._run(read, f"cancelkit state {run_id}", _QUICK)
+        result: LedgerRow | None = await self._run(read, f"cancelkit state {run_id}", _QUICK)
         return result
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

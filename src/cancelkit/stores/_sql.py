@@ -10,19 +10,19 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 from .._exceptions import CancelReason
-from .._transaction import RunState, Write
+from .._transaction import LedgerRow, Write
 from ._owner import is_gone
 
-__all__ = ("Dialect", "run_state")
+__all__ = ("Dialect", "ledger_row")
 
 
-def run_state(row: tuple[Any, ...] | None) -> RunState | None:
-    """A ``cancelkit_runs`` row (as ``Dialect.select`` reads it) as a :class:`RunState`."""
+def ledger_row(row: tuple[Any, ...] | None) -> LedgerRow | None:
+    """A ``cancelkit_runs`` row (as ``Dialect.select`` reads it) as a :class:`LedgerRow`."""
     if row is None:
         return None
     run_id, status, kind, message, attempts = row
     reason = CancelReason(kind, message or "") if kind else None
-    return RunState(run_id, status, reason, attempts)
+    return LedgerRow(run_id, status, reason, attempts)
 
 
 def _quote(name: str) -> str:

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._exceptions import CancelReason, StoreUnavailable
 from .._threads import Executor, run_sync_shielded
-from .._transaction import RunState, Write
+from .._transaction import LedgerRow, Write
 from .._validate import positive_int, seconds
 from ._owner import this_process
-from ._sql import Dialect, run_state
+from ._sql import Dialect, ledger_row
 
 if TYPE_CHECKING:
     import os
@@ -164,18 +164,18 @@ class SQLiteStore:
         result: int = await self._run(settle, _QUICK)
         return result
 
-    async def begin(self, run_id: str) -> RunState:
-        def begin(conn: sqlite3.Connection) -> RunState:
+    async def begin(self, run_id: str) -> LedgerRow:
+        def begin(conn: sqlite3.Connection) -> LedgerRow:
             conn.execute("BEGIN IMMEDIATE")
-            prior = run_state(conn.execute(_DIALECT.select, (run_id,)).fetchone())
+            prior = ledger_row(conn.execute(_DIALECT.select, (run_id,)).fetchone())
             now = time.time()
             owner, until = this_process(), now + self.lease
             conn.execute(_DIALECT.begin, (run_id, now, owner, until))
             conn.execute(_DIALECT.reopen, (now, owner, until, run_id))
             conn.execute("COMMIT")
-            return prior or RunState(run_id, "running", None, 0)
+            return prior or LedgerRow(run_id, "running", None, 0)
 
-        result: RunState = await self._run(begin, _QUICK)
+        result: LedgerRow = await self._run(begin, _QUICK)
         return result
 
     async def commit(self, run_id: str, writes: Sequence[Write], timeout: float) -> bool:
@@ -212,11 +212,11 @@ class SQLiteStore:
         will be committed), False if it had committed or ended already."""
         return await self.finish(run_id, "cancelled", reason or _CANCEL)
 
-    async def state(self, run_id: str) -> RunState | None:
-        def read(conn: sqlite3.Connection) -> RunState | None:
-            return run_state(conn.execute(_DIALECT.select, (run_id,)).fetchone())
+    async def state(self, run_id: str) -> LedgerRow | None:
+        def read(conn: sqlite3.Connection) -> LedgerRow | None:
+            return ledger_row(conn.execute(_DIALECT.select, (run_id,)).fetchone())
 
-        result: RunState | None = await self._run(read, _QUICK)
+        result: LedgerRow | None = await self._run(read, _QUICK)
         return result
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
