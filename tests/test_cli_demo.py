@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from cancelkit.web._serve import DemoConfigError, DemoOptions, _api_key, _secret
+from cancelkit.demo._serve import DemoConfigError, DemoOptions, _api_key, _secret
 
 if TYPE_CHECKING:
     from pathlib import Path

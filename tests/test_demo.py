@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cancelkit._cli import main
-from cancelkit._demo import render, run_demo
+from cancelkit.demo._cli import main
+from cancelkit.demo._terminal import render, run_demo
 
 
 @pytest.mark.anyio

@@ -1,7 +1,7 @@
-"""``python -m cancelkit``: the command line."""
+"""``python -m cancelkit``: the command line (``cancelkit.demo._cli``)."""
 
 import sys
 
-from ._cli import main
+from .demo._cli import main
 
 sys.exit(main())

@@ -137,10 +137,6 @@ class Run(Generic[T]):
         else:
             self._done_callbacks.append(callback)
 
-    @property
-    def _on_settle(self) -> _Appender:  # TEMPORARY: removed once agent/ and web/ moved over
-        return _Appender(self.add_done_callback)
-
     async def wait(self) -> RunOutcome[T]:
         """Wait for the run to end, children included; never raises its error."""
         await self._ended.wait()
@@ -267,11 +263,6 @@ def outside_any_run() -> Iterator[None]:
     finally:
         _quota.reset(quota)
         _current_run.reset(run)
-
-
-class _Appender:  # TEMPORARY (see Run._on_settle)
-    def __init__(self, add: Callable[[Any], None]) -> None:
-        self.append = add
 
 
 def spawn(coro: Coroutine[Any, Any, T], *, name: str | None = None) -> OwnedTask[T]:

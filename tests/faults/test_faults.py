@@ -52,6 +52,7 @@ async def test_the_model_process_killed_mid_stream_fails_the_run_with_a_clear_re
         base_url=model_process.base_url, api_key="local", max_retries=0
     )
     agent = Agent(AnthropicModel(client, "local"), store=sqlite_store, max_tokens=4000)
+    await agent.setup()  # the agent's own table
     run = agent.start("Tell me everything [[tokens:3000]]")
     async with contextlib.aclosing(run.follow()) as events:
         async for event in events:

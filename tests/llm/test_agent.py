@@ -12,11 +12,13 @@ import pytest
 from cancelkit import Budget, Cancelled, CancelReason, current_token
 from cancelkit.agent import Agent, AgentResult, ToolFinished, tool
 from cancelkit.llm import AnthropicModel, Model, TextDelta
+from cancelkit.stores import SQLiteStore
 
 from .conftest import anthropic_client
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
     from cancelkit.llm.local import LocalModelServer
 
@@ -157,3 +159,22 @@ async def test_bad_arguments(agent: Agent, server: LocalModelServer) -> None:
         agent.start("   ")
     with pytest.raises(ValueError, match="unique"):
         Agent(agent.model, tools=[lookup, lookup])
+
+
+async def test_setup_creates_the_agents_table_and_the_reply_lands_with_the_run(
+    agent: Agent, tmp_path: Path
+) -> None:
+    store = SQLiteStore(tmp_path / "agent.db")
+    await store.setup()
+    writer = Agent(agent.model, tools=[lookup], store=store)
+    try:
+        await writer.setup()
+        await writer.setup()  # safe to repeat
+        done = await writer.run('[[tool:lookup {"query": "q"}]]')
+        stopped = await writer.run("[[tokens:2000]]", timeout=0.2)
+        rows = await store.execute("SELECT run_id, text, output_tokens FROM cancelkit_replies")
+    finally:
+        await store.aclose()
+    assert (done.status, stopped.status) == ("completed", "cancelled")
+    assert rows == [(done.run_id, done.text, done.usage.output_tokens)]  # only the completed
+    await Agent(agent.model).setup()  # without a store: nothing to create, no error

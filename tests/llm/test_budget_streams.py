@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import anthropic
 import pytest
 
 from cancelkit import Budget, BudgetExceeded, CancelReason, RunCancelled, Runs
-from cancelkit.llm import AnthropicModel, Message, Model, OpenAIModel
+from cancelkit.llm import AnthropicModel, Message, Model, ModelRateLimited, OpenAIModel
 from cancelkit.llm.local import LocalModelConfig, LocalModelServer
 
 from .conftest import anthropic_client, ended, openai_client
@@ -100,7 +99,7 @@ async def test_a_failed_call_gives_its_reservation_back(server: LocalModelServer
     client = anthropic_client(server)
     model = AnthropicModel(client, "local")
     budget = Budget(output_tokens=100)
-    with pytest.raises(anthropic.RateLimitError):
+    with pytest.raises(ModelRateLimited):
         async with model.stream([Message.user("[[fault:429]]")], max_tokens=100, budget=budget):
             pass
     await client.close()

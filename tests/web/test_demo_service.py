@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 
-from cancelkit.web._app import DemoState
+from cancelkit.demo._state import DemoState
 
 from .conftest import Demo, start_demo
 

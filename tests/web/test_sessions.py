@@ -15,7 +15,7 @@ import httpx2
 import pytest
 from itsdangerous import TimestampSigner
 
-from cancelkit.web._app import COOKIE, SESSION_SALT, DemoState
+from cancelkit.demo._state import COOKIE, SESSION_SALT, DemoState
 
 from .conftest import Demo, start_demo, stop_demo
 from .test_demo_service import LONG

@@ -1,10 +1,14 @@
-"""``cancelkit.agent``: an agent runtime in which one Stop reaches every layer."""
+"""``cancelkit.agent``: an agent runtime in which one Stop reaches every layer.
+
+An application of the library (layer 5 of DESIGN.md): built only on the layers
+below it, the primitives, runs, transactions and :mod:`cancelkit.llm`.
+"""
 
 from ._agent import Agent as Agent
-from ._agent import AgentResult as AgentResult
-from ._agent import AgentRun as AgentRun
-from ._agent import ToolFinished as ToolFinished
 from ._agent import current_transaction as current_transaction
+from ._events import AgentResult as AgentResult
+from ._events import AgentRun as AgentRun
+from ._events import ToolFinished as ToolFinished
 from ._tools import FunctionTool as FunctionTool
 from ._tools import tool as tool
 

@@ -11,31 +11,25 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._gather import gather
-from .._runs import Runs
-from .._threads import to_thread
-from .._transaction import Transaction, transaction
-from ..llm import Message, TextDelta, ToolCall, ToolResult, Usage
+from .. import Runs, Transaction, gather, to_thread, transaction
+from ..llm import Message, TextDelta, ToolCall, ToolResult
+from ._events import AgentResult, AgentRun, ToolFinished
+from ._store import create_tables, record_reply
 from ._tools import FunctionTool
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Sequence
 
-    from .._budget import Budget
-    from .._exceptions import CancelReason
-    from .._run import Run
-    from .._transaction import Store
+    from .. import Budget, Store
     from ..llm import Model
 
-__all__ = ("Agent", "AgentResult", "AgentRun", "ToolFinished", "current_transaction")
+__all__ = ("Agent", "current_transaction")
 
 _transaction: ContextVar[Transaction | None] = ContextVar("cancelkit_agent_tx", default=None)
 
@@ -43,98 +37,6 @@ _transaction: ContextVar[Transaction | None] = ContextVar("cancelkit_agent_tx", 
 def current_transaction() -> Transaction | None:
     """The transaction of the agent run this tool runs in (stage writes on it)."""
     return _transaction.get()
-
-
-@dataclass(frozen=True, slots=True)
-class ToolFinished:
-    """An event: a tool call returned (``is_error`` if it raised)."""
-
-    call_id: str
-    name: str
-    content: str
-    is_error: bool
-
-
-@dataclass
-class AgentResult:
-    """How an agent run ended."""
-
-    run_id: str
-    status: Literal["running", "cancelling", "cancelled", "completed", "failed"]
-    reason: CancelReason | None
-    text: str
-    usage: Usage
-    turns: int
-    tool_calls: list[ToolCall]
-    error: BaseException | None = None
-
-
-@dataclass
-class AgentRun:
-    """A live agent run: its run, what it has said so far, and its event log.
-
-    ``events`` grows as the run goes; :meth:`follow` iterates it from any task.
-    """
-
-    run: Run[str]
-    text: str = ""
-    turns: int = 0
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    input_tokens: int = 0
-    output_tokens: int = 0
-    estimated: bool = False
-    events: list[Any] = field(default_factory=list)
-    started_at: float = field(default_factory=time.monotonic)
-    _changed: anyio.Event = field(default_factory=anyio.Event)
-
-    @property
-    def id(self) -> str:
-        return self.run.id
-
-    @property
-    def usage(self) -> Usage:
-        return Usage(self.input_tokens, self.output_tokens, self.estimated)
-
-    def emit(self, event: Any) -> None:
-        self.events.append(event)
-        self.wake()
-
-    def wake(self) -> None:
-        """Wake every follower (an event was added, or the run ended)."""
-        changed, self._changed = self._changed, anyio.Event()
-        changed.set()
-
-    def add_usage(self, usage: Usage | None) -> None:
-        if usage is not None:
-            self.input_tokens += usage.input_tokens
-            self.output_tokens += usage.output_tokens
-            self.estimated = self.estimated or usage.estimated
-            self.emit(self.usage)
-
-    def result(self) -> AgentResult:
-        outcome = self.run.outcome
-        return AgentResult(
-            self.run.id,
-            self.run.status,
-            self.run.reason,
-            self.text,
-            self.usage,
-            self.turns,
-            list(self.tool_calls),
-            outcome.error if outcome else None,
-        )
-
-    async def follow(self) -> AsyncGenerator[Any, None]:
-        """Every event, past and future, until the run has ended (then its result)."""
-        index = 0
-        while True:
-            while index < len(self.events):
-                yield self.events[index]
-                index += 1
-            if self.run.done():
-                yield self.result()
-                return
-            await self._changed.wait()  # set by emit(), and by the run's end
 
 
 class Agent:
@@ -148,7 +50,8 @@ class Agent:
         max_tokens: per model call.
         runs: the registry runs are started in (a new one by default).
         store: where the run's writes go, in one transaction (see
-            :func:`current_transaction`); the final reply and usage are recorded there.
+            :func:`current_transaction`); the final reply and usage are recorded
+            there, in ``cancelkit_replies`` (created by :meth:`setup`).
     """
 
     def __init__(
@@ -175,6 +78,18 @@ class Agent:
         self.runs = runs or Runs()
         self.store = store
 
+    async def setup(self) -> None:
+        """Create the agent's table (``cancelkit_replies``) on its store, if missing.
+
+        Call it once, after the store's own ``setup()`` and before the first run; a
+        no-op without a store. Safe to repeat.
+
+        Raises:
+            TypeError: the store cannot run a statement (it has no ``execute()``).
+        """
+        if self.store is not None:
+            await create_tables(self.store)
+
     def start(
         self,
         prompt: str,
@@ -191,9 +106,8 @@ class Agent:
         run = self.runs.start(
             self._loop, holder, prompt, budget, run_id=run_id, owner=owner, timeout=timeout
         )
-        state = AgentRun(run)
+        state = AgentRun(run)  # wakes its followers when the run ends
         holder.append(state)
-        run._on_settle.append(lambda _run: state.wake())  # noqa: SLF001 - same library
         return state
 
     async def run(self, prompt: str, **kwargs: Any) -> AgentResult:
@@ -248,15 +162,7 @@ class Agent:
                 text = await self._turns(state, prompt, budget, tx)
             finally:
                 _transaction.reset(reset)
-            tx.insert(
-                "cancelkit_replies",
-                {
-                    "run_id": state.id,
-                    "text": text,
-                    "input_tokens": state.input_tokens,
-                    "output_tokens": state.output_tokens,
-                },
-            )
+            record_reply(tx, state)
         return text
 
     async def _turns(

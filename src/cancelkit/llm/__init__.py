@@ -4,16 +4,28 @@
 ``openai.AsyncOpenAI``; both yield the same events (:class:`TextDelta`,
 :class:`ToolCall`, :class:`Usage`, :class:`Done`) from ``model.stream(...)``, and
 leaving the ``async with`` block for any reason closes the HTTP response, so the
-provider stops generating. :mod:`cancelkit.llm.local` is a server speaking both
+provider stops generating. Both raise the same errors (:class:`ModelError` and its
+kinds), whichever SDK failed. :mod:`cancelkit.llm.local` is a server speaking both
 protocols, for tests and demos without an API key.
+
+Inside: the vocabulary (``_types``, ``_tokens``), the protocol (``_model``), one call
+(``_stream``), the errors (``_errors``), the flow every adapter shares (``_adapter``),
+and one module per provider (``_anthropic``, ``_openai``).
 """
 
+from .._module import publish as _publish
 from ._anthropic import AnthropicModel as AnthropicModel
+from ._errors import ModelError as ModelError
+from ._errors import ModelRateLimited as ModelRateLimited
+from ._errors import ModelRejected as ModelRejected
+from ._errors import ModelServerError as ModelServerError
+from ._errors import ModelUnavailable as ModelUnavailable
+from ._model import Model as Model
 from ._openai import OpenAIModel as OpenAIModel
 from ._stream import ModelStream as ModelStream
+from ._tokens import estimate_tokens as estimate_tokens
 from ._types import Done as Done
 from ._types import Message as Message
-from ._types import Model as Model
 from ._types import ModelEvent as ModelEvent
 from ._types import StopReason as StopReason
 from ._types import TextDelta as TextDelta
@@ -21,15 +33,19 @@ from ._types import Tool as Tool
 from ._types import ToolCall as ToolCall
 from ._types import ToolResult as ToolResult
 from ._types import Usage as Usage
-from ._types import estimate_tokens as estimate_tokens
 
 __all__ = (
     "AnthropicModel",
     "Done",
     "Message",
     "Model",
+    "ModelError",
     "ModelEvent",
+    "ModelRateLimited",
+    "ModelRejected",
+    "ModelServerError",
     "ModelStream",
+    "ModelUnavailable",
     "OpenAIModel",
     "StopReason",
     "TextDelta",
@@ -40,8 +56,4 @@ __all__ = (
     "estimate_tokens",
 )
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("cancelkit.llm."):
-        _obj.__module__ = __name__
-del _name, _obj
+_publish(__name__, globals())

@@ -1,20 +1,24 @@
-"""``AnthropicModel``: the model protocol on the official ``anthropic`` SDK."""
+"""``AnthropicModel``: the model protocol on the official ``anthropic`` SDK.
+
+Only what is Anthropic's: the Messages API payload, the streamed ``create`` call, the
+translation of its events, and the SDK's name (its exceptions are mapped by it); the
+flow is :class:`SDKModel`'s.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any
 
-from ._stream import ModelStream, Translator
+from ._adapter import SDKModel
+from ._stream import Translator
 from ._types import Done, ModelEvent, StopReason, TextDelta, ToolCall, Usage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Sequence
 
-    import anthropic
+    import anthropic  # noqa: F401 - named in a string: SDKModel["anthropic.AsyncAnthropic"]
 
-    from .._budget import Budget
-    from .._token import CancelToken
     from ._types import Message, Tool
 
 __all__ = ("AnthropicModel",)
@@ -88,7 +92,7 @@ class _AnthropicTranslator(Translator):
         return []
 
 
-class AnthropicModel:
+class AnthropicModel(SDKModel["anthropic.AsyncAnthropic"]):
     """A model behind the Anthropic Messages API, via ``anthropic.AsyncAnthropic``.
 
     Args:
@@ -96,21 +100,11 @@ class AnthropicModel:
         model: the model name, e.g. ``"claude-sonnet-4-5"``.
     """
 
-    def __init__(self, client: anthropic.AsyncAnthropic, model: str) -> None:
-        self.client = client
-        self.name = model
+    sdk = "anthropic"
 
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        system: str | None = None,
-        tools: Sequence[Tool] = (),
-        max_tokens: int = 1024,
-        token: CancelToken | None = None,
-        budget: Budget | None = None,
-    ) -> ModelStream:
-        """Start a streamed call; iterate its events inside ``async with``."""
+    def _payload(
+        self, messages: Sequence[Message], system: str | None, tools: Sequence[Tool]
+    ) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "model": self.name,
             "messages": [{"role": m.role, "content": _content(m)} for m in messages],
@@ -122,20 +116,13 @@ class AnthropicModel:
                 {"name": t.name, "description": t.description, "input_schema": t.parameters}
                 for t in tools
             ]
+        return payload
 
-        async def open_stream(limit: int) -> AsyncIterable[Any]:
-            stream: AsyncIterable[Any] = await self.client.messages.create(
-                max_tokens=limit, stream=True, **payload
-            )
-            return stream
-
-        return ModelStream.for_call(
-            model=self.name,
-            open_stream=open_stream,
-            translator=_AnthropicTranslator(),
-            system=system,
-            messages=messages,
-            max_tokens=max_tokens,
-            token=token,
-            budget=budget,
+    async def _open(self, payload: dict[str, Any], max_tokens: int) -> AsyncIterable[Any]:
+        stream: AsyncIterable[Any] = await self.client.messages.create(
+            max_tokens=max_tokens, stream=True, **payload
         )
+        return stream
+
+    def _translator(self) -> Translator:
+        return _AnthropicTranslator()

@@ -1,20 +1,24 @@
-"""``OpenAIModel``: the model protocol on the official ``openai`` SDK."""
+"""``OpenAIModel``: the model protocol on the official ``openai`` SDK.
+
+Only what is OpenAI's: the Chat Completions payload, the streamed ``create`` call
+(asking for usage in the last chunk), the translation of its chunks, and the SDK's
+name (its exceptions are mapped by it); the flow is :class:`SDKModel`'s.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any
 
-from ._stream import ModelStream, Translator
+from ._adapter import SDKModel
+from ._stream import Translator
 from ._types import Done, ModelEvent, StopReason, TextDelta, ToolCall, Usage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Sequence
 
-    import openai
+    import openai  # noqa: F401 - named in a string: SDKModel["openai.AsyncOpenAI"]
 
-    from .._budget import Budget
-    from .._token import CancelToken
     from ._types import Message, Tool
 
 __all__ = ("OpenAIModel",)
@@ -89,13 +93,13 @@ class _OpenAITranslator(Translator):
             return []  # the stream ended without a finish: nothing was completed
         usage = Usage(
             self.input_tokens or 0,
-            self.output_tokens if self.output_tokens is not None else -(-self.output_chars // 4),
+            self.output_tokens if self.output_tokens is not None else self.estimated_output(),
             estimated=self.output_tokens is None,
         )
         return [usage, Done(self.stop_reason)]
 
 
-class OpenAIModel:
+class OpenAIModel(SDKModel["openai.AsyncOpenAI"]):
     """A model behind OpenAI Chat Completions, via ``openai.AsyncOpenAI``.
 
     Args:
@@ -103,21 +107,11 @@ class OpenAIModel:
         model: the model name, e.g. ``"gpt-4.1"``.
     """
 
-    def __init__(self, client: openai.AsyncOpenAI, model: str) -> None:
-        self.client = client
-        self.name = model
+    sdk = "openai"
 
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        system: str | None = None,
-        tools: Sequence[Tool] = (),
-        max_tokens: int = 1024,
-        token: CancelToken | None = None,
-        budget: Budget | None = None,
-    ) -> ModelStream:
-        """Start a streamed call; iterate its events inside ``async with``."""
+    def _payload(
+        self, messages: Sequence[Message], system: str | None, tools: Sequence[Tool]
+    ) -> dict[str, Any]:
         payload: dict[str, Any] = {"model": self.name, "messages": _messages(system, messages)}
         if tools:
             payload["tools"] = [
@@ -131,23 +125,16 @@ class OpenAIModel:
                 }
                 for t in tools
             ]
+        return payload
 
-        async def open_stream(limit: int) -> AsyncIterable[Any]:
-            stream: AsyncIterable[Any] = await self.client.chat.completions.create(
-                max_completion_tokens=limit,
-                stream=True,
-                stream_options={"include_usage": True},
-                **payload,
-            )
-            return stream
-
-        return ModelStream.for_call(
-            model=self.name,
-            open_stream=open_stream,
-            translator=_OpenAITranslator(),
-            system=system,
-            messages=messages,
-            max_tokens=max_tokens,
-            token=token,
-            budget=budget,
+    async def _open(self, payload: dict[str, Any], max_tokens: int) -> AsyncIterable[Any]:
+        stream: AsyncIterable[Any] = await self.client.chat.completions.create(
+            max_completion_tokens=max_tokens,
+            stream=True,
+            stream_options={"include_usage": True},
+            **payload,
         )
+        return stream
+
+    def _translator(self) -> Translator:
+        return _OpenAITranslator()

@@ -6,7 +6,8 @@ Shared by every adapter. Entering the block reserves budget (clamping
 exception, the task's cancellation, the token firing) closes the HTTP response in
 this task, and the provider stops generating. Usage is never lost: when the
 provider's final count never came, the output seen so far is reported as an
-estimate (and charged to the budget).
+estimate (and charged to the budget). The SDK's failures come out as
+:class:`~cancelkit.llm.ModelError` (see :mod:`._errors`).
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from .._budget import BudgetExceeded
 from .._exceptions import CancelReason, RunCancelled
 from .._streams import GuardedStream, guard_stream
 from .._token import current_token
-from ._types import Done, ModelEvent, StopReason, ToolCall, Usage, estimate_tokens
+from ._tokens import estimate_tokens
+from ._types import Done, ModelEvent, StopReason, ToolCall, Usage
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterable, Awaitable, Callable
     from types import TracebackType
 
     from .._budget import Budget, Reservation
     from .._token import CancelToken
-    from ._types import Message
+    from ._errors import SDKErrors
 
 __all__ = ("ModelStream", "Translator")
 
@@ -55,12 +57,21 @@ class Translator:
         """The provider's stream ended; the events still owed (none by default)."""
         return []
 
+    def estimated_output(self) -> int:
+        """The output tokens so far, estimated from the characters that arrived."""
+        return estimate_tokens(self.output_chars)
+
 
 class ModelStream:
     """One streamed call; use as ``async with model.stream(...) as events``.
 
     After the block: ``text``, ``tool_calls``, ``usage``, ``stop_reason`` and
     ``request_id`` describe what happened, however it ended.
+
+    Built by an adapter (:class:`~cancelkit.llm._adapter.SDKModel`), which passes how
+    to open the provider's stream, a translator of its events, and its SDK's
+    exception classes (``errors``), so that entering the block and iterating raise
+    :class:`~cancelkit.llm.ModelError` rather than the SDK's own.
     """
 
     def __init__(
@@ -73,6 +84,7 @@ class ModelStream:
         max_tokens: int,
         token: CancelToken | None,
         budget: Budget | None,
+        errors: SDKErrors | None = None,
         close_grace: float = 1.0,
     ) -> None:
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
@@ -84,6 +96,7 @@ class ModelStream:
         self._max_tokens = max_tokens
         self._token = token
         self._budget = budget
+        self._errors = errors
         self._grace = close_grace
         self._reservation: Reservation | None = None
         self._guard: GuardedStream[Any] | None = None
@@ -94,31 +107,6 @@ class ModelStream:
         self.stop_reason: StopReason | None = None
         self.request_id: str | None = None
         self.max_tokens_sent: int | None = None
-
-    @classmethod
-    def for_call(
-        cls,
-        *,
-        model: str,
-        open_stream: Callable[[int], Awaitable[AsyncIterable[Any]]],
-        translator: Translator,
-        system: str | None,
-        messages: Sequence[Message],
-        max_tokens: int,
-        token: CancelToken | None,
-        budget: Budget | None,
-    ) -> ModelStream:
-        """The stream of one adapter call, its input estimated from the conversation."""
-        text = (system or "") + "".join(m.size_text() for m in messages)
-        return cls(
-            model=model,
-            open_stream=open_stream,
-            translator=translator,
-            input_estimate=estimate_tokens(text),
-            max_tokens=max_tokens,
-            token=token,
-            budget=budget,
-        )
 
     async def __aenter__(self) -> ModelStream:
         token = self._token if self._token is not None else current_token()
@@ -138,8 +126,9 @@ class ModelStream:
         self.max_tokens_sent = max_tokens
         try:
             stream = await self._open(max_tokens)
-        except BaseException:
+        except BaseException as exc:
             self._settle()
+            self._raise_mapped(exc)
             raise
         response = getattr(stream, "response", None)
         headers = getattr(response, "headers", None) or {}
@@ -152,7 +141,12 @@ class ModelStream:
         return self
 
     async def __anext__(self) -> ModelEvent:
-        """The next event; raises ``RunCancelled`` if the token fired (budget included)."""
+        """The next event.
+
+        Raises:
+            RunCancelled: the token fired (a budget overrun included).
+            ModelError: the provider failed mid-stream, or the connection was lost.
+        """
         if self._guard is None:
             raise RuntimeError("iterate model.stream() inside its `async with` block")
         translator = self._translator
@@ -165,12 +159,22 @@ class ModelStream:
                 translator.finished = True
                 self._pending.extend(translator.end())
                 continue
+            except Exception as exc:
+                self._raise_mapped(exc)
+                raise
             events = translator.feed(raw)
             self._check_budget()
             self._pending.extend(events)
         event = self._pending.popleft()
         self._observe(event)
         return event
+
+    def _raise_mapped(self, error: BaseException) -> None:
+        """Raise the SDK's ``error`` as a :class:`ModelError`, if it is the SDK's."""
+        if self._errors is not None and isinstance(error, Exception):
+            ours = self._errors.map(error)
+            if ours is not None:
+                raise ours from error
 
     def _observe(self, event: ModelEvent) -> None:
         if type(event) is ToolCall:
@@ -182,9 +186,6 @@ class ModelStream:
         else:
             self.text += event.text  # type: ignore[union-attr]
 
-    def _estimated_output(self) -> int:
-        return -(-self._translator.output_chars // 4)  # ceil(chars / 4), as estimate_tokens
-
     def _check_budget(self) -> None:
         """After every chunk: the reservation holds what arrived, or the stream stops.
 
@@ -194,7 +195,7 @@ class ModelStream:
         """
         if self._reservation is None or self._token is None:
             return
-        output = max(self._estimated_output(), self._translator.output_tokens or 0)
+        output = max(self._translator.estimated_output(), self._translator.output_tokens or 0)
         why = self._reservation.track(output)
         if why is not None:
             self._token.cancel(CancelReason("budget", why))
@@ -222,7 +223,7 @@ class ModelStream:
                 input_tokens=translator.input_tokens
                 if translator.input_tokens is not None
                 else self._input_estimate,
-                output_tokens=final if final is not None else self._estimated_output(),
+                output_tokens=final if final is not None else self._translator.estimated_output(),
                 estimated=final is None or translator.input_tokens is None,
             )
         if self._reservation is not None:

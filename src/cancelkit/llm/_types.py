@@ -7,21 +7,13 @@ Whatever the provider, a call yields :class:`TextDelta`, :class:`ToolCall`,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from .._budget import Budget
-    from .._token import CancelToken
-    from ._stream import ModelStream
+from typing import Any, Literal
 
 __all__ = (
+    "CommonStopReason",
     "Done",
     "Message",
-    "Model",
     "ModelEvent",
     "StopReason",
     "TextDelta",
@@ -29,19 +21,14 @@ __all__ = (
     "ToolCall",
     "ToolResult",
     "Usage",
-    "estimate_tokens",
 )
 
-StopReason = Literal["end_turn", "max_tokens", "tool_use", "refusal", "cancelled", "other"]
+CommonStopReason = Literal["end_turn", "max_tokens", "tool_use"]
+"""The ends every provider reports, and the only ones the local model produces."""
 
-
-def estimate_tokens(text: str) -> int:
-    """A provider-neutral estimate: ``ceil(characters / 4)``.
-
-    Used for the input side of budget reservations and for output counted so far when a
-    stream is stopped before the provider reports usage. Exact for the local model.
-    """
-    return math.ceil(len(text) / 4)
+StopReason = Literal[CommonStopReason, "refusal", "cancelled", "other"]
+"""Why a call ended: a common end, a refusal, ``cancelled`` (left before the end) or
+``other`` (a provider's reason with no equivalent here)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,22 +107,3 @@ class Done:
 
 
 ModelEvent = TextDelta | ToolCall | Usage | Done
-
-
-class Model(Protocol):
-    """What an agent needs from a model: one call, streamed, stoppable."""
-
-    name: str
-
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        system: str | None = None,
-        tools: Sequence[Tool] = (),
-        max_tokens: int = 1024,
-        token: CancelToken | None = None,
-        budget: Budget | None = None,
-    ) -> ModelStream:
-        """Start a call; iterate its events inside ``async with``."""
-        ...

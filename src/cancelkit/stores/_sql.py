@@ -49,9 +49,6 @@ class Dialect:
             "CREATE TABLE IF NOT EXISTS cancelkit_outbox ("
             f" id {self.serial},"
             " run_id TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS cancelkit_replies ("
-            " run_id TEXT PRIMARY KEY, text TEXT NOT NULL,"
-            " input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL)",
         ]
 
     def added_columns(self) -> list[tuple[str, str]]:

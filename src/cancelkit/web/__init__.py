@@ -1,12 +1,17 @@
-"""``cancelkit.web``: ASGI and FastAPI integration, and the demo service.
+"""``cancelkit.web``: ASGI integration, and nothing that depends on an application.
 
 :class:`CancelOnDisconnect` cancels a request's work when its client goes away
 (kind ``disconnect``), from the server's own ``http.disconnect``, without polling.
-The demo app needs ``pip install "cancelkit[web]"`` (FastAPI, uvicorn, itsdangerous).
+:class:`LimitBody` refuses a request body over a set size (413) before it is
+buffered. Both are plain ASGI: they wrap any ASGI app (FastAPI, Starlette, ...). The
+demo service built on them lives in ``cancelkit.demo`` (``cancelkit demo``).
 """
 
+from ._limit import LimitBody as LimitBody
 from ._middleware import CancelOnDisconnect as CancelOnDisconnect
 
-__all__ = ("CancelOnDisconnect",)
+__all__ = ("CancelOnDisconnect", "LimitBody")
 
-CancelOnDisconnect.__module__ = __name__
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name

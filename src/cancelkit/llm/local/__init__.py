@@ -6,12 +6,17 @@ text at a set rate, scripted tool calls and injectable faults (see
 :mod:`cancelkit.llm.local._script` for the prompt directives). It stops generating
 within one chunk of the client going away, and counts: ``GET /stats``.
 
+Inside: what it says (``_script``), how each protocol frames it (``_wire`` and
+``_wire_anthropic``, ``_wire_openai``), the ASGI app that generates and notices
+(``_app``), what it counts (``_records``), and how it runs (``_server``).
+
 Needs ``uvicorn`` (``pip install "cancelkit[web]"``).
 """
 
+from ..._module import publish as _publish
 from ._app import LocalModelApp as LocalModelApp
 from ._app import LocalModelConfig as LocalModelConfig
-from ._app import RequestRecord as RequestRecord
+from ._records import RequestRecord as RequestRecord
 from ._script import count_tokens as count_tokens
 from ._server import LocalModelServer as LocalModelServer
 from ._server import serve as serve
@@ -25,6 +30,4 @@ __all__ = (
     "serve",
 )
 
-for _name in __all__:
-    globals()[_name].__module__ = __name__
-del _name
+_publish(__name__, globals())

@@ -15,14 +15,21 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 
-from ._script import RATE, SECONDS, TOKEN_CHARS, TOKENS, Plan, Range, RequestError, plan
-from ._wire import AnthropicWire, OpenAIWire, ParsedRequest, Wire
+from .._tokens import TOKEN_CHARS
+from ._records import Counters, RequestRecord
+from ._script import RATE, SECONDS, TOKENS, Range, RequestError, count_tokens, plan
+from ._wire_anthropic import AnthropicWire
+from ._wire_openai import OpenAIWire
+
+if TYPE_CHECKING:
+    from ._script import Plan
+    from ._wire import ParsedRequest, Wire
 
 __all__ = ("LocalModelApp", "LocalModelConfig", "RequestRecord", "StreamCut")
 
@@ -64,42 +71,6 @@ class LocalModelConfig:
         _CHUNK.check(self.chunk_tokens, "LocalModelConfig(chunk_tokens=...)")
         SECONDS.check(self.first_token_latency, "LocalModelConfig(first_token_latency=...)")
         TOKENS.check(self.default_tokens, "LocalModelConfig(default_tokens=...)")
-
-
-@dataclass
-class RequestRecord:
-    """What the server did for one request (times are ``time.monotonic()``)."""
-
-    id: str
-    protocol: str
-    stream: bool
-    started_at: float
-    status: int = 200
-    outcome: str = "running"
-    tokens_generated: int = 0
-    tokens_after_disconnect: int = 0
-    tokens_planned: int = 0
-    first_token_at: float | None = None
-    disconnected_at: float | None = None
-    ended_at: float | None = None
-    token_times: list[float] = field(default_factory=list)
-
-    def tokens_after(self, moment: float) -> int:
-        """Tokens generated after ``moment`` (a ``time.monotonic()`` value)."""
-        return sum(1 for t in self.token_times if t > moment)
-
-
-@dataclass
-class Counters:
-    requests: int = 0
-    tokens_generated: int = 0
-    tokens_after_disconnect: int = 0
-    open_streams: int = 0
-    disconnects: int = 0
-    completed: int = 0
-    faults: int = 0
-    bad_requests: int = 0
-    tokens_saved: int = 0
 
 
 class LocalModelApp:
@@ -208,10 +179,8 @@ class LocalModelApp:
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._watch_disconnect, receive, record, group.cancel_scope)
-                if request.stream:
-                    await self._stream(wire, request, reply, record, send, headers)
-                else:
-                    await self._complete(wire, request, reply, record, send, headers)
+                call = _Call(wire, request, reply, record, headers)
+                await (self._stream if request.stream else self._complete)(call, send)
                 group.cancel_scope.cancel()
         finally:
             if request.stream:
@@ -256,8 +225,9 @@ class LocalModelApp:
             latency = self.config.first_token_latency
         return rate, latency, self.config.chunk_tokens
 
-    async def _steps(self, wire: Wire, reply: Plan, record: RequestRecord, send_frames: Any) -> int:
+    async def _steps(self, call: _Call, send_frames: Any) -> int:
         """Generate the reply at its rate; returns the output tokens produced."""
+        wire, reply, record = call.wire, call.reply, call.record
         rate, latency, chunk = self._timing(reply)
         await anyio.sleep(latency)
         produced = 0
@@ -286,25 +256,18 @@ class LocalModelApp:
             await tick(len(piece), wire.text(piece, first=start == 0))
         if tokens:
             await send_frames(wire.text_done())
-        for position, call in enumerate(reply.tool_calls):
-            await send_frames(wire.tool_start(position, call))
-            arguments = call.arguments_json
+        for position, tool_call in enumerate(reply.tool_calls):
+            await send_frames(wire.tool_start(position, tool_call))
+            arguments = tool_call.arguments_json
             step = chunk * TOKEN_CHARS
             for start in range(0, len(arguments), step):
                 json_piece = arguments[start : start + step]
-                await tick(-(-len(json_piece) // TOKEN_CHARS), wire.tool_args(position, json_piece))
+                await tick(count_tokens(json_piece), wire.tool_args(position, json_piece))
             await send_frames(wire.tool_done(position))
         return produced
 
-    async def _stream(
-        self,
-        wire: Wire,
-        request: ParsedRequest,
-        reply: Plan,
-        record: RequestRecord,
-        send: Any,
-        headers: list[tuple[bytes, bytes]],
-    ) -> None:
+    async def _stream(self, call: _Call, send: Any) -> None:
+        wire, request, reply, record = call.wire, call.request, call.reply, call.record
         await send(
             {
                 "type": "http.response.start",
@@ -312,7 +275,7 @@ class LocalModelApp:
                 "headers": [
                     (b"content-type", b"text/event-stream; charset=utf-8"),
                     (b"cache-control", b"no-cache"),
-                    *headers,
+                    *call.headers,
                 ],
             }
         )
@@ -327,33 +290,41 @@ class LocalModelApp:
 
         await send_frames(wire.start(reply, request))
         try:
-            produced = await self._steps(wire, reply, record, send_frames)
+            produced = await self._steps(call, send_frames)
         except _Stop:
             return
         await send_frames(wire.finish(reply, request, reply.stop_reason, produced), last=True)
 
-    async def _complete(
-        self,
-        wire: Wire,
-        request: ParsedRequest,
-        reply: Plan,
-        record: RequestRecord,
-        send: Any,
-        headers: list[tuple[bytes, bytes]],
-    ) -> None:
+    async def _complete(self, call: _Call, send: Any) -> None:
+        wire, request, reply = call.wire, call.request, call.reply
+
         async def discard(frames: list[bytes], last: bool = False) -> None:
             del frames, last
 
         try:
-            produced = await self._steps(wire, reply, record, discard)
+            produced = await self._steps(call, discard)
         except _Stop:
-            await _json(send, 529, wire.error(529, "Overloaded"), headers)
+            await _json(send, 529, wire.error(529, "Overloaded"), call.headers)
             return
         text = "".join(reply.text_tokens)
-        record.outcome = "completed"
+        call.record.outcome = "completed"
         await _json(
-            send, 200, wire.complete(reply, request, text, reply.stop_reason, produced), headers
+            send,
+            200,
+            wire.complete(reply, request, text, reply.stop_reason, produced),
+            call.headers,
         )
+
+
+@dataclass
+class _Call:
+    """One request being answered: its protocol, what it asked, the reply, its record."""
+
+    wire: Wire
+    request: ParsedRequest
+    reply: Plan
+    record: RequestRecord
+    headers: list[tuple[bytes, bytes]]
 
 
 class _Stop(Exception):  # noqa: N818 - control flow: the reply ended early on purpose

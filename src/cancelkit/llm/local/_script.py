@@ -2,8 +2,9 @@
 
 The reply is decided from the request alone, so tests and benchmarks are repeatable:
 the text is a passage of a fixed corpus starting at an offset derived from the
-prompt; one *token* is exactly four characters (so ``ceil(chars / 4)`` estimates are
-exact here, and a fair rule of thumb for real providers).
+prompt; one *token* is exactly four characters (so the estimate of
+:func:`cancelkit.llm.estimate_tokens` is exact here, and a fair rule of thumb for
+real providers).
 
 Directives in the most recent user text steer a reply (documented in the README):
 
@@ -32,13 +33,17 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._tokens import TOKEN_CHARS, estimate_tokens
+
+if TYPE_CHECKING:
+    from .._types import CommonStopReason
 
 __all__ = (
     "RATE",
     "SECONDS",
     "TOKENS",
-    "TOKEN_CHARS",
     "Fault",
     "Plan",
     "PlannedToolCall",
@@ -47,8 +52,6 @@ __all__ = (
     "count_tokens",
     "plan",
 )
-
-TOKEN_CHARS = 4
 
 CORPUS = (
     "When a user presses Stop, every layer of the service should hear it at once and "
@@ -61,8 +64,6 @@ CORPUS = (
 )
 
 _DIRECTIVE = re.compile(r"\[\[(\w[\w-]*):?\s*(.*?)\]\]", re.DOTALL)
-
-StopReason = Literal["end_turn", "max_tokens", "tool_use"]
 
 
 class RequestError(ValueError):
@@ -116,8 +117,8 @@ _TIMES = Range(0, 1_000_000, "requests", whole=True)  # ``times=N`` of a status 
 
 
 def count_tokens(text: str) -> int:
-    """Tokens in ``text`` as the local model counts them: ``ceil(chars / 4)``."""
-    return math.ceil(len(text) / TOKEN_CHARS)
+    """Tokens in ``text`` as the local model counts them: exactly the estimate."""
+    return estimate_tokens(text)
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ class Plan:
 
     text_tokens: list[str]
     tool_calls: list[PlannedToolCall]
-    stop_reason: StopReason
+    stop_reason: CommonStopReason
     input_tokens: int
     rate: float | None = None
     first_token_latency: float | None = None

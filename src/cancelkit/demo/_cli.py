@@ -1,4 +1,9 @@
-"""The ``cancelkit`` command line."""
+"""The ``cancelkit`` command line: ``demo`` (web or ``--terminal``), ``serve``, ``model``.
+
+Options are checked here, before anything starts: a bad one is a usage error
+(exit status 2) naming what to change. The web demo and the local model server
+need the ``web`` extra, imported only when asked for.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,20 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._demo import render, run_demo
+from ._terminal import render, run_demo
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+
+
+# The flags of ``Limits`` (see ``_state.py``): flag, type, default, help.
+_LIMIT_FLAGS: tuple[tuple[str, type[int] | type[float], float, str], ...] = (
+    ("--max-runs-per-session", int, 3, "active runs per browser session, at most (then 429)"),
+    ("--max-runs", int, 50, "active runs in total (then 429)"),
+    ("--max-run-seconds", float, 300.0, "a run still going after this long ends with kind timeout"),
+    ("--max-body-bytes", int, 64 * 1024, "largest request body (then 413)"),
+    ("--session-max-age", int, 24 * 3600, "seconds a session cookie is honoured"),
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,33 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             help="signs session cookies, at least 32 bytes (default: CANCELKIT_SECRET, "
             "else random per process); prefer the variable, a command line is visible to ps",
         )
-        sub.add_argument(
-            "--max-runs-per-session",
-            type=_positive(int),
-            default=3,
-            help="active runs per browser session, at most (then 429)",
-        )
-        sub.add_argument(
-            "--max-runs", type=_positive(int), default=50, help="active runs in total (then 429)"
-        )
-        sub.add_argument(
-            "--max-run-seconds",
-            type=_positive(float),
-            default=300.0,
-            help="a run still going after this long ends with kind timeout",
-        )
-        sub.add_argument(
-            "--max-body-bytes",
-            type=_positive(int),
-            default=64 * 1024,
-            help="largest request body (then 413)",
-        )
-        sub.add_argument(
-            "--session-max-age",
-            type=_positive(int),
-            default=24 * 3600,
-            help="seconds a session cookie is honoured",
-        )
+        for flag, kind, default, text in _LIMIT_FLAGS:
+            sub.add_argument(flag, type=_positive(kind), default=default, help=text)
     demo.add_argument(
         "--model-restarts",
         type=_non_negative_int,
@@ -105,12 +95,8 @@ def _serve_web(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
     from pathlib import Path  # noqa: PLC0415
 
     try:
-        from .web._app import Limits  # noqa: PLC0415 - needs the web extra
-        from .web._serve import (  # noqa: PLC0415
-            DemoConfigError,
-            DemoOptions,
-            serve_demo,
-        )
+        from ._serve import DemoConfigError, DemoOptions, serve_demo  # noqa: PLC0415 - web extra
+        from ._state import Limits  # noqa: PLC0415
     except ImportError as exc:  # pragma: no cover - depends on the installation
         parser.error(f"the demo needs: pip install 'cancelkit[all]' ({exc})")
     rate = getattr(args, "model_rate", 40.0)
@@ -146,7 +132,7 @@ def _serve_web(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
 
 def _serve_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
-        from .llm.local import LocalModelConfig, serve  # noqa: PLC0415 - needs the web extra
+        from ..llm.local import LocalModelConfig, serve  # noqa: PLC0415 - needs the web extra
     except ImportError as exc:  # pragma: no cover - depends on the installation
         parser.error(f"the local model server needs uvicorn: pip install 'cancelkit[web]' ({exc})")
     try:
@@ -158,7 +144,7 @@ def _serve_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     except ValueError as exc:
         parser.error(str(exc))
     if args.exit_with_parent is not None:  # started by the demo: never outlive it
-        from .llm.local._server import exit_with_parent  # noqa: PLC0415
+        from ..llm.local._server import exit_with_parent  # noqa: PLC0415
 
         exit_with_parent(args.exit_with_parent)
     print(f"cancelkit local model on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)

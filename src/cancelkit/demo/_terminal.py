@@ -15,15 +15,12 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._exceptions import Cancelled, CancelReason
-from ._gather import gather
-from ._threads import to_thread
-from ._token import CancelToken, current_token
+from .. import Cancelled, CancelReason, CancelToken, current_token, gather, to_thread
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
 
-__all__ = ("DemoReport", "run_demo")
+__all__ = ("DemoReport", "render", "run_demo")
 
 
 @dataclass

@@ -1,0 +1,216 @@
+"""Running the demo service: the local model (or a real provider), SQLite, uvicorn.
+
+On SIGTERM or Ctrl-C every active run is cancelled with kind ``shutdown`` *first*, so
+its event stream ends and its staged writes are rolled back, and uvicorn's own
+graceful shutdown (which waits for open connections) finishes within the grace. Then
+the local model process is stopped (see ``_model_process.py``) and the store closed,
+and only then is SIGTERM re-raised (so the exit status still says "terminated by
+SIGTERM").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+from uvicorn.server import HANDLED_SIGNALS
+
+from .. import CancelReason
+from ..llm import AnthropicModel, Model, OpenAIModel
+from ..stores import SQLiteStore
+from ._agent import build_agent, setup_tables
+from ._app import create_app
+from ._model_process import LocalModelProcess
+from ._state import MIN_SECRET_BYTES, DemoState, Limits
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+__all__ = ("API_KEY_VARIABLES", "DemoConfigError", "DemoOptions", "serve_demo")
+
+API_KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+SECRET_VARIABLE = "CANCELKIT_SECRET"  # noqa: S105 - the name of a variable
+
+
+@dataclass
+class DemoOptions:
+    """How to run the demo service (see ``cancelkit demo --help``).
+
+    ``secret`` signs the session cookies; ``None`` reads ``CANCELKIT_SECRET``, and
+    without either a random secret is made for this process (sessions then end when
+    it does). ``limits`` are what sessions may ask (:class:`~cancelkit.demo._state.Limits`).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model_rate: float = 40.0
+    provider: str = "local"  # local, anthropic, openai
+    model: str | None = None
+    base_url: str | None = None
+    data: Path = Path(".cancelkit-demo")
+    grace: float = 5.0
+    secret: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    model_restarts: int = 3
+
+
+class DemoConfigError(ValueError):
+    """The demo's options cannot work; the message says which, and what to do."""
+
+
+def _secret(options: DemoOptions) -> bytes | None:
+    """The configured session secret (``None``: make a random one), at least 32 bytes."""
+    given = options.secret if options.secret is not None else os.environ.get(SECRET_VARIABLE)
+    if given is None or (options.secret is None and not given):
+        return None
+    raw = given.encode()
+    if len(raw) < MIN_SECRET_BYTES:
+        raise DemoConfigError(
+            f"the session secret (--secret or {SECRET_VARIABLE}) must be at least"
+            f" {MIN_SECRET_BYTES} bytes, not {len(raw)}; make one with:"
+            " python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return raw
+
+
+def _api_key(options: DemoOptions) -> str:
+    """The provider's key from its variable; refuse to start without one."""
+    if options.provider == "local":
+        return "local"  # the local model server takes any key
+    variable = API_KEY_VARIABLES.get(options.provider)
+    if variable is None:
+        raise DemoConfigError(f"unknown provider {options.provider!r}: local, anthropic, openai")
+    key = os.environ.get(variable, "").strip()
+    if key:
+        return key
+    if options.base_url:
+        return "none"  # a server of one's own at --base-url (say, cancelkit model)
+    raise DemoConfigError(
+        f"--provider {options.provider} needs an API key: set {variable} in the environment"
+        " (or give --base-url of a server that needs none)"
+    )
+
+
+def _model(options: DemoOptions, local_url: str | None) -> Model:
+    key = _api_key(options)
+    if options.provider == "openai":
+        import openai  # noqa: PLC0415
+
+        url = options.base_url or (local_url + "/v1" if local_url else None)
+        return OpenAIModel(openai.AsyncOpenAI(base_url=url, api_key=key), options.model or "local")
+    import anthropic  # noqa: PLC0415
+
+    url = options.base_url or local_url
+    return AnthropicModel(
+        anthropic.AsyncAnthropic(base_url=url, api_key=key), options.model or "local"
+    )
+
+
+class _GracefulServer(uvicorn.Server):
+    """uvicorn, but a shutdown signal first cancels every run (kind ``shutdown``), and
+    the signal is re-raised by :func:`serve_demo` after cleanup, not by uvicorn before."""
+
+    def __init__(
+        self, config: uvicorn.Config, state: DemoState, *, on_exit: Callable[[], None] | None
+    ) -> None:
+        super().__init__(config)
+        self.demo = state
+        self.on_exit = on_exit
+        self.signals: list[int] = []
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.signals.append(sig)
+        if not self.should_exit:  # the first signal: cancel is safe from a handler
+            if self.on_exit is not None:
+                self.on_exit()
+            reason = CancelReason("shutdown", "the server is shutting down")
+            for run in self.demo.agent.runs.active:
+                run.cancel(reason)
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's, except that it does not re-raise the signal when serving ends:
+        uvicorn would, and the default action would end the process before the model
+        process is stopped and the store closed."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def serve_demo(options: DemoOptions, *, with_local_model: bool) -> int:
+    """Run the demo service in the foreground until SIGTERM or Ctrl-C.
+
+    Returns:
+        The exit status: 0, or 130 after Ctrl-C (SIGINT). After SIGTERM the signal
+        is re-raised once everything is stopped, so the process ends by it.
+
+    Raises:
+        DemoConfigError: the options cannot work (a provider without its key, a
+            session secret too short); raised before anything is started.
+    """
+    secret = _secret(options)
+    _api_key(options)
+    signals = asyncio.run(_main(options, with_local_model, secret))
+    if signal.SIGTERM in signals:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
+    return 130 if signal.SIGINT in signals else 0
+
+
+async def _main(options: DemoOptions, with_local_model: bool, secret: bytes | None) -> list[int]:
+    options.data.mkdir(parents=True, exist_ok=True)
+    local = LocalModelProcess(options.model_rate, restarts=options.model_restarts)
+    supervisor: asyncio.Task[None] | None = None
+    store = SQLiteStore(options.data / "demo.db")
+    try:
+        if with_local_model:
+            await local.start()
+            supervisor = asyncio.create_task(local.supervise())
+        agent = build_agent(_model(options, local.base_url if with_local_model else None), store)
+        state = DemoState(
+            agent,
+            secret or os.urandom(MIN_SECRET_BYTES),
+            model_stats=local.stats if with_local_model else None,
+            model_health=local.health if with_local_model else None,
+            grace=options.grace,
+            limits=options.limits,
+        )
+        config = uvicorn.Config(
+            create_app(state),
+            host=options.host,
+            port=options.port,
+            log_level="warning",
+            timeout_graceful_shutdown=max(1, int(options.grace)),
+        )
+        server = _GracefulServer(
+            config, state, on_exit=local.shutting_down if with_local_model else None
+        )
+        await setup_tables(agent, store)
+        print(f"cancelkit demo: http://{options.host}:{options.port}/", flush=True)
+        if with_local_model:
+            print(f"  local model server: {local.base_url} (rate {options.model_rate} tokens/s)")
+        if secret is None:
+            print(f"  sessions: a random secret for this process ({SECRET_VARIABLE} keeps them)")
+        await server.serve()
+        return server.signals
+    finally:
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+        await local.stop()
+        await store.aclose()

@@ -1,0 +1,167 @@
+"""What the demo service keeps between requests, and the limits it enforces.
+
+The runs themselves live in the agent's :class:`~cancelkit.Runs` registry, the
+demo's source of truth for whether a run exists and whose it is: a lookup or a
+Stop for someone else's run finds nothing, exactly as for an unknown id. Beside it
+the service keeps only what the registry has no reason to know: each run's event
+log (its :class:`~cancelkit.agent.AgentRun`), who follows it, the session cookie's
+signer, and the Stop latencies it reports.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fastapi import HTTPException
+from itsdangerous import BadSignature, TimestampSigner
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from .. import CancelReason
+    from ..agent import Agent, AgentRun
+
+__all__ = ("COOKIE", "MIN_SECRET_BYTES", "SESSION_SALT", "DemoState", "Limits")
+
+COOKIE = "cancelkit_session"
+SESSION_SALT = "cancelkit.web.session"  # unchanged by the move: issued cookies stay valid
+MIN_SECRET_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one session, and all of them together, may ask of the demo service.
+
+    Args:
+        runs_per_session: runs one session may have active at once (then 429).
+        runs: runs the service keeps active at once, all sessions together (429).
+        run_seconds: a run still going after this long is cancelled (kind
+            ``timeout``), whether or not anyone follows it.
+        body_bytes: the largest request body read (413 beyond, before buffering).
+        session_max_age: seconds a session cookie is honoured after it was issued.
+        retry_after: the ``Retry-After`` seconds of a 429.
+
+    Raises:
+        ValueError: a limit that is not positive.
+    """
+
+    runs_per_session: int = 3
+    runs: int = 50
+    run_seconds: float = 300.0
+    body_bytes: int = 64 * 1024
+    session_max_age: int = 24 * 3600
+    retry_after: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("runs_per_session", "runs", "body_bytes", "session_max_age", "retry_after"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, not {value!r}")
+        if not math.isfinite(self.run_seconds) or self.run_seconds <= 0:
+            raise ValueError(f"run_seconds must be positive, not {self.run_seconds!r}")
+
+
+@dataclass
+class DemoState:
+    """What the service keeps, and the limits it enforces.
+
+    Args:
+        agent: the agent every run is started on; its ``runs`` registry says which
+            runs exist and whose they are.
+        secret: signs the session cookie; at least :data:`MIN_SECRET_BYTES` bytes.
+        model_stats: the model server's counters (``None`` when it cannot be reached).
+        model_health: the model server's health, for ``/api/stats``: at least a
+            ``status`` (``up``, ``restarting``, ``down``); ``None`` for an external one.
+        grace: seconds active runs get to end when the service shuts down.
+        limits: what sessions may ask of the service (:class:`Limits`).
+    """
+
+    agent: Agent
+    secret: bytes
+    model_stats: Callable[[], Awaitable[dict[str, int] | None]] | None = None
+    model_health: Callable[[], dict[str, Any]] | None = None
+    grace: float = 5.0
+    limits: Limits = field(default_factory=Limits)
+    runs: dict[str, AgentRun] = field(default_factory=dict)  # the event logs, by run id
+    stop_latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200))
+    stopping: dict[str, float] = field(default_factory=dict)
+    followers: dict[str, int] = field(default_factory=dict)
+    stop_when_unwatched: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.secret, bytes) or len(self.secret) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"the session secret must be at least {MIN_SECRET_BYTES} bytes"
+                f" (got {len(self.secret) if isinstance(self.secret, bytes) else 'no bytes'})"
+            )
+        self._signer = TimestampSigner(self.secret, salt=SESSION_SALT)
+
+    def sign(self, session: str) -> str:
+        """The cookie value for ``session``: signed, with the time it was issued."""
+        return self._signer.sign(session).decode()
+
+    def session_of(self, cookie: str | None) -> str | None:
+        """The session a cookie names, if it is ours and younger than ``limits.session_max_age``."""
+        if not cookie:
+            return None
+        try:
+            return self._signer.unsign(cookie, max_age=self.limits.session_max_age).decode()
+        except BadSignature:  # forged, tampered with, or expired (SignatureExpired)
+            return None
+
+    def remember(self, run: AgentRun, keep: int = 1000) -> None:
+        """Keep a new run's event log; forget the oldest finished ones beyond ``keep``."""
+        self.runs[run.id] = run
+        if len(self.runs) > keep:
+            finished = [i for i, r in self.runs.items() if r.run.done()]
+            for old_id in finished[: len(self.runs) - keep]:
+                del self.runs[old_id]
+
+    def owned(self, run_id: str, session: str) -> AgentRun:
+        """The session's run by id; 404 for someone else's, exactly as for an unknown id."""
+        found = self.runs.get(run_id)
+        if found is None or self.agent.runs.get(run_id, owner=session) is None:
+            raise HTTPException(404, "no such run")  # someone else's looks the same
+        return found
+
+    def admit(self, session: str) -> None:
+        """Refuse a new run (429, or 503 with the model down) before any work starts."""
+        health = self.model_health() if self.model_health else None
+        if health is not None and health.get("status") == "down":
+            raise HTTPException(503, "the model server is down; runs cannot start")
+        active = self.agent.runs.active
+        limits = self.limits
+        retry = {"Retry-After": str(limits.retry_after)}
+        if len(active) >= limits.runs:
+            raise HTTPException(
+                429, f"the service is running {limits.runs} runs, its limit", headers=retry
+            )
+        if sum(run.owner == session for run in active) >= limits.runs_per_session:
+            raise HTTPException(
+                429,
+                f"at most {limits.runs_per_session} runs at once per session: "
+                "stop one or wait for it to end",
+                headers=retry,
+            )
+
+    def stop(self, run_id: str, reason: CancelReason, owner: str) -> bool:
+        """Cancel ``owner``'s run through the registry, timing the Stop from here.
+
+        Returns:
+            Whether this call cancelled it (False: already ended or stopped).
+        """
+        if self.agent.runs.cancel(run_id, reason, owner=owner):
+            self.stopping[run_id] = time.perf_counter()
+            return True
+        return False
+
+    def note_end(self, run_id: str) -> None:
+        """A run ended (its done-callback): record how long its Stop took."""
+        started = self.stopping.pop(run_id, None)
+        if started is not None:
+            self.stop_latencies_ms.append((time.perf_counter() - started) * 1e3)
+        self.stop_when_unwatched.discard(run_id)

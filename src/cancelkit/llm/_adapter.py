@@ -1,0 +1,92 @@
+"""``SDKModel``: the model protocol written once, over any provider's official SDK.
+
+A call is the same flow whatever the provider: build the request, open a streamed
+response with ``max_tokens`` clamped by the budget, translate each event to ours, map
+the SDK's errors to ours. :class:`SDKModel` holds that flow (as httpx's
+``BaseTransport`` holds what its transports share); a provider adapter supplies only
+its payload, its open call, its translator, and the name of its SDK (whose
+exception classes are mapped to cancelkit's).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from ._errors import sdk_errors
+from ._stream import ModelStream
+from ._tokens import estimate_tokens
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, Sequence
+
+    from .._budget import Budget
+    from .._token import CancelToken
+    from ._stream import Translator
+    from ._types import Message, Tool
+
+__all__ = ("SDKModel",)
+
+ClientT = TypeVar("ClientT")
+
+
+class SDKModel(ABC, Generic[ClientT]):
+    """A model behind a provider's official async SDK client.
+
+    Args:
+        client: the SDK client (point its ``base_url`` at the local server for tests).
+        model: the model name the provider knows.
+    """
+
+    sdk: ClassVar[str]
+    """The SDK's package name: its exceptions are mapped (see :func:`sdk_errors`)."""
+
+    def __init__(self, client: ClientT, model: str) -> None:
+        self.client = client
+        self.name = model
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = None,
+        tools: Sequence[Tool] = (),
+        max_tokens: int = 1024,
+        token: CancelToken | None = None,
+        budget: Budget | None = None,
+    ) -> ModelStream:
+        """Start a streamed call; iterate its events inside ``async with``.
+
+        Raises:
+            ValueError: ``max_tokens`` is not a positive int (before any request).
+        """
+        payload = self._payload(messages, system, tools)
+
+        async def open_stream(limit: int) -> AsyncIterable[Any]:
+            return await self._open(payload, limit)
+
+        text = (system or "") + "".join(m.size_text() for m in messages)
+        return ModelStream(
+            model=self.name,
+            open_stream=open_stream,
+            translator=self._translator(),
+            input_estimate=estimate_tokens(text),
+            max_tokens=max_tokens,
+            token=token,
+            budget=budget,
+            errors=sdk_errors(self.sdk),
+        )
+
+    @abstractmethod
+    def _payload(
+        self, messages: Sequence[Message], system: str | None, tools: Sequence[Tool]
+    ) -> dict[str, Any]:
+        """The request in the provider's shape, all but ``max_tokens`` and streaming."""
+
+    @abstractmethod
+    async def _open(self, payload: dict[str, Any], max_tokens: int) -> AsyncIterable[Any]:
+        """Send the request, streamed, with this ``max_tokens``; the SDK's stream."""
+
+    @abstractmethod
+    def _translator(self) -> Translator:
+        """A fresh translator of the provider's events, for one call."""
