@@ -41,6 +41,9 @@ _POOL_THREADS = re.compile(
 )
 
 
+_MIN_ROUNDS = 50
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "cancelkit_orphan_grace",
@@ -107,6 +110,11 @@ def _with_orphan_check(
             sys.set_asyncgen_hooks(*hooks)
         current = anyio.get_current_task()
         deadline = time.monotonic() + grace
+        # Cleanup that is already under way (a finaliser's aclose(), a cancelled task
+        # unwinding) needs loop iterations, not seconds: on a machine loaded enough,
+        # a second of wall clock holds few of them. So leftovers always get at least
+        # _MIN_ROUNDS rounds of (collect, yield to the loop), and ``grace`` seconds.
+        rounds = 0
         while True:
             gc.collect()
             orphans = [
@@ -115,7 +123,10 @@ def _with_orphan_check(
                 if not (hasattr(task, "done") and task.done()) and id(task) != current.id
             ]
             unclosed = [g for g in generators if g.ag_frame is not None]
-            if not (orphans or unclosed) or time.monotonic() > deadline:
+            rounds += 1
+            if not (orphans or unclosed):
+                break
+            if rounds >= _MIN_ROUNDS and time.monotonic() > deadline:
                 break
             # Drop our own references first, or they alone keep a finished
             # generator from being finalised by the next collection.
@@ -146,15 +157,17 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     if item.get_closest_marker("allow_orphans") is not None:
         return result
     deadline = time.monotonic() + _grace(item.config)
+    rounds = 0
     while True:
         leaked = [
             thread
             for thread in set(threading.enumerate()) - before
             if thread.is_alive() and not _POOL_THREADS.match(thread.name)
         ]
-        if not leaked or time.monotonic() > deadline:
+        rounds += 1
+        if not leaked or (rounds >= _MIN_ROUNDS and time.monotonic() > deadline):
             break
-        time.sleep(0.01)
+        time.sleep(0.01)  # a thread that is ending gets the CPU meanwhile
     if leaked:
         names = ", ".join(sorted(thread.name for thread in leaked))
         raise AssertionError(f"cancelkit: the test left threads running: {names}")
