@@ -8,10 +8,25 @@ import types
 import pytest
 
 import cancelkit
+import cancelkit.agent
+import cancelkit.llm
+import cancelkit.llm.local
+import cancelkit.stores
 import cancelkit.testing
+import cancelkit.web
+
+PUBLIC = [
+    cancelkit,
+    cancelkit.agent,
+    cancelkit.llm,
+    cancelkit.llm.local,
+    cancelkit.stores,
+    cancelkit.testing,
+    cancelkit.web,
+]
 
 
-@pytest.mark.parametrize("module", [cancelkit, cancelkit.testing], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", PUBLIC, ids=lambda m: m.__name__)
 def test_all_is_sorted_and_complete(module: types.ModuleType) -> None:
     assert list(module.__all__) == sorted(module.__all__)
     public = {
@@ -22,9 +37,20 @@ def test_all_is_sorted_and_complete(module: types.ModuleType) -> None:
     assert public == set(module.__all__)
 
 
-@pytest.mark.parametrize("module", [cancelkit, cancelkit.testing], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", PUBLIC, ids=lambda m: m.__name__)
 def test_public_objects_report_their_public_module(module: types.ModuleType) -> None:
     for name in module.__all__:
         value = getattr(module, name)
         if inspect.isclass(value) or inspect.isfunction(value):  # not type aliases
             assert value.__module__ == module.__name__, name
+
+
+def test_every_exception_is_defined_once_in_the_exceptions_module() -> None:
+    # Re-exported where users look for them, defined in one place.
+    import cancelkit._exceptions as home  # noqa: PLC0415
+
+    for module in PUBLIC:
+        for name in module.__all__:
+            value = getattr(module, name)
+            if isinstance(value, type) and issubclass(value, BaseException | Warning):
+                assert getattr(home, name, None) is value, f"{module.__name__}.{name}"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ._exceptions import BudgetExceeded, CancelReason
 
-__all__ = ("Budget", "BudgetExceeded", "Pricing", "Reservation")
+__all__ = ("Budget", "Pricing", "Reservation")
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,17 @@ Every exception of cancelkit lives here. The hierarchy, and the one rule behind 
     Exception
      ├── RunCancelled               "the work you waited for was cancelled"
      │    └── BudgetExceeded        a call did not fit its budget (kind ``budget``)
+     ├── ModelError                 a model call failed (``provider``, ``status``, ``request_id``)
+     │    ├── ModelUnavailable      the connection failed or was lost (also a ConnectionError)
+     │    ├── ModelRateLimited      429, or overloaded (529): try again after ``retry_after``
+     │    ├── ModelRejected         any other 4xx: the request is wrong; a retry will not help
+     │    └── ModelServerError      5xx, or an error event mid-stream: the provider failed
      └── OSError
           └── ConnectionError
                └── StoreUnavailable  the database cannot be reached; nothing written
+
+The adapters of :mod:`cancelkit.llm` map the SDKs' exceptions to the ``ModelError``
+kinds (``cancelkit/llm/_errors.py``), keeping the SDK's as ``__cause__``.
     Warning
      └── RuntimeWarning
           └── AbandonedThreadWarning   a worker thread ignored its token past its grace
@@ -35,6 +43,11 @@ __all__ = (
     "CancelKind",
     "CancelReason",
     "Cancelled",
+    "ModelError",
+    "ModelRateLimited",
+    "ModelRejected",
+    "ModelServerError",
+    "ModelUnavailable",
     "RunCancelled",
     "StoreUnavailable",
     "other_errors",
@@ -118,6 +131,62 @@ class BudgetExceeded(RunCancelled):
 
 class StoreUnavailable(ConnectionError):  # noqa: N818 - a state, like ConnectionRefused
     """The database cannot be reached or opened; nothing was written."""
+
+
+class ModelError(Exception):
+    """A model call failed; the SDK's own exception is the ``__cause__``.
+
+    Attributes:
+        provider: ``"anthropic"``, ``"openai"``.
+        status: the HTTP status, when the provider answered one.
+        request_id: the provider's id of the request, when it sent one (quote it to
+            the provider's support).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.status = status
+        self.request_id = request_id
+
+
+class ModelUnavailable(ModelError, ConnectionError):  # noqa: N818 - a state, like StoreUnavailable
+    """The model server could not be reached, or the connection was lost mid-reply."""
+
+
+class ModelRateLimited(ModelError):  # noqa: N818 - a state, like StoreUnavailable
+    """The provider is rate limiting or overloaded (429, 529).
+
+    Attributes:
+        retry_after: seconds the provider asked to wait, if it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status=status, request_id=request_id)
+        self.retry_after = retry_after
+
+
+class ModelRejected(ModelError):  # noqa: N818 - what the provider did, like RunCancelled
+    """The provider refused the request (4xx): fix the request, do not retry it."""
+
+
+class ModelServerError(ModelError):
+    """The provider failed (5xx, or an error event in the middle of a stream)."""
 
 
 class AbandonedThreadWarning(RuntimeWarning):

@@ -4,6 +4,7 @@ An application of the library (layer 5 of DESIGN.md): built only on the layers
 below it, the primitives, runs, transactions and :mod:`cancelkit.llm`.
 """
 
+from .._module import publish as _publish
 from ._agent import Agent as Agent
 from ._agent import current_transaction as current_transaction
 from ._events import AgentResult as AgentResult
@@ -22,6 +23,4 @@ __all__ = (
     "tool",
 )
 
-for _name in __all__:
-    globals()[_name].__module__ = __name__
-del _name
+_publish(__name__, globals())

@@ -13,13 +13,13 @@ Inside: the vocabulary (``_types``, ``_tokens``), the protocol (``_model``), one
 and one module per provider (``_anthropic``, ``_openai``).
 """
 
+from .._exceptions import ModelError as ModelError
+from .._exceptions import ModelRateLimited as ModelRateLimited
+from .._exceptions import ModelRejected as ModelRejected
+from .._exceptions import ModelServerError as ModelServerError
+from .._exceptions import ModelUnavailable as ModelUnavailable
 from .._module import publish as _publish
 from ._anthropic import AnthropicModel as AnthropicModel
-from ._errors import ModelError as ModelError
-from ._errors import ModelRateLimited as ModelRateLimited
-from ._errors import ModelRejected as ModelRejected
-from ._errors import ModelServerError as ModelServerError
-from ._errors import ModelUnavailable as ModelUnavailable
 from ._model import Model as Model
 from ._openai import OpenAIModel as OpenAIModel
 from ._stream import ModelStream as ModelStream

@@ -15,7 +15,8 @@ finds it. The hierarchy::
           └── ModelServerError      5xx, or an error event mid-stream: the provider failed
 
 A cancellation (``RunCancelled``, the backend's own) is never mapped: it is not a
-failure of the model.
+failure of the model. The classes live with every other exception of cancelkit, in
+:mod:`cancelkit._exceptions`; this module holds the mapping.
 """
 
 from __future__ import annotations
@@ -25,71 +26,15 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = (
-    "ModelError",
-    "ModelRateLimited",
-    "ModelRejected",
-    "ModelServerError",
-    "ModelUnavailable",
-    "SDKErrors",
-    "sdk_errors",
+from .._exceptions import (
+    ModelError,
+    ModelRateLimited,
+    ModelRejected,
+    ModelServerError,
+    ModelUnavailable,
 )
 
-
-class ModelError(Exception):
-    """A model call failed; the SDK's own exception is the ``__cause__``.
-
-    Attributes:
-        provider: ``"anthropic"``, ``"openai"``.
-        status: the HTTP status, when the provider answered one.
-        request_id: the provider's id of the request, when it sent one (quote it to
-            the provider's support).
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        provider: str,
-        status: int | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.provider = provider
-        self.status = status
-        self.request_id = request_id
-
-
-class ModelUnavailable(ModelError, ConnectionError):  # noqa: N818 - a state, like StoreUnavailable
-    """The model server could not be reached, or the connection was lost mid-reply."""
-
-
-class ModelRateLimited(ModelError):  # noqa: N818 - a state, like StoreUnavailable
-    """The provider is rate limiting or overloaded (429, 529).
-
-    Attributes:
-        retry_after: seconds the provider asked to wait, if it said.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        provider: str,
-        status: int | None = None,
-        request_id: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, provider=provider, status=status, request_id=request_id)
-        self.retry_after = retry_after
-
-
-class ModelRejected(ModelError):  # noqa: N818 - what the provider did, like RunCancelled
-    """The provider refused the request (4xx): fix the request, do not retry it."""
-
-
-class ModelServerError(ModelError):
-    """The provider failed (5xx, or an error event in the middle of a stream)."""
+__all__ = ("SDKErrors", "sdk_errors")
 
 
 _BUSY = frozenset({"rate_limit_error", "overloaded_error"})  # error events' types, mid-stream

@@ -16,8 +16,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .._budget import BudgetExceeded
-from .._exceptions import CancelReason, RunCancelled
+from .._exceptions import BudgetExceeded, CancelReason, RunCancelled
 from .._streams import GuardedStream, guard_stream
 from .._token import current_token
 from ._tokens import estimate_tokens

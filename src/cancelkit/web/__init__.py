@@ -7,11 +7,10 @@ buffered. Both are plain ASGI: they wrap any ASGI app (FastAPI, Starlette, ...).
 demo service built on them lives in ``cancelkit.demo`` (``cancelkit demo``).
 """
 
+from .._module import publish as _publish
 from ._limit import LimitBody as LimitBody
 from ._middleware import CancelOnDisconnect as CancelOnDisconnect
 
 __all__ = ("CancelOnDisconnect", "LimitBody")
 
-for _name in __all__:
-    globals()[_name].__module__ = __name__
-del _name
+_publish(__name__, globals())
