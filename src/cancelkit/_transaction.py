@@ -38,7 +38,12 @@ if TYPE_CHECKING:
 
 __all__ = ("LedgerRow", "LedgerStatus", "Store", "Transaction", "Write", "transaction")
 
-TxOutcome = Literal["open", "committed", "cancelled", "failed", "unknown"]
+Settled = Literal["committed", "cancelled", "failed"]
+"""How a run's writes ended, in the ledger and in the transaction alike."""
+
+TxOutcome = Literal["open", Settled, "unknown"]
+"""A transaction's outcome: ``open`` in the block, then as settled (``unknown`` only
+when the commit failed and the ledger could not be read back)."""
 
 _OUTBOX = ("run_id", "kind", "payload")
 
@@ -59,7 +64,7 @@ class Write:
     params: tuple[Any, ...] = ()
 
 
-LedgerStatus = Literal["running", "committed", "cancelled", "failed"]
+LedgerStatus = Literal["running", Settled]
 """Where a run's writes stand in the ledger: not a run's status (a run may go on after
 its writes committed), the fate of its transaction."""
 
