@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ("tests.services",)
+
 SESSION_MARK = "CANCELKIT_TEST_SESSION"
 # Seconds processes get to finish exiting when the session ends.
 LEFTOVER_GRACE = float(os.environ.get("CANCELKIT_LEFTOVER_GRACE", "10"))

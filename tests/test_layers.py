@@ -30,10 +30,12 @@ LAYERS: dict[str, int] = {
     "cancelkit._as_completed": 1,
     "cancelkit._amap": 1,
     "cancelkit._module": 1,
+    "cancelkit._extras": 1,
     # 2. runs
     "cancelkit._tasks": 2,
     "cancelkit._run": 2,
     "cancelkit._runs": 2,
+    "cancelkit._runs_backend": 2,
     "cancelkit._background": 2,
     "cancelkit._streams": 2,
     # 3. effects; the front door re-exports layers 1 to 3
@@ -44,6 +46,7 @@ LAYERS: dict[str, int] = {
     # 4. integrations
     "cancelkit.llm": 4,
     "cancelkit.web": 4,
+    "cancelkit.distributed": 4,
     # 5. applications
     "cancelkit.agent": 5,
     "cancelkit.demo": 5,

@@ -13,6 +13,7 @@ from ._budget import Budget as Budget
 from ._budget import Pricing as Pricing
 from ._budget import Reservation as Reservation
 from ._exceptions import AbandonedThreadWarning as AbandonedThreadWarning
+from ._exceptions import BackendUnavailable as BackendUnavailable
 from ._exceptions import BudgetExceeded as BudgetExceeded
 from ._exceptions import CancelKind as CancelKind
 from ._exceptions import Cancelled as Cancelled
@@ -26,6 +27,8 @@ from ._run import Run as Run
 from ._run import RunOutcome as RunOutcome
 from ._run import spawn as spawn
 from ._runs import Runs as Runs
+from ._runs_backend import RunInfo as RunInfo
+from ._runs_backend import RunsBackend as RunsBackend
 from ._streams import GuardedStream as GuardedStream
 from ._streams import guard_stream as guard_stream
 from ._tasks import OwnedTask as OwnedTask
@@ -44,6 +47,7 @@ from ._transaction import transaction as transaction
 __all__ = (
     "AbandonedThreadWarning",
     "AsCompleted",
+    "BackendUnavailable",
     "Background",
     "Budget",
     "BudgetExceeded",
@@ -59,9 +63,11 @@ __all__ = (
     "Reservation",
     "Run",
     "RunCancelled",
+    "RunInfo",
     "RunOutcome",
     "RunStatus",
     "Runs",
+    "RunsBackend",
     "Store",
     "Transaction",
     "amap",

@@ -39,6 +39,7 @@ from typing import Final, Literal, get_args
 
 __all__ = (
     "AbandonedThreadWarning",
+    "BackendUnavailable",
     "BudgetExceeded",
     "CancelKind",
     "CancelReason",
@@ -131,6 +132,14 @@ class BudgetExceeded(RunCancelled):
 
 class StoreUnavailable(ConnectionError):  # noqa: N818 - a state, like ConnectionRefused
     """The database cannot be reached or opened; nothing was written."""
+
+
+class BackendUnavailable(ConnectionError):  # noqa: N818 - a state, like StoreUnavailable
+    """The backend shared by several processes (Redis, PostgreSQL) cannot be reached.
+
+    A Stop that raises it was not delivered: retry it, or tell the user. Runs of
+    this process can still be stopped here (:meth:`Runs.cancel`).
+    """
 
 
 class ModelError(Exception):

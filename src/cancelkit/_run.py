@@ -21,6 +21,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from anyio.lowlevel import checkpoint
+
 from ._backends import Waiter, make_waiter
 from ._completion import Completion
 from ._exceptions import CancelReason, RunCancelled
@@ -69,8 +71,10 @@ class Run(Generic[T]):
         token: CancelToken,
         parent: Run[Any] | None,
         child_grace: float,
+        register: Callable[[], Awaitable[CancelReason | None]] | None = None,
     ) -> None:
         self._child_grace = child_grace
+        self._register = register
         self.id = run_id
         self.owner = owner
         self.token = token
@@ -166,6 +170,8 @@ class Run(Generic[T]):
     async def _body(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
         error: BaseException | None = None
         try:
+            if self._register is not None:
+                await self._claim_id()
             value = await fn(*args)
         except Exception as exc:
             error = exc
@@ -176,6 +182,17 @@ class Run(Generic[T]):
             return value
         finally:
             await self._close_children(error)
+
+    async def _claim_id(self) -> None:
+        """Claim the id in the shared backend before ``fn`` does anything; a Stop sent
+        for this id before the run started wins here, and ``fn`` is never called."""
+        assert self._register is not None
+        register, self._register = self._register, None
+        waiting = await register()
+        if waiting is not None:
+            self.token.cancel(waiting)
+            await checkpoint()  # the run's own cancellation is delivered here
+            raise AssertionError("unreachable: a cancelled run's task passed a checkpoint")
 
     async def _close_children(self, error: BaseException | None) -> None:
         self._closing = True

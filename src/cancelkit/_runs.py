@@ -4,6 +4,11 @@ The registry maps ids to active runs (and a bounded history of finished ones), s
 Stop that arrives as an id (an HTTP request, a control message, another process)
 finds its run. Ownership checks make someone else's run indistinguishable from an
 unknown one.
+
+With a backend (``Runs(backend=RedisBackend(url))``, see ``cancelkit.distributed``)
+the registries of several processes share one view: :meth:`Runs.stop` reaches a run
+in any process, and :meth:`Runs.find` reports any process's run. :meth:`Runs.cancel`
+stays local, lock-free and safe from a signal handler.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack
 
 from ._exceptions import CancelReason
 from ._run import Run, _current_run
+from ._runs_backend import RunInfo
 from ._tasks import start_task
 from ._threads import DEFAULT_THREADS_PER_RUN, ThreadQuota, _quota
 from ._token import CancelToken
@@ -24,6 +30,9 @@ from ._validate import close_all, positive_int, seconds
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from types import TracebackType
+
+    from ._runs_backend import RunsBackend
 
 __all__ = ("Runs",)
 
@@ -31,6 +40,8 @@ T = TypeVar("T")
 PosArgs = TypeVarTuple("PosArgs")
 
 logger = logging.getLogger("cancelkit")
+
+_STOP = CancelReason("user", "stopped by id")
 
 
 class Runs:
@@ -41,6 +52,9 @@ class Runs:
         child_grace: seconds a run waits for its cancelled children when it ends.
         threads_per_run: worker threads one run (with its child runs) may hold at
             once through :func:`to_thread`; its further calls wait their turn.
+        backend: shared with the registries of other processes (see
+            ``cancelkit.distributed``). Then enter the registry (``async with runs:``)
+            before starting runs; owners must be strings, and ids are never reused.
     """
 
     def __init__(
@@ -49,6 +63,7 @@ class Runs:
         history: int = 1000,
         child_grace: float = 5.0,
         threads_per_run: int = DEFAULT_THREADS_PER_RUN,
+        backend: RunsBackend | None = None,
     ) -> None:
         limit = positive_int(history, "history")
         grace = seconds(child_grace, "child_grace", allow_none=False)
@@ -63,6 +78,28 @@ class Runs:
         self._active: dict[str, Run[Any]] = {}
         self._history: OrderedDict[str, Run[Any]] = OrderedDict()
         self._closed = False
+        self.backend = backend
+        self._open = backend is None
+
+    async def __aenter__(self) -> Runs:
+        """Connect the backend, if any; on exit, :meth:`shutdown` and disconnect."""
+        if self.backend is not None and not self._open:
+            await self.backend.open(self)
+            self._open = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.shutdown(self.child_grace)
+        finally:
+            if self.backend is not None and self._open:
+                self._open = False
+                await self.backend.aclose()
 
     def __len__(self) -> int:
         """The number of active runs."""
@@ -97,9 +134,13 @@ class Runs:
             timeout: seconds after which the run is cancelled with kind ``timeout``.
 
         Raises:
-            ValueError: ``run_id`` is already in use by an active run, or empty.
-            TypeError: ``fn`` is not callable (a coroutine object is refused too).
-            RuntimeError: the registry has been shut down.
+            ValueError: ``run_id`` is already in use by an active run, or empty. With
+                a backend, an id used before in any process fails the run with
+                ``ValueError`` before ``fn`` is called.
+            TypeError: ``fn`` is not callable (a coroutine object is refused too), or
+                with a backend, ``owner`` is not a string.
+            RuntimeError: the registry has been shut down, or its backend is not
+                open (``async with runs:``).
         """
         if not callable(fn):
             close_all([fn])
@@ -114,13 +155,25 @@ class Runs:
             raise ValueError("run_id must not be empty")
         if self._closed:
             raise RuntimeError("this Runs registry has been shut down")
+        backend = self.backend
+        if backend is not None:
+            _shared_owner(owner)
+            if not self._open:
+                raise RuntimeError("open the registry's backend first: async with runs: ...")
         parent = _current_run.get()
         if parent is not None and parent._outcome is None and not parent._closing:  # noqa: SLF001
             token = parent.token.child(timeout)
         else:
             parent = None
             token = CancelToken(timeout)
-        run: Run[T] = Run(run_id, owner, token, parent, self.child_grace)
+        register = None
+        if backend is not None:
+            shared_id, shared_owner = run_id, owner if isinstance(owner, str) else None
+
+            def register() -> Awaitable[CancelReason | None]:
+                return backend.register(shared_id, shared_owner)
+
+        run: Run[T] = Run(run_id, owner, token, parent, self.child_grace, register)
         with self._lock:
             if run_id in self._active:
                 token.cancel()
@@ -141,6 +194,8 @@ class Runs:
             _current_run.reset(reset)
         run.add_done_callback(self._retire)  # first: the registry knows before anyone else
         main.add_done_callback(run._settle)  # noqa: SLF001
+        if backend is not None:
+            token.on_cancel(lambda reason: backend.note_cancelled(run_id, reason))
         if parent is not None:
             parent._adopt(run)  # noqa: SLF001
         return run
@@ -162,6 +217,59 @@ class Runs:
             return False
         return run.cancel(reason)
 
+    async def stop(
+        self, run_id: str, reason: CancelReason | None = None, owner: str | None = None
+    ) -> bool:
+        """Cancel a run wherever it lives: in this process, else through the backend.
+
+        A run of this process is cancelled here, with no round trip. Without a
+        backend this is :meth:`cancel`.
+
+        Returns:
+            As :meth:`cancel`: ``True`` if this call stopped a running run. With a
+            backend, a Stop for an id no run has yet is kept and wins when that
+            owner's run starts under the id (``False`` is returned: nothing was
+            running).
+
+        Raises:
+            BackendUnavailable: the run is not here and the backend cannot be
+                reached; the Stop was not delivered.
+        """
+        reason = reason or _STOP
+        if self.backend is None or run_id in self._active or run_id in self._history:
+            return self.cancel(run_id, reason, owner)
+        _shared_owner(owner)
+        return await self.backend.cancel(run_id, reason, owner)
+
+    async def find(self, run_id: str, owner: str | None = None) -> RunInfo | None:
+        """How a run is doing, or how it ended, wherever it lives.
+
+        Returns:
+            ``None`` for an unknown id and for someone else's run alike.
+
+        Raises:
+            BackendUnavailable: the run is not here and the backend cannot be reached.
+        """
+        run = self.get(run_id, owner)
+        if run is not None:
+            worker = self.backend.worker if self.backend is not None else None
+            shared = run.owner if isinstance(run.owner, str) else None
+            return RunInfo(
+                run.id, run.status, run.reason, shared, worker, run.started_at, run.ended_at
+            )
+        if self.backend is None or run_id in self._active or run_id in self._history:
+            return None
+        _shared_owner(owner)
+        return await self.backend.info(run_id, owner)
+
+    def active_ids(self) -> list[str]:
+        """The ids of the runs not yet finished (for a backend's resync)."""
+        return list(self._active.copy())
+
+    def cancel_here(self, run_id: str, reason: CancelReason) -> bool:
+        """Cancel a run of this process (a backend delivering a Stop)."""
+        return self.cancel(run_id, reason)
+
     def get(self, run_id: str, owner: object = None) -> Run[Any] | None:
         """An active or remembered run by id (``None`` if unknown or not ``owner``'s)."""
         run = self._active.get(run_id) or self._history.get(run_id)
@@ -177,6 +285,8 @@ class Runs:
             self._history.move_to_end(run.id)
             while len(self._history) > self._history_size:
                 self._history.popitem(last=False)
+        if self.backend is not None:
+            self.backend.note_ended(run.id, run.status, run.reason)
 
     async def shutdown(self, grace: float = 10.0) -> list[str]:
         """Cancel every active run with kind ``shutdown`` and wait up to ``grace``.
@@ -206,3 +316,9 @@ class Runs:
                 ", ".join(stragglers),
             )
         return stragglers
+
+
+def _shared_owner(owner: object) -> None:
+    """An owner that crosses processes is a string (or ``None``: anyone)."""
+    if owner is not None and (not isinstance(owner, str) or not owner):
+        raise TypeError(f"with a backend, owner must be a non-empty str or None, not {owner!r:.60}")

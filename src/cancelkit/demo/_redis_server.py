@@ -1,0 +1,141 @@
+"""A throwaway ``redis-server`` for the multi-worker demo (and the test suite).
+
+It listens on a unix socket in a temporary directory only (no TCP port), and it
+ends with its owner however the owner ends: :meth:`RedisServer.stop`, an exception
+(the context manager), or a SIGKILL of the owner (the kernel's parent-death signal,
+Linux). ``persist=True`` turns the append-only file on (fsync on every write), so
+a restart keeps every tombstone written before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ("RedisServer", "redis_server_binary")
+
+_PR_SET_PDEATHSIG = 1
+INSTALL_HINT = "install it (Debian: apt-get install -y redis-server) or pass --redis URL"
+
+
+def redis_server_binary() -> str | None:
+    """The ``redis-server`` on this machine, if any."""
+    return shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+
+class RedisServer:
+    """Start, restart and stop a private ``redis-server``.
+
+    Args:
+        persist: keep an append-only file (fsync always), so data survives a restart.
+        directory: where its socket and files go (default: a new temporary folder,
+            removed on :meth:`stop`).
+
+    Raises:
+        RuntimeError: ``redis-server`` is not installed (the message says how to get it).
+    """
+
+    def __init__(self, *, persist: bool = False, directory: Path | None = None) -> None:
+        binary = redis_server_binary()
+        if binary is None:
+            raise RuntimeError(f"redis-server is not installed: {INSTALL_HINT}")
+        self.binary = binary
+        self.persist = persist
+        self._owns_directory = directory is None
+        self.directory = directory or Path(tempfile.mkdtemp(prefix="ck-redis-"))
+        self.socket = self.directory / "redis.sock"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``unix://.../redis.sock``, for :class:`~cancelkit.distributed.RedisBackend`."""
+        return f"unix://{self.socket}"
+
+    def start(self, timeout: float = 10.0) -> str:
+        """Start it and wait until it accepts connections; returns :attr:`url`."""
+        if self.process is not None and self.process.poll() is None:
+            return self.url
+        self.socket.unlink(missing_ok=True)
+        command = [
+            self.binary,
+            "--port", "0",
+            "--unixsocket", str(self.socket),
+            "--unixsocketperm", "700",
+            "--dir", str(self.directory),
+            "--logfile", str(self.directory / "redis.log"),
+            "--save", "",
+            "--appendonly", "yes" if self.persist else "no",
+            "--appendfsync", "always",
+            "--daemonize", "no",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(  # noqa: S603 - our own argument list
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, before exec
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                log = self.directory / "redis.log"
+                tail = log.read_text()[-500:] if log.exists() else ""
+                raise RuntimeError(f"redis-server exited at start: {tail}")
+            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:
+                probe.connect(str(self.socket))
+                return self.url
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"redis-server did not accept connections within {timeout}s")
+
+    def kill(self) -> None:
+        """SIGKILL it (a crash: what was not persisted is lost); :meth:`start` again."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        """Stop it and remove its folder (if it made one)."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._owns_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

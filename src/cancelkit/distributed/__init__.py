@@ -1,0 +1,17 @@
+"""Stop across processes and hosts: backends shared by every process's ``Runs``.
+
+``Runs(backend=RedisBackend(url))`` (or ``PostgresBackend(dsn)`` for services with no
+Redis): :meth:`cancelkit.Runs.stop` then reaches a run in any process and
+:meth:`cancelkit.Runs.find` reports any process's run. Both need asyncio; each needs its
+extra (``pip install "cancelkit[redis]"`` or ``"cancelkit[postgres]"``).
+"""
+
+from .._exceptions import BackendUnavailable as BackendUnavailable
+from .._module import publish as _publish
+from .._runs_backend import RunInfo as RunInfo
+from .._runs_backend import RunsBackend as RunsBackend
+from ._redis import RedisBackend as RedisBackend
+
+__all__ = ("BackendUnavailable", "RedisBackend", "RunInfo", "RunsBackend")
+
+_publish(__name__, globals())

@@ -1,0 +1,431 @@
+"""What every cross-process backend does the same way, whatever it is built on.
+
+A backend (see :class:`cancelkit.RunsBackend`) keeps three tasks for its process, in a
+:class:`~cancelkit.Background` the backend owns:
+
+- the **listener** holds one subscription for the whole process (not one per run) and
+  delivers each Stop to the local registry. Every time it (re)subscribes it re-reads the
+  tombstones of the process's active runs, so a Stop sent while it was disconnected
+  lands as soon as it is back;
+- the **writer** sends what the runs' endings queued (a local cancel's tombstone, a
+  run's final status), in order and in batches; while the service is down it keeps
+  them and retries, so nothing is lost;
+- the **keeper** renews the process's lease, re-reads the tombstones every
+  ``backstop`` seconds (a Stop whose wake-up message was lost lands within that
+  bound), and settles the runs of processes whose lease expired.
+
+Subclasses supply the service's side: connecting, one subscription, the batch write,
+the tombstone read, the lease and the reaping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import secrets
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._background import Background
+from .._exceptions import BackendUnavailable, CancelReason
+from ..stores._owner import this_process
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from .._runs_backend import LocalRuns, RunInfo
+    from .._tasks import RunStatus
+
+__all__ = ("BackendBase", "Ending", "dump_reason", "load_reason")
+
+logger = logging.getLogger("cancelkit")
+
+MAX_ID_CHARS = 256
+_BATCH = 500
+
+
+def dump_reason(reason: CancelReason) -> str:
+    """A reason as the backends store it: ``[kind, message]`` in JSON."""
+    return json.dumps([reason.kind, reason.message])
+
+
+def load_reason(text: str | bytes) -> CancelReason:
+    """A reason stored by :func:`dump_reason` (a damaged one reads as kind ``user``)."""
+    try:
+        kind, message = json.loads(text)
+        return CancelReason(kind, str(message))
+    except (ValueError, TypeError):
+        return CancelReason("user", "stopped through the backend")
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """A queued write: a run cancelled here (``status`` is ``None``), or ended."""
+
+    run_id: str
+    status: RunStatus | None
+    reason: CancelReason | None
+    at: float
+
+
+def _positive(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+class BackendBase(ABC):
+    """The listener, writer and keeper shared by the backends (see the module doc).
+
+    Args:
+        backstop: seconds between re-reads of the active runs' tombstones: the
+            longest a Stop can take when its wake-up message is lost.
+        lease: seconds a process's runs stay ``running`` after it stops renewing
+            its lease (a crash); then any other process settles them ``cancelled``
+            with kind ``shutdown``. Renewed every third of it.
+        history: seconds an ended run (and a tombstone) is remembered.
+        timeout: seconds one round trip may take before the service counts as down.
+    """
+
+    #: The service's name, in messages.
+    service = "the backend"
+
+    def __init__(
+        self,
+        *,
+        backstop: float = 1.0,
+        lease: float = 10.0,
+        history: float = 24 * 3600.0,
+        timeout: float = 5.0,
+    ) -> None:
+        self.backstop = _positive(backstop, "backstop")
+        self.lease = _positive(lease, "lease")
+        self.history = _positive(history, "history")
+        self.timeout = _positive(timeout, "timeout")
+        if self.lease < 3 * self.backstop and self.lease < 3.0:
+            raise ValueError("lease must be at least 3 s or three backstop intervals")
+        self._worker = f"{this_process()}:{secrets.token_hex(4)}"
+        self._local: LocalRuns | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: deque[Ending] = deque()
+        self._wake = asyncio.Event()
+        self._resync_now = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._background: Background | None = None
+        self._mine: set[str] = set()
+        self._down_since: float | None = None
+        self.stats = {"delivered": 0, "by_message": 0, "by_backstop": 0, "reconnects": 0}
+
+    @property
+    def worker(self) -> str:
+        """This process's name in the backend: ``host:pid:start:nonce``."""
+        return self._worker
+
+    @property
+    def connected(self) -> bool:
+        """Whether the last round trip to the service succeeded."""
+        return self._down_since is None
+
+    # -- what a subclass supplies -------------------------------------------------
+
+    #: The exceptions that mean "the service cannot be reached".
+    unreachable: tuple[type[BaseException], ...] = (OSError,)
+
+    @abstractmethod
+    async def _connect(self) -> None:
+        """Open the connections (raise one of :attr:`unreachable` if down)."""
+
+    @abstractmethod
+    async def _disconnect(self) -> None:
+        """Close every connection."""
+
+    @abstractmethod
+    async def _listen(
+        self, deliver: Callable[[str, CancelReason], None], subscribed: Callable[[], None]
+    ) -> None:
+        """Subscribe once, call ``subscribed()``, then ``deliver`` each Stop, until the
+        connection fails (raise)."""
+
+    @abstractmethod
+    async def _write(self, batch: list[Ending]) -> None:
+        """Write queued endings, in order, in as few round trips as the service allows."""
+
+    @abstractmethod
+    async def _tombstones(self, run_ids: list[str]) -> dict[str, CancelReason]:
+        """The tombstones among ``run_ids``."""
+
+    @abstractmethod
+    async def _renew(self, *, leaving: bool = False) -> None:
+        """Renew this process's lease (``leaving``: drop it, on a clean close)."""
+
+    @abstractmethod
+    async def _reap(self) -> int:
+        """Settle the runs of processes whose lease expired; how many."""
+
+    @abstractmethod
+    async def _register(self, run_id: str, owner: str) -> tuple[bool, CancelReason | None]:
+        """Claim the id: ``(False, None)`` if used, else ``(True, waiting Stop)``."""
+
+    @abstractmethod
+    async def _cancel(self, run_id: str, reason: CancelReason, owner: str) -> bool:
+        """The cancel decision, in the service (see :meth:`cancel`)."""
+
+    @abstractmethod
+    async def _info(self, run_id: str) -> dict[str, Any] | None:
+        """The run's record: ``owner``, ``worker``, ``status``, ``kind``, ``message``,
+        ``started``, ``ended`` (strings or ``None``)."""
+
+    # -- the RunsBackend interface -------------------------------------------------
+
+    async def open(self, local: LocalRuns) -> None:
+        """Connect, take this process's lease, and start the listener, writer, keeper.
+
+        Raises:
+            RuntimeError: not on asyncio (the clients are asyncio-only), or opened twice.
+            BackendUnavailable: the service cannot be reached.
+        """
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                f"{type(self).__name__} runs on asyncio (its client is asyncio-only)"
+            ) from None
+        if self._background is not None:
+            raise RuntimeError(f"{type(self).__name__} is already open")
+        await self._round_trip(self._connect())
+        try:
+            await self._round_trip(self._renew())
+        except BaseException:
+            await self._disconnect()
+            raise
+        self._local = local
+        self._background = Background(f"{self.service} backend")
+        self._background.spawn(self._listener(), name="cancelkit backend listener")
+        self._background.spawn(self._writer(), name="cancelkit backend writer")
+        self._background.spawn(self._keeper(), name="cancelkit backend keeper")
+
+    async def aclose(self) -> None:
+        """Write what is queued (up to ``timeout``), drop the lease, disconnect."""
+        background, self._background = self._background, None
+        if background is None:
+            return
+        try:
+            with _shielded(self.timeout):
+                await self._idle.wait()
+            if not self._pending:
+                with _shielded(self.timeout):
+                    await self._renew(leaving=True)
+        except (BackendUnavailable, TimeoutError) as exc:
+            logger.warning(
+                "cancelkit: %s backend closed without its last writes: %r", self.service, exc
+            )
+        finally:
+            if self._pending:
+                logger.warning(
+                    "cancelkit: %d run endings were not written to %s; its lease will settle them",
+                    len(self._pending),
+                    self.service,
+                )
+            await background.aclose(grace=self.timeout)
+            await self._disconnect()
+
+    async def register(self, run_id: str, owner: str | None) -> CancelReason | None:
+        """See :meth:`cancelkit.RunsBackend.register`."""
+        if len(run_id) > MAX_ID_CHARS:
+            raise ValueError(f"a shared run id has at most {MAX_ID_CHARS} characters")
+        # Claimed before the call: if the answer is lost (a timeout after the service
+        # took it), the run's ending is still written (only over a record of ours).
+        self._mine.add(run_id)
+        with _shielded(self.timeout):  # the service may take it: we must hear back
+            claimed: tuple[bool, CancelReason | None] = await self._round_trip(
+                self._register(run_id, owner or "")
+            )
+        fresh, waiting = claimed
+        if not fresh:
+            self._mine.discard(run_id)
+            raise ValueError(f"the run id {run_id!r:.80} was already used; ids are never reused")
+        return waiting
+
+    def note_cancelled(self, run_id: str, reason: CancelReason) -> None:
+        """See :meth:`cancelkit.RunsBackend.note_cancelled`."""
+        self._enqueue(Ending(run_id, None, reason, time.time()))
+
+    def note_ended(self, run_id: str, status: RunStatus, reason: CancelReason | None) -> None:
+        """See :meth:`cancelkit.RunsBackend.note_ended`."""
+        self._enqueue(Ending(run_id, status, reason, time.time()))
+
+    async def cancel(self, run_id: str, reason: CancelReason, owner: str | None) -> bool:
+        """See :meth:`cancelkit.RunsBackend.cancel`."""
+        if len(run_id) > MAX_ID_CHARS or not run_id:
+            return False
+        stopped: bool = await self._round_trip(self._cancel(run_id, reason, owner or ""))
+        return stopped
+
+    async def info(self, run_id: str, owner: str | None) -> RunInfo | None:
+        """See :meth:`cancelkit.RunsBackend.info`."""
+        from .._runs_backend import RunInfo  # noqa: PLC0415 - a cycle only for typing
+
+        if len(run_id) > MAX_ID_CHARS or not run_id:
+            return None
+        record = await self._round_trip(self._info(run_id))
+        if record is None or (owner is not None and record.get("owner") != owner):
+            return None
+        kind = record.get("kind")
+        reason = CancelReason(kind, record.get("message") or "") if kind else None
+        ended = record.get("ended")
+        started = record.get("started")
+        return RunInfo(
+            run_id,
+            record["status"],
+            reason,
+            record.get("owner") or None,
+            record.get("worker"),
+            float(started) if started else None,
+            float(ended) if ended else None,
+        )
+
+    # -- the three tasks -------------------------------------------------------------
+
+    def _enqueue(self, ending: Ending) -> None:
+        if ending.run_id not in self._mine:
+            return  # the id was never claimed here (refused, or the service was down)
+        if ending.status is not None:
+            self._mine.discard(ending.run_id)
+        self._pending.append(ending)  # deque.append is atomic: any thread, a signal handler
+        self._idle.clear()
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: aclose() reported it
+                loop.call_soon_threadsafe(self._wake.set)
+
+    def _deliver(self, run_id: str, reason: CancelReason, *, by_message: bool) -> None:
+        local = self._local
+        if local is not None and local.cancel_here(run_id, reason):
+            self.stats["delivered"] += 1
+            self.stats["by_message" if by_message else "by_backstop"] += 1
+
+    async def _resync(self) -> None:
+        local = self._local
+        if local is None:
+            return
+        ids = local.active_ids()
+        for start in range(0, len(ids), _BATCH):
+            found = await self._round_trip(self._tombstones(ids[start : start + _BATCH]))
+            for run_id, reason in found.items():
+                self._deliver(run_id, reason, by_message=False)
+
+    async def _listener(self) -> None:
+        pause = 0.05
+
+        def subscribed() -> None:
+            nonlocal pause
+            pause = 0.05
+            self._resync_now.set()  # the keeper re-reads the tombstones at once
+
+        def deliver(run_id: str, reason: CancelReason) -> None:
+            self._deliver(run_id, reason, by_message=True)
+
+        while True:
+            try:
+                await self._listen(deliver, subscribed)
+            except self.unreachable as exc:
+                self._note_down(exc)
+            self.stats["reconnects"] += 1
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, self.backstop)
+
+    async def _writer(self) -> None:
+        pause = 0.05
+        while True:
+            if not self._pending:
+                self._idle.set()
+                await self._wake.wait()
+            self._wake.clear()
+            batch = [self._pending.popleft() for _ in range(min(_BATCH, len(self._pending)))]
+            try:
+                await self._round_trip(self._write(batch))
+            except BackendUnavailable:
+                self._pending.extendleft(reversed(batch))  # kept, in order, for the retry
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, self.backstop)
+                continue
+            except Exception:
+                logger.exception("cancelkit: %s refused a batch of run endings", self.service)
+            pause = 0.05
+
+    async def _keeper(self) -> None:
+        renewed = reaped = time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._resync_now.wait(), self.backstop)
+            self._resync_now.clear()
+            now = time.monotonic()
+            try:
+                if now - renewed >= self.lease / 3:
+                    await self._round_trip(self._renew())
+                    renewed = now
+                await self._resync()
+                if now - reaped >= self.lease:
+                    reaped = now
+                    settled = await self._round_trip(self._reap())
+                    if settled:
+                        logger.warning(
+                            "cancelkit: settled %d runs of workers whose lease expired", settled
+                        )
+            except BackendUnavailable:
+                pass  # noted by _round_trip; the next round tries again
+
+    # -- reachability ----------------------------------------------------------------
+
+    async def _round_trip(self, call: Awaitable[Any]) -> Any:
+        """Await a call to the service; "unreachable" becomes :class:`BackendUnavailable`."""
+        try:
+            with _timeout(self.timeout):
+                result = await call
+        except self.unreachable as exc:
+            self._note_down(exc)
+            raise BackendUnavailable(f"{self.service} cannot be reached: {exc}") from exc
+        except TimeoutError as exc:
+            self._note_down(exc)
+            raise BackendUnavailable(
+                f"{self.service} did not answer within {self.timeout}s"
+            ) from exc
+        if self._down_since is not None:
+            logger.warning(
+                "cancelkit: %s is reachable again after %.1fs",
+                self.service,
+                time.monotonic() - self._down_since,
+            )
+            self._down_since = None
+        return result
+
+    def _note_down(self, exc: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            logger.warning(
+                "cancelkit: %s is unreachable (%r): Stops of this process's runs still "
+                "work here; Stops through other processes wait for it",
+                self.service,
+                exc,
+            )
+
+
+def _timeout(seconds: float) -> Any:
+    import anyio  # noqa: PLC0415
+
+    return anyio.fail_after(seconds)
+
+
+def _shielded(seconds: float) -> Any:
+    import anyio  # noqa: PLC0415
+
+    return anyio.fail_after(seconds, shield=True)

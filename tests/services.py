@@ -1,0 +1,86 @@
+"""The real services the suite starts, for any test folder: PostgreSQL and Redis.
+
+PostgreSQL runs from the binaries on the machine (``initdb``, ``pg_ctl``), in a
+temporary folder, listening on a unix socket only. Both refuse to run as root, so
+when the suite runs as root the server runs as ``nobody``. Redis is Debian's
+``redis-server`` (``scripts/test`` installs it), on a unix socket in a temporary
+folder, ended with the session (or by the kernel, if pytest is killed). A missing
+binary fails the tests that need it: they are never skipped silently.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from cancelkit.demo._redis_server import RedisServer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+PG_BIN_DIRS = ("/usr/local/bin", "/usr/lib/postgresql/15/bin")
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name) or next(
+        (f"{d}/{name}" for d in PG_BIN_DIRS if Path(f"{d}/{name}").exists()), None
+    )
+    if found is None:
+        pytest.fail(f"PostgreSQL's {name} is not installed; the store tests need it")
+    return found
+
+
+def _as_server_user(command: list[str], owner: int | None) -> list[str]:
+    return ["runuser", "-u", "nobody", "--", *command] if owner is not None else command
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    root = Path(tempfile.mkdtemp(prefix="ck-pg-"))
+    data, sock = root / "data", root / "sock"
+    sock.mkdir()
+    owner = pwd.getpwnam("nobody").pw_uid if os.geteuid() == 0 else None
+    if owner is not None:
+        for path in (root, sock):
+            os.chown(path, owner, -1)
+
+    def run(command: list[str]) -> None:
+        subprocess.run(_as_server_user(command, owner), check=True, capture_output=True, text=True)
+
+    run([_binary("initdb"), "-D", str(data), "-A", "trust", "-U", "cancelkit", "--no-sync"])
+    options = (
+        f"-k {sock} -c listen_addresses='' -c fsync=off -c max_connections=200"
+        " -c client_connection_check_interval=100ms"  # notice killed clients mid-query
+    )
+    run([_binary("pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"])
+    try:
+        yield f"host={sock} dbname=postgres user=cancelkit"
+    finally:
+        subprocess.run(
+            _as_server_user([_binary("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], owner),
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One Redis for the session (no persistence); tests use their own key prefixes."""
+    try:
+        server = RedisServer()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
