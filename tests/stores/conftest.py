@@ -10,8 +10,8 @@ import pytest
 from cancelkit.stores import PostgresStore, SQLiteStore
 
 if TYPE_CHECKING:
-    from pathlib import Path
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
 
 def slow_sql(kind: str, seconds: float) -> tuple[str, tuple[float | int]]:

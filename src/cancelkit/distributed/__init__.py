@@ -10,8 +10,9 @@ from .._exceptions import BackendUnavailable as BackendUnavailable
 from .._module import publish as _publish
 from .._runs_backend import RunInfo as RunInfo
 from .._runs_backend import RunsBackend as RunsBackend
+from ._postgres import PostgresBackend as PostgresBackend
 from ._redis import RedisBackend as RedisBackend
 
-__all__ = ("BackendUnavailable", "RedisBackend", "RunInfo", "RunsBackend")
+__all__ = ("BackendUnavailable", "PostgresBackend", "RedisBackend", "RunInfo", "RunsBackend")
 
 _publish(__name__, globals())

@@ -32,6 +32,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from .._background import Background
 from .._exceptions import BackendUnavailable, CancelReason
 from ..stores._owner import this_process
@@ -118,10 +120,11 @@ class BackendBase(ABC):
         self._pending: deque[Ending] = deque()
         self._wake = asyncio.Event()
         self._resync_now = asyncio.Event()
+        self._reclaim_now = False
         self._idle = asyncio.Event()
         self._idle.set()
         self._background: Background | None = None
-        self._mine: set[str] = set()
+        self._mine: dict[str, str] = {}  # run id -> owner, for the runs claimed here
         self._down_since: float | None = None
         self.stats = {"delivered": 0, "by_message": 0, "by_backstop": 0, "reconnects": 0}
 
@@ -170,6 +173,11 @@ class BackendBase(ABC):
     @abstractmethod
     async def _reap(self) -> int:
         """Settle the runs of processes whose lease expired; how many."""
+
+    @abstractmethod
+    async def _reclaim(self, runs: dict[str, str]) -> None:
+        """Write again the records of these running runs (id -> owner) where they are
+        missing: after the service lost its data (a restart without persistence)."""
 
     @abstractmethod
     async def _register(self, run_id: str, owner: str) -> tuple[bool, CancelReason | None]:
@@ -242,17 +250,20 @@ class BackendBase(ABC):
         """See :meth:`cancelkit.RunsBackend.register`."""
         if len(run_id) > MAX_ID_CHARS:
             raise ValueError(f"a shared run id has at most {MAX_ID_CHARS} characters")
-        # Claimed before the call: if the answer is lost (a timeout after the service
-        # took it), the run's ending is still written (only over a record of ours).
-        self._mine.add(run_id)
-        with _shielded(self.timeout):  # the service may take it: we must hear back
-            claimed: tuple[bool, CancelReason | None] = await self._round_trip(
-                self._register(run_id, owner or "")
-            )
+        try:
+            with _shielded(self.timeout):  # the service may take it: we must hear back
+                claimed: tuple[bool, CancelReason | None] = await self._round_trip(
+                    self._register(run_id, owner or "")
+                )
+        except BackendUnavailable:
+            # The answer may be lost after the service took the run: its ending is
+            # still written (only over a record of ours, never another process's).
+            self._mine[run_id] = owner or ""
+            raise
         fresh, waiting = claimed
         if not fresh:
-            self._mine.discard(run_id)
             raise ValueError(f"the run id {run_id!r:.80} was already used; ids are never reused")
+        self._mine[run_id] = owner or ""
         return waiting
 
     def note_cancelled(self, run_id: str, reason: CancelReason) -> None:
@@ -299,7 +310,7 @@ class BackendBase(ABC):
         if ending.run_id not in self._mine:
             return  # the id was never claimed here (refused, or the service was down)
         if ending.status is not None:
-            self._mine.discard(ending.run_id)
+            self._mine.pop(ending.run_id, None)
         self._pending.append(ending)  # deque.append is atomic: any thread, a signal handler
         self._idle.clear()
         loop = self._loop
@@ -329,6 +340,7 @@ class BackendBase(ABC):
         def subscribed() -> None:
             nonlocal pause
             pause = 0.05
+            self._reclaim_now = True
             self._resync_now.set()  # the keeper re-reads the tombstones at once
 
         def deliver(run_id: str, reason: CancelReason) -> None:
@@ -365,11 +377,16 @@ class BackendBase(ABC):
     async def _keeper(self) -> None:
         renewed = reaped = time.monotonic()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._resync_now.wait(), self.backstop)
+            with anyio.move_on_after(self.backstop):  # no inner task, as wait_for makes
+                await self._resync_now.wait()
             self._resync_now.clear()
             now = time.monotonic()
             try:
+                if self._reclaim_now:  # (re)subscribed: the service may have lost our runs
+                    self._reclaim_now = False
+                    claimed = dict(self._mine)
+                    if claimed:
+                        await self._round_trip(self._reclaim(claimed))
                 if now - renewed >= self.lease / 3:
                     await self._round_trip(self._renew())
                     renewed = now
@@ -420,12 +437,8 @@ class BackendBase(ABC):
 
 
 def _timeout(seconds: float) -> Any:
-    import anyio  # noqa: PLC0415
-
     return anyio.fail_after(seconds)
 
 
 def _shielded(seconds: float) -> Any:
-    import anyio  # noqa: PLC0415
-
     return anyio.fail_after(seconds, shield=True)

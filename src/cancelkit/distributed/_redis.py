@@ -40,6 +40,8 @@ class RedisBackend(BackendBase):
         url: ``redis://host:port/db``, ``rediss://...`` or ``unix:///path/redis.sock``.
         prefix: put before every key and channel, to share one Redis between services.
         backstop, lease, history, timeout: see :class:`BackendBase`.
+        max_connections: connections to Redis this process opens at most (one holds
+            the subscription); more concurrent calls wait their turn.
 
     Example::
 
@@ -59,6 +61,7 @@ class RedisBackend(BackendBase):
         lease: float = 10.0,
         history: float = 24 * 3600.0,
         timeout: float = 5.0,
+        max_connections: int = 32,
     ) -> None:
         super().__init__(backstop=backstop, lease=lease, history=history, timeout=timeout)
         if not isinstance(url, str) or not url.strip():
@@ -66,8 +69,13 @@ class RedisBackend(BackendBase):
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
         redis = require("redis", "redis", "RedisBackend")
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+            raise TypeError("max_connections must be an int")
+        if max_connections < 2:
+            raise ValueError("max_connections must be at least 2 (one is the subscription's)")
         self.url = url
         self.prefix = prefix
+        self.max_connections = max_connections
         self.unreachable = (
             redis.exceptions.ConnectionError,
             redis.exceptions.TimeoutError,
@@ -91,12 +99,17 @@ class RedisBackend(BackendBase):
 
     async def _connect(self) -> None:
         redis = require("redis.asyncio", "redis", "RedisBackend")
-        client = redis.Redis.from_url(
+        # A bounded pool that makes callers wait their turn: a thousand runs starting
+        # at once share these connections rather than opening a thousand.
+        pool = redis.BlockingConnectionPool.from_url(
             self.url,
+            max_connections=self.max_connections,
+            timeout=self.timeout,
             socket_connect_timeout=self.timeout,
             socket_timeout=self.timeout,
             health_check_interval=max(1.0, self.lease / 3),
         )
+        client = redis.Redis.from_pool(pool)
         try:
             await client.ping()
         except BaseException:
@@ -105,7 +118,7 @@ class RedisBackend(BackendBase):
         self._client = client
         self._scripts = {
             name: client.register_script(getattr(scripts, name))
-            for name in ("REGISTER", "CANCEL", "MARK", "END", "REAP")
+            for name in ("REGISTER", "CANCEL", "MARK", "END", "REAP", "RECLAIM")
         }
 
     async def _disconnect(self) -> None:
@@ -181,6 +194,14 @@ class RedisBackend(BackendBase):
     async def _reap(self) -> int:
         args: list[str | int] = [self.prefix, repr(time.time()), int(self.history)]
         return int(await self._scripts["REAP"](keys=[], args=args))
+
+    async def _reclaim(self, runs: dict[str, str]) -> None:
+        items = list(runs.items())
+        for start in range(0, len(items), 500):
+            args: list[str | int] = [self.prefix, self.worker, repr(time.time())]
+            for run_id, owner in items[start : start + 500]:
+                args += [run_id, owner]
+            await self._scripts["RECLAIM"](keys=[], args=args)
 
     async def _register(self, run_id: str, owner: str) -> tuple[bool, CancelReason | None]:
         keys = [

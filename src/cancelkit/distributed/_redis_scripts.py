@@ -18,7 +18,7 @@ An owner of ``""`` means "no owner" (owners crossing processes are non-empty str
 
 from __future__ import annotations
 
-__all__ = ("CANCEL", "END", "MARK", "REAP", "REGISTER")
+__all__ = ("CANCEL", "END", "MARK", "REAP", "RECLAIM", "REGISTER")
 
 REGISTER = """
 -- KEYS: run, prestop, stop, runs-of   ARGV: owner, worker, now, history, id
@@ -104,4 +104,19 @@ for _, wid in ipairs(redis.call('SMEMBERS', prefix .. 'workers')) do
   end
 end
 return settled
+"""
+
+RECLAIM = """
+-- Runs of this process whose records are gone (Redis lost its data): write them again.
+-- ARGV: prefix, worker, now, then id, owner pairs
+local prefix = ARGV[1]
+for i = 4, #ARGV, 2 do
+  local key = prefix .. 'run:' .. ARGV[i]
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('HSET', key, 'owner', ARGV[i + 1], 'worker', ARGV[2], 'status', 'running',
+               'started', ARGV[3])
+  end
+  redis.call('SADD', prefix .. 'runs-of:' .. ARGV[2], ARGV[i])
+end
+return 1
 """
