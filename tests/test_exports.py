@@ -9,6 +9,7 @@ import pytest
 
 import cancelkit
 import cancelkit.agent
+import cancelkit.distributed
 import cancelkit.llm
 import cancelkit.llm.local
 import cancelkit.stores
@@ -18,6 +19,7 @@ import cancelkit.web
 PUBLIC = [
     cancelkit,
     cancelkit.agent,
+    cancelkit.distributed,
     cancelkit.llm,
     cancelkit.llm.local,
     cancelkit.stores,

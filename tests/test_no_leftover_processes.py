@@ -8,6 +8,7 @@ leaves behind), fails the session at its end, and the leftovers are killed.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -18,7 +19,10 @@ from .conftest import SESSION_MARK, leftovers
 
 pytest_plugins = ["pytester"]
 
-CONFTEST = (Path(__file__).parent / "conftest.py").read_text()
+# The suite's conftest, without its service fixtures (a pytester run has no ``tests``).
+CONFTEST = re.sub(
+    r"^pytest_plugins = .*$", "", (Path(__file__).parent / "conftest.py").read_text(), flags=re.M
+)
 
 LEAVES_PROCESSES = """
 import subprocess, sys

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis.asyncio as redis
-from tests.helpers import wait_until
 
 from cancelkit import BackendUnavailable, CancelReason, Runs
 from cancelkit.distributed import RedisBackend
 from cancelkit.stores import SQLiteStore
+from tests.helpers import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -137,7 +138,7 @@ async def test_someone_elses_run_is_refused_exactly_like_an_unknown_id(
 
 
 async def test_a_lost_wake_up_is_caught_by_the_backstop(
-    here: Runs, workers: Any, redis_url: str
+    here: Runs, workers: Any, redis_url: str, prefix: str
 ) -> None:
     backstop = 1.0
     worker = await workers(redis_url, "--backstop", str(backstop))
@@ -147,6 +148,11 @@ async def test_a_lost_wake_up_is_caught_by_the_backstop(
             run_id = f"lost-{n}"
             worker.send(op="start", id=run_id, owner=ALICE, seconds=60)
             await worker.expect(began(worker, run_id))
+            channel = f"{prefix}stops:{worker.name}"
+            for _ in range(200):  # until its subscription (back from the last kill) is live
+                if dict(await admin.pubsub_numsub(channel)).get(channel.encode()):
+                    break
+                await asyncio.sleep(0.05)
             assert await admin.client_kill_filter(_type="pubsub") >= 1
             sent = time.monotonic()
             assert await here.stop(run_id, owner=ALICE) is True  # published to no one
@@ -206,6 +212,11 @@ async def test_local_stop_works_while_redis_is_down_and_the_ending_is_written_af
         assert (await run.wait()).status == "cancelled"
         with pytest.raises(BackendUnavailable, match="Redis"):
             await here.stop("on-another-worker", owner=ALICE)
+        # A new run cannot claim its id: it fails before its function is called.
+        refused = here.start(asyncio.sleep, 0, run_id="while-down", owner=ALICE)
+        outcome = await refused.wait()
+        assert outcome.status == "failed"
+        assert isinstance(outcome.error, BackendUnavailable)
         own_redis.start()
         assert here.backend is not None
         other = Runs(backend=RedisBackend(own_redis.url, prefix=prefix))
@@ -276,6 +287,29 @@ async def test_a_killed_workers_runs_are_settled_by_its_lease_with_nothing_writt
     rows = await store.execute("SELECT status FROM cancelkit_runs")
     assert [status for (status,) in rows] == ["cancelled"] * len(ids)
     await store.aclose()
+
+
+async def test_a_worker_paused_past_its_lease_ends_its_runs_as_the_others_were_told(
+    here: Runs, workers: Any, redis_url: str
+) -> None:
+    worker = await workers(redis_url, "--lease", "3", "--backstop", "0.5")
+    worker.send(op="start", id="paused", owner=ALICE, seconds=120)
+    await worker.expect(began(worker, "paused"))
+    worker.process.send_signal(signal.SIGSTOP)  # a long GC pause, a frozen VM
+    try:
+        info = await _until(lambda info: info.status == "cancelled", lambda: here.find("paused"))
+    finally:
+        worker.process.send_signal(signal.SIGCONT)
+    assert info.reason is not None
+    assert info.reason.kind == "shutdown"
+    # Back, the worker learns its lease lapsed and ends the run the way the others
+    # were told it ended, instead of running on behind a record that says cancelled.
+    ended = await worker.ended("paused")
+    assert (ended["status"], ended["reason"][0]) == ("cancelled", "shutdown")
+    final = await here.find("paused")
+    assert final is not None
+    assert (final.status, final.worker) == ("cancelled", worker.name)
+    assert await worker.quit() == 0
 
 
 @pytest.mark.slow

@@ -47,7 +47,7 @@ def _backend(kind: str, url: str, prefix: str, lease: float, backstop: float) ->
         from cancelkit.distributed import RedisBackend  # noqa: PLC0415
 
         return RedisBackend(url, prefix=prefix, lease=lease, backstop=backstop)
-    from cancelkit.distributed import PostgresBackend  # type: ignore[attr-defined]  # noqa: PLC0415
+    from cancelkit.distributed import PostgresBackend  # noqa: PLC0415
 
     backend: RunsBackend = PostgresBackend(url, prefix=prefix, lease=lease, backstop=backstop)
     return backend

@@ -121,11 +121,13 @@ class BackendBase(ABC):
         self._wake = asyncio.Event()
         self._resync_now = asyncio.Event()
         self._reclaim_now = False
+        self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
         self._background: Background | None = None
         self._mine: dict[str, str] = {}  # run id -> owner, for the runs claimed here
         self._down_since: float | None = None
+        self._up_since = time.monotonic()
         self.stats = {"delivered": 0, "by_message": 0, "by_backstop": 0, "reconnects": 0}
 
     @property
@@ -167,17 +169,27 @@ class BackendBase(ABC):
         """The tombstones among ``run_ids``."""
 
     @abstractmethod
-    async def _renew(self, *, leaving: bool = False) -> None:
-        """Renew this process's lease (``leaving``: drop it, on a clean close)."""
+    async def _renew(self, *, leaving: bool = False) -> bool:
+        """Renew this process's lease (``leaving``: drop it, on a clean close).
+
+        Returns:
+            Whether the lease was still held: ``False`` when it had expired (the
+            process was paused or cut off longer than ``lease``).
+        """
 
     @abstractmethod
     async def _reap(self) -> int:
         """Settle the runs of processes whose lease expired; how many."""
 
     @abstractmethod
-    async def _reclaim(self, runs: dict[str, str]) -> None:
+    async def _reclaim(self, runs: dict[str, str]) -> list[str]:
         """Write again the records of these running runs (id -> owner) where they are
-        missing: after the service lost its data (a restart without persistence)."""
+        missing (the service lost its data: a restart without persistence).
+
+        Returns:
+            The ids among them that another process settled meanwhile (this one's
+            lease expired while it could not reach the service).
+        """
 
     @abstractmethod
     async def _register(self, run_id: str, owner: str) -> tuple[bool, CancelReason | None]:
@@ -216,6 +228,7 @@ class BackendBase(ABC):
             await self._disconnect()
             raise
         self._local = local
+        self._closing = False
         self._background = Background(f"{self.service} backend")
         self._background.spawn(self._listener(), name="cancelkit backend listener")
         self._background.spawn(self._writer(), name="cancelkit backend writer")
@@ -231,7 +244,7 @@ class BackendBase(ABC):
                 await self._idle.wait()
             if not self._pending:
                 with _shielded(self.timeout):
-                    await self._renew(leaving=True)
+                    await self._round_trip(self._renew(leaving=True))
         except (BackendUnavailable, TimeoutError) as exc:
             logger.warning(
                 "cancelkit: %s backend closed without its last writes: %r", self.service, exc
@@ -243,6 +256,9 @@ class BackendBase(ABC):
                     len(self._pending),
                     self.service,
                 )
+            self._closing = True  # the loops end at their next turn, even if a cancel is lost
+            self._wake.set()
+            self._resync_now.set()
             await background.aclose(grace=self.timeout)
             await self._disconnect()
 
@@ -346,7 +362,7 @@ class BackendBase(ABC):
         def deliver(run_id: str, reason: CancelReason) -> None:
             self._deliver(run_id, reason, by_message=True)
 
-        while True:
+        while not self._closing:
             try:
                 await self._listen(deliver, subscribed)
             except self.unreachable as exc:
@@ -357,7 +373,7 @@ class BackendBase(ABC):
 
     async def _writer(self) -> None:
         pause = 0.05
-        while True:
+        while not self._closing:
             if not self._pending:
                 self._idle.set()
                 await self._wake.wait()
@@ -376,22 +392,24 @@ class BackendBase(ABC):
 
     async def _keeper(self) -> None:
         renewed = reaped = time.monotonic()
-        while True:
+        while not self._closing:
             with anyio.move_on_after(self.backstop):  # no inner task, as wait_for makes
                 await self._resync_now.wait()
             self._resync_now.clear()
             now = time.monotonic()
             try:
-                if self._reclaim_now:  # (re)subscribed: the service may have lost our runs
-                    self._reclaim_now = False
-                    claimed = dict(self._mine)
-                    if claimed:
-                        await self._round_trip(self._reclaim(claimed))
-                if now - renewed >= self.lease / 3:
-                    await self._round_trip(self._renew())
+                if self._reclaim_now or now - renewed >= self.lease / 3:
+                    held = await self._round_trip(self._renew())
                     renewed = now
+                    # (Re)subscribed, or the lease had lapsed: the service may have lost
+                    # this process's runs, or another process may have settled them.
+                    if self._reclaim_now or not held:
+                        self._reclaim_now = False
+                        await self._reclaim_ours()
                 await self._resync()
-                if now - reaped >= self.lease:
+                # Only after a whole lease connected: others back from the same outage
+                # must have had their chance to renew, or their live runs would be reaped.
+                if now - reaped >= self.lease and now - self._up_since >= self.lease:
                     reaped = now
                     settled = await self._round_trip(self._reap())
                     if settled:
@@ -400,6 +418,21 @@ class BackendBase(ABC):
                         )
             except BackendUnavailable:
                 pass  # noted by _round_trip; the next round tries again
+
+    async def _reclaim_ours(self) -> None:
+        claimed = dict(self._mine)
+        if not claimed:
+            return
+        lost: list[str] = await self._round_trip(self._reclaim(claimed))
+        if lost:
+            reason = CancelReason(
+                "shutdown",
+                f"this process could not reach {self.service} for longer than its lease;"
+                " its runs were settled by another process",
+            )
+            logger.warning("cancelkit: %d runs lost with this process's lease", len(lost))
+            for run_id in lost:  # end them as the other processes were told they ended
+                self._deliver(run_id, reason, by_message=False)
 
     # -- reachability ----------------------------------------------------------------
 
@@ -423,6 +456,7 @@ class BackendBase(ABC):
                 time.monotonic() - self._down_since,
             )
             self._down_since = None
+            self._up_since = time.monotonic()
         return result
 
     def _note_down(self, exc: BaseException) -> None:

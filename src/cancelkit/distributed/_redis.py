@@ -133,7 +133,7 @@ class RedisBackend(BackendBase):
         pubsub = self.client.pubsub()
         try:
             await pubsub.subscribe(self._key("stops", self.worker))
-            while True:
+            while not self._closing:
                 message = await pubsub.get_message(timeout=self.backstop)
                 if message is None:
                     continue
@@ -180,28 +180,31 @@ class RedisBackend(BackendBase):
             if text is not None
         }
 
-    async def _renew(self, *, leaving: bool = False) -> None:
+    async def _renew(self, *, leaving: bool = False) -> bool:
         pipe = self.client.pipeline(transaction=True)
         lease_key = self._key("worker", self.worker)
         if leaving:
             pipe.delete(lease_key, self._key("runs-of", self.worker))
             pipe.srem(f"{self.prefix}workers", self.worker)
-        else:
-            pipe.set(lease_key, "1", px=int(self.lease * 1000))
-            pipe.sadd(f"{self.prefix}workers", self.worker)
-        await pipe.execute()
+            await pipe.execute()
+            return False
+        pipe.set(lease_key, "1", px=int(self.lease * 1000), get=True)
+        pipe.sadd(f"{self.prefix}workers", self.worker)
+        previous, _ = await pipe.execute()
+        return previous is not None
 
     async def _reap(self) -> int:
         args: list[str | int] = [self.prefix, repr(time.time()), int(self.history)]
         return int(await self._scripts["REAP"](keys=[], args=args))
 
-    async def _reclaim(self, runs: dict[str, str]) -> None:
-        items = list(runs.items())
+    async def _reclaim(self, runs: dict[str, str]) -> list[str]:
+        items, lost = list(runs.items()), []
         for start in range(0, len(items), 500):
             args: list[str | int] = [self.prefix, self.worker, repr(time.time())]
             for run_id, owner in items[start : start + 500]:
                 args += [run_id, owner]
-            await self._scripts["RECLAIM"](keys=[], args=args)
+            lost += [_text(run_id) for run_id in await self._scripts["RECLAIM"](args=args)]
+        return lost
 
     async def _register(self, run_id: str, owner: str) -> tuple[bool, CancelReason | None]:
         keys = [

@@ -108,15 +108,21 @@ return settled
 
 RECLAIM = """
 -- Runs of this process whose records are gone (Redis lost its data): write them again.
+-- Returns the ids another process settled meanwhile (this one's lease had expired).
 -- ARGV: prefix, worker, now, then id, owner pairs
-local prefix = ARGV[1]
+local prefix, lost = ARGV[1], {}
 for i = 4, #ARGV, 2 do
   local key = prefix .. 'run:' .. ARGV[i]
-  if redis.call('EXISTS', key) == 0 then
+  local status = redis.call('HGET', key, 'status')
+  if not status then
     redis.call('HSET', key, 'owner', ARGV[i + 1], 'worker', ARGV[2], 'status', 'running',
                'started', ARGV[3])
+    redis.call('SADD', prefix .. 'runs-of:' .. ARGV[2], ARGV[i])
+  elseif status == 'running' or status == 'cancelling' then
+    redis.call('SADD', prefix .. 'runs-of:' .. ARGV[2], ARGV[i])
+  else
+    table.insert(lost, ARGV[i])
   end
-  redis.call('SADD', prefix .. 'runs-of:' .. ARGV[2], ARGV[i])
 end
-return 1
+return lost
 """
