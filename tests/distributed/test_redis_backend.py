@@ -6,6 +6,7 @@ worker killed), the Stop lands or is refused clearly, and no run is left ``runni
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import signal
 import statistics
@@ -40,8 +41,13 @@ async def here(redis_url: str, prefix: str) -> AsyncIterator[Runs]:
         yield runs
 
 
+def is_event(kind: str, run_id: str) -> Callable[[dict[str, Any]], bool]:
+    """A predicate for :meth:`Worker.expect`: the event ``kind`` of run ``run_id``."""
+    return lambda e: e["event"] == kind and e["id"] == run_id
+
+
 def began(worker: Worker, run_id: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: e["event"] == "began" and e["id"] == run_id
+    return is_event("began", run_id)
 
 
 async def test_a_stop_through_another_process_lands_and_both_see_how_it_ended(
@@ -156,9 +162,7 @@ async def test_a_lost_wake_up_is_caught_by_the_backstop(
             assert await admin.client_kill_filter(_type="pubsub") >= 1
             sent = time.monotonic()
             assert await here.stop(run_id, owner=ALICE) is True  # published to no one
-            cancelled = await worker.expect(
-                lambda e, run_id=run_id: e["event"] == "cancelled" and e["id"] == run_id
-            )
+            cancelled = await worker.expect(is_event("cancelled", run_id))
             # The bound: one backstop interval, plus a busy machine's slack.
             assert cancelled["at"] - sent < backstop + 2.0
     finally:
@@ -275,7 +279,7 @@ async def test_a_killed_workers_runs_are_settled_by_its_lease_with_nothing_writt
     for run_id in ids:  # settled by this process's keeper once the lease expired
         info = await _until(
             lambda info: info.status == "cancelled",
-            lambda run_id=run_id: here.find(run_id),
+            functools.partial(here.find, run_id),
             limit=30,
         )
         assert info.reason is not None
@@ -334,13 +338,9 @@ async def test_load_four_workers_a_thousand_runs_a_third_stopped_through_another
         through[run_id].send(op="stop", id=run_id, owner=ALICE)
     latencies = []
     for run_id in to_stop:
-        answer = await through[run_id].expect(
-            lambda e, run_id=run_id: e["event"] == "stop" and e["id"] == run_id, timeout=60
-        )
+        answer = await through[run_id].expect(is_event("stop", run_id), timeout=60)
         assert answer["result"] is True, answer  # every Stop landed
-        cancelled = await plan[run_id][0].expect(
-            lambda e, run_id=run_id: e["event"] == "cancelled" and e["id"] == run_id, timeout=60
-        )
+        cancelled = await plan[run_id][0].expect(is_event("cancelled", run_id), timeout=60)
         latencies.append((cancelled["at"] - sent[run_id]) * 1e3)
     statuses: dict[str, int] = {}
     for run_id, (holder, stopped) in plan.items():

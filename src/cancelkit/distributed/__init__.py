@@ -3,16 +3,16 @@
 ``Runs(backend=RedisBackend(url))`` (or ``PostgresBackend(dsn)`` for services with no
 Redis): :meth:`cancelkit.Runs.stop` then reaches a run in any process and
 :meth:`cancelkit.Runs.find` reports any process's run. Both need asyncio; each needs its
-extra (``pip install "cancelkit[redis]"`` or ``"cancelkit[postgres]"``).
+extra (``pip install "cancelkit[redis]"`` or ``"cancelkit[postgres]"``). The interface
+they implement, :class:`cancelkit.RunsBackend`, what a lookup returns,
+:class:`cancelkit.RunInfo`, and :class:`cancelkit.BackendUnavailable` live in
+``cancelkit`` itself.
 """
 
-from .._exceptions import BackendUnavailable as BackendUnavailable
 from .._module import publish as _publish
-from .._runs_backend import RunInfo as RunInfo
-from .._runs_backend import RunsBackend as RunsBackend
 from ._postgres import PostgresBackend as PostgresBackend
 from ._redis import RedisBackend as RedisBackend
 
-__all__ = ("BackendUnavailable", "PostgresBackend", "RedisBackend", "RunInfo", "RunsBackend")
+__all__ = ("PostgresBackend", "RedisBackend")
 
 _publish(__name__, globals())

@@ -242,24 +242,29 @@ class BackendBase(ABC):
         try:
             with _shielded(self.timeout):
                 await self._idle.wait()
-            if not self._pending:
-                with _shielded(self.timeout):
-                    await self._round_trip(self._renew(leaving=True))
-        except (BackendUnavailable, TimeoutError) as exc:
-            logger.warning(
-                "cancelkit: %s backend closed without its last writes: %r", self.service, exc
-            )
-        finally:
+        except TimeoutError:
+            pass  # what is left is reported below
+        # The keeper stops before the lease is dropped, or a round of it under way
+        # would take the lease again (and count this process's runs as lost).
+        self._closing = True  # the loops end at their next turn, even if a cancel is lost
+        self._wake.set()
+        self._resync_now.set()
+        try:
+            await background.aclose(grace=self.timeout)
             if self._pending:
                 logger.warning(
                     "cancelkit: %d run endings were not written to %s; its lease will settle them",
                     len(self._pending),
                     self.service,
                 )
-            self._closing = True  # the loops end at their next turn, even if a cancel is lost
-            self._wake.set()
-            self._resync_now.set()
-            await background.aclose(grace=self.timeout)
+            else:
+                with _shielded(self.timeout):
+                    await self._round_trip(self._renew(leaving=True))
+        except (BackendUnavailable, TimeoutError) as exc:
+            logger.warning(
+                "cancelkit: %s backend closed without dropping its lease: %r", self.service, exc
+            )
+        finally:
             await self._disconnect()
 
     async def register(self, run_id: str, owner: str | None) -> CancelReason | None:
@@ -367,6 +372,8 @@ class BackendBase(ABC):
                 await self._listen(deliver, subscribed)
             except self.unreachable as exc:
                 self._note_down(exc)
+            except Exception:  # never stop listening: log, then subscribe again
+                logger.exception("cancelkit: the %s backend's listener failed", self.service)
             self.stats["reconnects"] += 1
             await asyncio.sleep(pause)
             pause = min(pause * 2, self.backstop)
@@ -418,6 +425,10 @@ class BackendBase(ABC):
                         )
             except BackendUnavailable:
                 pass  # noted by _round_trip; the next round tries again
+            except Exception:  # a bug or a damaged table: say so, keep the lease alive
+                logger.exception(
+                    "cancelkit: a round of the %s backend's keeper failed", self.service
+                )
 
     async def _reclaim_ours(self) -> None:
         claimed = dict(self._mine)

@@ -1,8 +1,9 @@
 """``PostgresBackend``: runs of several processes and hosts meet in PostgreSQL.
 
-For services that have PostgreSQL and no Redis (``pip install "cancelkit[postgres]"``;
-asyncio only, as psycopg's pool is). The design is :class:`RedisBackend`'s, in three
-tables of its own, named after ``prefix`` (default ``cancelkit_``):
+For services that have PostgreSQL (11 or later) and no Redis (``pip install
+"cancelkit[postgres]"``; asyncio only, as psycopg's pool is). The design is
+:class:`RedisBackend`'s, in three tables of its own, named after ``prefix`` (default
+``cancelkit_``):
 
 - ``<prefix>shared_runs``: one row per run id ever used (``owner``, ``worker``,
   ``status``, ``kind``, ``message``, ``started``, ``ended``). The row is the id's claim
@@ -36,6 +37,7 @@ round trips. A lost wake-up is caught by the re-read of the tombstones every
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -43,6 +45,7 @@ import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._extras import require
+from .._tasks import run_shielded
 from .._validate import positive_int
 from ._base import BackendBase, Ending, load_reason
 
@@ -142,10 +145,18 @@ WHERE r.worker = excluded.worker
 SELECT id, kind, message FROM {runs}
 WHERE id = ANY(%s::text[]) AND status IN ('cancelling', 'cancelled') AND kind IS NOT NULL
 """,
+    # Whether the lease was still held: the row is there (a reaper settles the runs
+    # and deletes the row at once, so an expired row not yet reaped still holds them).
     "renew": """
-INSERT INTO {workers} (worker, lease_until)
-VALUES (%(worker)s::text, now() + make_interval(secs => %(lease)s::float8))
-ON CONFLICT (worker) DO UPDATE SET lease_until = excluded.lease_until
+WITH held AS (
+  UPDATE {workers} SET lease_until = now() + make_interval(secs => %(lease)s::float8)
+  WHERE worker = %(worker)s::text RETURNING 1),
+taken AS (
+  INSERT INTO {workers} (worker, lease_until)
+  SELECT %(worker)s::text, now() + make_interval(secs => %(lease)s::float8)
+  WHERE NOT EXISTS (SELECT 1 FROM held)
+  ON CONFLICT (worker) DO UPDATE SET lease_until = excluded.lease_until)
+SELECT EXISTS (SELECT 1 FROM held)
 """,
     # A clean close: runs still here (stragglers past the shutdown's grace) will write
     # no ending, so they are settled now, as a crash's would be by the lease.
@@ -167,11 +178,16 @@ forgotten AS (
 expired AS (DELETE FROM {prestops} WHERE expires <= now())
 SELECT count(*) FROM settled
 """,
+    # Writes again the rows that are gone; answers the ids another process settled.
     "reclaim": """
-INSERT INTO {runs} (id, owner, worker, status, started)
-SELECT u.id, u.owner, %(worker)s::text, 'running', %(now)s::float8
-FROM unnest(%(ids)s::text[], %(owners)s::text[]) AS u(id, owner)
-ON CONFLICT (id) DO NOTHING
+WITH ours AS (
+  SELECT u.id, u.owner FROM unnest(%(ids)s::text[], %(owners)s::text[]) AS u(id, owner)),
+written AS (
+  INSERT INTO {runs} (id, owner, worker, status, started)
+  SELECT id, owner, %(worker)s::text, 'running', %(now)s::float8 FROM ours
+  ON CONFLICT (id) DO NOTHING)
+SELECT r.id FROM {runs} AS r JOIN ours USING (id)
+WHERE r.status NOT IN ('running', 'cancelling')
 """,
     "info": "SELECT owner, worker, status, kind, message, started, ended FROM {runs} WHERE id = %s",
 }
@@ -245,6 +261,10 @@ class PostgresBackend(BackendBase):
             key: psycopg.sql.SQL(text).format(**place) for key, text in _SQL.items()
         }
         self._pool: AsyncConnectionPool[Any] | None = None
+        # Leaving settles the runs still here; a keeper round under way meanwhile must
+        # neither take the lease again nor report those runs as lost to others.
+        self._lease_lock = asyncio.Lock()
+        self._left = False
 
     def __repr__(self) -> str:
         return f"<PostgresBackend prefix={self.prefix!r} worker={self.worker!r}>"
@@ -269,6 +289,8 @@ class PostgresBackend(BackendBase):
     async def _connect(self) -> None:
         from psycopg import AsyncConnection  # noqa: PLC0415 - optional
         from psycopg_pool import AsyncConnectionPool  # noqa: PLC0415
+
+        self._left = False
 
         # One plain connection first: a database that is down fails here at once,
         # where the pool would retry until its timeout.
@@ -305,21 +327,34 @@ class PostgresBackend(BackendBase):
         if pool is not None:
             await pool.close(timeout=self.timeout)
 
-    async def _run(self, work: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
-        """``work`` on a pooled connection; one left in an unknown state is closed."""
+    async def _run(self, work: Callable[[AsyncConnection[Any]], Awaitable[T]], name: str) -> T:
+        """``work`` on a pooled connection, in a task of its own (as ``PostgresStore``).
+
+        The caller waits shielded, and gets its cancellation once the work is over:
+        a decision is never cut half-way, and its answer is never lost. It also keeps
+        the caller out of the pool's wait for a connection, where Python 3.11's
+        ``asyncio.wait_for`` can swallow a cancellation that lands as the connection
+        is handed over (the task would then never stop). A connection left in an
+        unknown state (the work timed out) is closed, never reused.
+        """
         from psycopg import Error  # noqa: PLC0415 - optional
 
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             raise RuntimeError("the PostgresBackend is not open")
-        async with self._pool.connection() as conn:
-            try:
-                return await work(conn)
-            except Error:
-                raise  # the state is known: the pool takes it back, or drops it
-            except BaseException:
-                if not conn.closed:  # cancelled mid-way (a timeout): never reused
-                    await conn.close()
-                raise
+
+        async def owned() -> T:
+            async with pool.connection() as conn:
+                try:
+                    return await work(conn)
+                except Error:
+                    raise  # the state is known: the pool takes it back, or drops it
+                except BaseException:
+                    if not conn.closed:
+                        await conn.close()
+                    raise
+
+        return await run_shielded(owned(), name=f"cancelkit backend {name}", timeout=self.timeout)
 
     async def _decide(self, key: str, run_id: str, params: dict[str, Any]) -> Any:
         """One decision about ``run_id``: under its lock, in one transaction (one
@@ -332,14 +367,14 @@ class PostgresBackend(BackendBase):
                     cursor = await conn.execute(self._sql[key], params)
                 return await cursor.fetchone()
 
-        return await self._run(decide)
+        return await self._run(decide, key)
 
     async def _execute(self, key: str, params: Any) -> list[tuple[Any, ...]]:
         async def execute(conn: AsyncConnection[Any]) -> list[tuple[Any, ...]]:
             cursor = await conn.execute(self._sql[key], params)
             return await cursor.fetchall() if cursor.description else []
 
-        return await self._run(execute)
+        return await self._run(execute, key)
 
     async def _listen(
         self, deliver: Callable[[str, CancelReason], None], subscribed: Callable[[], None]
@@ -387,7 +422,7 @@ class PostgresBackend(BackendBase):
                         params |= {"status": ending.status, "worker": self.worker}
                         await conn.execute(self._sql["end"], params | {"at": ending.at})
 
-        await self._run(write)
+        await self._run(write, "write")
 
     async def _tombstones(self, run_ids: list[str]) -> dict[str, CancelReason]:
         ids = [run_id for run_id in run_ids if "\x00" not in run_id]
@@ -396,21 +431,31 @@ class PostgresBackend(BackendBase):
         rows = await self._execute("tombstones", (ids,))
         return {run_id: _reason(kind, message) for run_id, kind, message in rows}
 
-    async def _renew(self, *, leaving: bool = False) -> None:
-        if leaving:
-            why = " closed while it ran"
-            await self._execute("leave", {"worker": self.worker, "now": time.time(), "why": why})
-        else:
-            await self._execute("renew", {"worker": self.worker, "lease": self.lease})
+    async def _renew(self, *, leaving: bool = False) -> bool:
+        async with self._lease_lock:
+            if leaving:
+                why = " closed while it ran"
+                params = {"worker": self.worker, "now": time.time(), "why": why}
+                await self._execute("leave", params)
+                self._left = True
+                return False
+            if self._left:
+                return True
+            rows = await self._execute("renew", {"worker": self.worker, "lease": self.lease})
+            return bool(rows[0][0])
 
     async def _reap(self) -> int:
         params = {"now": time.time(), "history": self.history, "why": " stopped (lease expired)"}
         rows = await self._execute("reap", params)
         return int(rows[0][0])
 
-    async def _reclaim(self, runs: dict[str, str]) -> None:
-        params = {"worker": self.worker, "now": time.time(), "ids": list(runs)}
-        await self._execute("reclaim", params | {"owners": list(runs.values())})
+    async def _reclaim(self, runs: dict[str, str]) -> list[str]:
+        async with self._lease_lock:
+            if self._left:
+                return []
+            params = {"worker": self.worker, "now": time.time(), "ids": list(runs)}
+            rows = await self._execute("reclaim", params | {"owners": list(runs.values())})
+            return [run_id for (run_id,) in rows]
 
     async def _register(self, run_id: str, owner: str) -> tuple[bool, CancelReason | None]:
         if "\x00" in run_id or "\x00" in owner:

@@ -23,12 +23,9 @@ __all__ = ("CANCEL", "END", "MARK", "REAP", "RECLAIM", "REGISTER")
 REGISTER = """
 -- KEYS: run, prestop, stop, runs-of   ARGV: owner, worker, now, history, id
 if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
-local pending = false
-if ARGV[1] == '' then
-  pending = redis.call('HVALS', KEYS[2])[1] or false
-else
-  pending = redis.call('HGET', KEYS[2], ARGV[1]) or redis.call('HGET', KEYS[2], '')
-end
+-- A run takes its owner's early Stop, or one sent with no owner (as the cancel check:
+-- an ownerless run is stopped only by Stops sent with no owner).
+local pending = redis.call('HGET', KEYS[2], ARGV[1]) or redis.call('HGET', KEYS[2], '')
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'worker', ARGV[2], 'status', 'running',
            'started', ARGV[3])
