@@ -80,9 +80,15 @@ def report(name: str, rows: list[Row]) -> Path:
             f"{label:<44} {row.contestant:<28} {row.median:>9.3f} {row.unit:<2} "
             f"{row.best:>9.3f} {row.unit:<2} {ratio:>7}  {row.target or ''}"
         )
+    path = save(name, rows)
+    print(f"\nwritten: {path}")
+    return path
+
+
+def save(name: str, rows: list[Row]) -> Path:
+    """Write ``bench/results/<name>.json`` (for a bench that prints its own tables)."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
     machine = {"python": sys.version.split()[0], "platform": platform.platform()}
     path.write_text(json.dumps({"machine": machine, "rows": [asdict(r) for r in rows]}, indent=2))
-    print(f"\nwritten: {path}")
     return path

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from cancelkit.demo._redis_server import RedisServer
+from cancelkit.distributed import RedisServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -1,8 +1,10 @@
 """``cancelkit demo`` / ``serve`` refuse options that cannot work, before starting anything.
 
-A real provider without its API key, or a session secret that is too short, is a
-usage error (exit status 2) with a message naming what to set; never a fallback to a
-fake key or a weak secret, and never a server that starts and then fails.
+A real provider without its API key, a session secret that is too short, or several
+workers with no Redis to share runs through, is a usage error (exit status 2) with a
+message naming what to set or install; never a fallback to a fake key, a weak secret
+or workers that cannot see each other's runs, and never a server that starts and
+then fails.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from cancelkit.demo import _workers
+from cancelkit.demo._cli import main
 from cancelkit.demo._serve import DemoConfigError, DemoOptions, _api_key, _secret
 
 if TYPE_CHECKING:
@@ -88,9 +92,51 @@ def test_the_options_that_are_fine(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "flag", ["--max-runs", "--max-runs-per-session", "--max-run-seconds", "--max-body-bytes"]
+    "flag",
+    ["--max-runs", "--max-runs-per-session", "--max-run-seconds", "--max-body-bytes", "--workers"],
 )
 def test_limits_must_be_positive(tmp_path: Path, flag: str) -> None:
     result = cancelkit(["demo", flag, "0"], tmp_path)
     assert result.returncode == 2
     assert "must be positive" in result.stderr
+
+
+def test_too_many_workers_refuse_to_start(tmp_path: Path) -> None:
+    result = cancelkit(["demo", "--workers", "65"], tmp_path)
+    assert result.returncode == 2
+    assert "--workers is at most 64, not 65" in result.stderr
+
+
+def test_workers_need_redis_or_a_redis_server_to_start() -> None:
+    with pytest.raises(DemoConfigError, match="redis-server is not installed") as refused:
+        _workers.check_redis(DemoOptions(workers=2), find=lambda: None)
+    assert "apt-get install -y redis-server" in str(refused.value)
+    assert "--redis URL" in str(refused.value)
+    _workers.check_redis(DemoOptions(workers=2), find=lambda: "/usr/bin/redis-server")
+
+
+@pytest.mark.parametrize("command", ["demo", "serve"])
+def test_workers_without_redis_server_is_a_usage_error(
+    tmp_path: Path,
+    command: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(_workers, "redis_server_binary", lambda: None)  # PATH without it
+    args = [command, "--workers", "2", "--port", "0", "--data", str(tmp_path / "data")]
+    if command == "serve":
+        args += ["--base-url", "http://127.0.0.1:1"]
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert "redis-server is not installed" in error
+    assert "apt-get install -y redis-server" in error
+    assert not (tmp_path / "data").exists()  # refused before anything started
+
+
+def test_an_unreachable_redis_refuses_to_start(tmp_path: Path) -> None:
+    result = cancelkit(["demo", "--workers", "2", "--redis", "redis://127.0.0.1:1/0"], tmp_path)
+    assert result.returncode == 2, result.stdout
+    assert "cannot reach the Redis of --redis" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -404,3 +404,23 @@ async def test_done_callbacks_learn_of_the_end_once_even_when_added_late() -> No
     assert seen == ["early completed", "late completed"]
     assert runs.get(run.id) is run  # retired into the history through the same callback
     assert len(runs) == 0
+
+
+async def test_without_a_backend_a_run_is_claimed_at_once_and_stop_find_stay_local() -> None:
+    runs = Runs()
+    run = runs.start(anyio.sleep, 60, run_id="here", owner="alice")
+    assert await run.claimed() is True
+    info = await runs.find("here", owner="alice")
+    assert info is not None
+    assert (info.status, info.owner, info.worker) == ("running", "alice", None)
+    assert await runs.find("here", owner="mallory") is None
+    assert await runs.find("nowhere") is None
+    assert await runs.stop("here", owner="mallory") is False
+    assert await runs.stop("here", CancelReason("user", "by id"), owner="alice") is True
+    outcome = await run.wait()
+    assert (outcome.status, outcome.reason) == ("cancelled", CancelReason("user", "by id"))
+    ended = await runs.find("here")
+    assert ended is not None
+    assert ended.status == "cancelled"
+    assert ended.ended_at is not None
+    assert await runs.stop("nowhere") is False

@@ -88,6 +88,10 @@ class Run(Generic[T]):
         self._failure: BaseException | None = None
         self._outcome: RunOutcome[T] | None = None
         self._ended = Completion()
+        self._claimed = Completion()
+        self._is_claimed = register is None
+        if register is None:
+            self._claimed.set()
         self._done_callbacks: list[Callable[[Run[T]], object]] = []
 
     def __repr__(self) -> str:
@@ -141,6 +145,18 @@ class Run(Generic[T]):
         else:
             self._done_callbacks.append(callback)
 
+    async def claimed(self) -> bool:
+        """Wait until the run's id is claimed in the registry's shared backend, so any
+        process finds it (at once without a backend); the run's first step.
+
+        Returns:
+            True once the id is claimed; False if the run ended without claiming it
+            (the id was used before, or the backend could not be reached: see its
+            outcome's ``error``).
+        """
+        await self._claimed.wait()
+        return self._is_claimed
+
     async def wait(self) -> RunOutcome[T]:
         """Wait for the run to end, children included; never raises its error."""
         await self._ended.wait()
@@ -189,6 +205,8 @@ class Run(Generic[T]):
         assert self._register is not None
         register, self._register = self._register, None
         waiting = await register()
+        self._is_claimed = True
+        self._claimed.set()
         if waiting is not None:
             self.token.cancel(waiting)
             await checkpoint()  # the run's own cancellation is delivered here
@@ -261,6 +279,7 @@ class Run(Generic[T]):
             outcome = RunOutcome(self.id, "failed", reason, None, error)
         self._outcome = outcome
         self.ended_at = time.time()
+        self._claimed.set()
         self._ended.set()
         callbacks, self._done_callbacks = self._done_callbacks, []
         for callback in callbacks:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
-    from cancelkit.demo._redis_server import RedisServer
+    from cancelkit.distributed import RedisServer
 
     from .conftest import Worker
 
@@ -79,6 +79,21 @@ async def test_a_stop_through_another_process_lands_and_both_see_how_it_ended(
     assert (there["status"], there["kind"]) == ("cancelled", "user")
     assert await here.stop("r1", owner=ALICE) is False  # a second Stop changes nothing
     assert await worker.quit() == 0
+
+
+async def test_claimed_says_when_any_process_can_find_the_run(
+    here: Runs, workers: Any, redis_url: str
+) -> None:
+    stopper = await workers(redis_url)
+    run = here.start(asyncio.sleep, 60, run_id="visible", owner=ALICE)
+    assert await run.claimed() is True
+    # From now on any process finds it: no window where another worker says "unknown".
+    assert (await stopper.stop("visible", owner=ALICE))["result"] is True
+    assert (await run.wait()).status == "cancelled"
+    again = here.start(asyncio.sleep, 0, run_id="visible", owner=ALICE)
+    assert await again.claimed() is False  # the id was used: refused before it ran
+    assert isinstance((await again.wait()).error, ValueError)
+    assert await stopper.quit() == 0
 
 
 async def test_a_stop_before_the_run_starts_wins_and_the_function_never_runs(

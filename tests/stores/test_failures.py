@@ -161,3 +161,48 @@ async def test_a_live_owners_runs_are_left_alone_and_expired_leases_settled(stor
     assert stopped.value.reason.kind == "shutdown"
     assert tx.outcome == "cancelled"
     assert await notes(store, "expired") == []
+
+
+OPEN_AT_ONCE = """
+import asyncio, sys, time
+from pathlib import Path
+from cancelkit.stores import SQLiteStore
+
+async def main() -> None:
+    go = Path(sys.argv[2])
+    while not go.exists():  # every process waits here, then all open at once
+        time.sleep(0.001)
+    store = SQLiteStore(sys.argv[1])
+    await store.setup()  # what each worker does at start: its tables, then work
+    await store.execute("CREATE TABLE IF NOT EXISTS notes (run_id TEXT, body TEXT)")
+    for n in range(20):
+        await store.execute("INSERT INTO notes VALUES (?, ?)", (str(n), "x"))
+        other = SQLiteStore(sys.argv[1])  # a new connection while the others write
+        await other.execute("SELECT count(*) FROM notes")
+        await other.aclose()
+    await store.aclose()
+
+asyncio.run(main())
+"""
+
+
+def test_workers_opening_one_new_sqlite_file_together_all_succeed(tmp_path: Path) -> None:
+    # Several workers of a service start together on one new database file: switching
+    # it to WAL must not fail any of them with "database is locked".
+    database, go = tmp_path / "shared.db", tmp_path / "go"
+    for attempt in range(5):
+        database.unlink(missing_ok=True)
+        go.unlink(missing_ok=True)
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPEN_AT_ONCE, str(database), str(go)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(6)
+        ]
+        time.sleep(0.3)
+        go.touch()
+        for worker in workers:
+            _, errors = worker.communicate(timeout=60)
+            assert worker.returncode == 0, (attempt, errors[-800:])

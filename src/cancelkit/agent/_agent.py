@@ -75,7 +75,7 @@ class Agent:
         self.system = system
         self.max_turns = max_turns
         self.max_tokens = max_tokens
-        self.runs = runs or Runs()
+        self.runs = runs if runs is not None else Runs()  # an empty Runs is falsy
         self.store = store
 
     async def setup(self) -> None:

@@ -17,6 +17,7 @@ from .. import current_token
 from ..agent import Agent, current_transaction, tool
 
 if TYPE_CHECKING:
+    from .. import Runs
     from ..llm import Model
     from ..stores import SQLiteStore
 
@@ -54,10 +55,11 @@ async def save_note(text: str) -> str:
     return "saved"
 
 
-def build_agent(model: Model, store: SQLiteStore) -> Agent:
-    """The demo's agent: three tools and a research sub-agent, writing to ``store``."""
+def build_agent(model: Model, store: SQLiteStore, runs: Runs | None = None) -> Agent:
+    """The demo's agent: three tools and a research sub-agent, writing to ``store``,
+    its runs in ``runs`` (with several workers, a registry shared through Redis)."""
     researcher = Agent(model, tools=[search_notes], system="You research one question.")
-    return Agent(
+    agent = Agent(
         model,
         tools=[
             search_notes,
@@ -68,7 +70,9 @@ def build_agent(model: Model, store: SQLiteStore) -> Agent:
         system=SYSTEM,
         store=store,
         max_tokens=2048,
+        runs=runs,
     )
+    return agent
 
 
 async def setup_tables(agent: Agent, store: SQLiteStore) -> None:

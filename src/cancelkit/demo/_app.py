@@ -19,39 +19,55 @@ Routes:
 A hostile client gets clear answers and no more: a body over the limit is a 413 before
 it is read, too many runs a 429 with ``Retry-After``, bad input a 422 that never echoes
 the input back, and no run outlives its maximum duration (kind ``timeout``).
+
+With several workers (``--workers N``) each request may land on any of them, and every
+route works on any: a run held elsewhere is found through the shared registry
+(``runs.find``), stopped through it (``runs.stop``), and followed and described from
+its event stream in Redis (``_feeds.py``). If Redis cannot be reached, a Stop or a
+status of a run of another worker is a 503 saying so, never a silent 404 or 200. Every
+response names the worker that answered in ``X-Cancelkit-Worker``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import logging
 import secrets
 import statistics
 import threading
 from contextlib import asynccontextmanager
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request, Response
+import anyio
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .. import CancelReason, thread_stats
-from ..agent import AgentResult, AgentRun, ToolFinished
-from ..llm import TextDelta, ToolCall, Usage
+from .. import BackendUnavailable, CancelReason, thread_stats
+from ..agent import AgentRun
 from ..web import CancelOnDisconnect, LimitBody
+from ._events import Event, describe, payload, sse, summarize
 from ._page import CONTENT_SECURITY_POLICY, PAGE
 from ._state import COOKIE
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncGenerator, AsyncIterator
 
+    from .. import RunInfo
     from ._state import DemoState
 
-__all__ = ("StartRun", "create_app")
+__all__ = ("StartRun", "WorkerHeader", "create_app")
+
+logger = logging.getLogger("cancelkit.demo")
 
 STOP = CancelReason("user", "Stop pressed")
+NOT_SHARED = CancelReason("error", "the run could not be shared with the other workers")
+UNAVAILABLE = (
+    "the workers' shared registry (Redis) cannot be reached; the run may be on another"
+    " worker: try again shortly"
+)
 MAX_PROMPT_CHARS = 4000
 
 # The names a 422's ``loc`` may show: where the error is, and our own field names. Any
@@ -89,64 +105,6 @@ class StartRun(BaseModel):
 _FIELDS = _KNOWN_LOCATIONS | frozenset(StartRun.model_fields)
 
 
-def _event(name: str, data: Any) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
-
-
-def _unreachable(error: BaseException | None) -> bool:
-    """Whether a run failed because the model server could not be reached (or vanished)."""
-    try:
-        import httpx2  # noqa: PLC0415 - comes with the SDKs
-    except ImportError:  # pragma: no cover - depends on the installation
-        transport: tuple[type[BaseException], ...] = (OSError,)
-    else:
-        transport = (OSError, httpx2.TransportError)
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, transport):  # the SDKs' connection errors chain to these
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
-def _reason(result: AgentResult) -> dict[str, str] | None:
-    if result.reason is None:
-        return None
-    message = result.reason.message
-    if result.status == "failed" and _unreachable(result.error):
-        message = f"the model server is unreachable ({message})"
-    return {"kind": result.reason.kind, "message": message}
-
-
-def _describe(result: AgentResult) -> dict[str, Any]:
-    return {
-        "id": result.run_id,
-        "status": result.status,
-        "reason": _reason(result),
-        "text": result.text,
-        "usage": asdict(result.usage),
-        "turns": result.turns,
-        "tool_calls": [c.name for c in result.tool_calls],
-    }
-
-
-def _sse(event: Any) -> bytes | None:
-    """One event of an agent run as Server-Sent Events (``None``: not shown)."""
-    if isinstance(event, TextDelta):
-        return _event("delta", {"text": event.text})
-    if isinstance(event, ToolCall):
-        return _event("tool_call", {"name": event.name, "arguments": event.arguments})
-    if isinstance(event, ToolFinished):
-        result = {"name": event.name, "content": event.content, "is_error": event.is_error}
-        return _event("tool_result", result)
-    if isinstance(event, Usage):
-        return _event("usage", asdict(event))
-    if isinstance(event, AgentResult):
-        return _event("done", _describe(event))
-    return None
-
-
 def _without_input(error: dict[str, Any]) -> dict[str, Any]:
     """A validation error as location, message and type: never the input, nor its keys."""
     loc = [
@@ -158,12 +116,22 @@ def _without_input(error: dict[str, Any]) -> dict[str, Any]:
 
 def create_app(state: DemoState) -> Any:
     """The demo ASGI app: FastAPI, in :class:`~cancelkit.web.CancelOnDisconnect` and
-    :class:`~cancelkit.web.LimitBody` (``state.limits.body_bytes``)."""
+    :class:`~cancelkit.web.LimitBody` (``state.limits.body_bytes``); every response
+    names this worker in ``X-Cancelkit-Worker``.
+
+    With ``state.feeds`` (several workers) the registry's backend is opened in the
+    app's lifespan (``async with runs:``), then the feeds; both close after the runs
+    have been shut down, so each run's last events are written first.
+    """
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await state.agent.runs.shutdown(state.grace)
+        async with contextlib.AsyncExitStack() as stack:
+            if state.feeds is not None:
+                await stack.enter_async_context(state.agent.runs)
+                await stack.enter_async_context(state.feeds)
+            yield
+            await state.agent.runs.shutdown(state.grace)
 
     app = FastAPI(title="cancelkit demo", version="0.1.0", lifespan=lifespan)
     app.state.demo = state
@@ -171,6 +139,13 @@ def create_app(state: DemoState) -> Any:
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": [_without_input(e) for e in error.errors()]}, 422)
+
+    @app.exception_handler(BackendUnavailable)
+    async def unavailable(_request: Request, error: Exception) -> JSONResponse:
+        logger.warning("cancelkit demo: %s", error)
+        return JSONResponse(
+            {"detail": UNAVAILABLE}, 503, headers={"Retry-After": str(state.limits.retry_after)}
+        )
 
     def session(request: Request, response: Response) -> str:
         found = state.session_of(request.cookies.get(COOKIE))
@@ -185,41 +160,68 @@ def create_app(state: DemoState) -> Any:
             )
         return found
 
-    def start(body: StartRun, owner: str) -> AgentRun:
+    async def start(body: StartRun, owner: str) -> AgentRun:
         state.admit(owner)
         run = state.agent.start(body.prompt, owner=owner, timeout=state.limits.run_seconds)
         state.remember(run)
-        if body.stop_when_unwatched:
-            state.stop_when_unwatched.add(run.id)
         run.run.add_done_callback(lambda _run: state.note_end(run.id))
+        try:
+            if state.feeds is not None:
+                state.feeds.record(run)
+                await _shared(run)
+            if body.stop_when_unwatched:
+                await state.ask_stop_when_unwatched(run.id)
+        except BackendUnavailable:
+            run.run.cancel(NOT_SHARED)
+            raise
         return run
 
+    async def find(run_id: str, owner: str) -> AgentRun | RunInfo:
+        """The session's run: here, else wherever the registry says (404 alike for
+        an unknown id and someone else's)."""
+        here = state.local(run_id, owner)
+        if here is not None:
+            return here
+        if state.feeds is not None:
+            found = await state.agent.runs.find(run_id, owner=owner)
+            if found is not None:
+                return found
+        raise HTTPException(404, "no such run")  # someone else's looks the same
+
     def follow(
-        run: AgentRun, request: Request, owner: str, *, started_here: bool, headers: dict[str, str]
+        run_id: str,
+        source: AsyncGenerator[Event, None],
+        request: Request,
+        owner: str,
+        *,
+        started_here: bool,
+        headers: dict[str, str],
     ) -> StreamingResponse:
         token = request.state.cancel_token
         if started_here:  # this request's disconnect stops the run, even before it streams
-            token.on_cancel(lambda reason: state.stop(run.id, reason, owner))
+            token.on_cancel(lambda reason: state.stop(run_id, reason, owner))
 
         async def events() -> AsyncIterator[bytes]:
-            state.followers[run.id] = state.followers.get(run.id, 0) + 1
+            counted = await state.joined(run_id)
             try:
                 if started_here:
-                    yield _event("run", {"id": run.id})
-                async for event in run.follow():
-                    data = _sse(event)
-                    if data is not None:
-                        yield data
+                    yield sse("run", {"id": run_id})
+                async with contextlib.aclosing(source) as items:
+                    async for name, data in items:
+                        yield sse(name, data)
+            except BackendUnavailable as exc:  # following a run of another worker
+                logger.warning("cancelkit demo: following %s: %s", run_id, exc)
+                yield sse("error", {"message": UNAVAILABLE})
             finally:
-                left = state.followers[run.id] - 1
-                if left:
-                    state.followers[run.id] = left
-                else:
-                    del state.followers[run.id]
+                left, asked = await state.left(run_id, counted=counted)
                 # A follower that went away stops a run only if it was the last one of
                 # a run that asked for it (one started here is stopped by on_cancel).
-                if token.reason is not None and not left and run.id in state.stop_when_unwatched:
-                    state.stop(run.id, token.reason, owner)
+                if token.reason is not None and not left and asked:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(state.grace):
+                        try:
+                            await state.stop_anywhere(run_id, token.reason, owner)
+                        except BackendUnavailable as exc:
+                            logger.warning("cancelkit demo: could not stop %s: %s", run_id, exc)
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
@@ -238,40 +240,97 @@ def create_app(state: DemoState) -> Any:
 
     @app.post("/api/runs", status_code=201)
     async def start_run(body: StartRun, request: Request, response: Response) -> dict[str, str]:
-        return {"id": start(body, session(request, response)).id}
+        return {"id": (await start(body, session(request, response))).id}
 
     @app.post("/api/runs/stream")
     async def start_and_stream(body: StartRun, request: Request) -> StreamingResponse:
         cookie = Response()
         owner = session(request, cookie)
-        run = start(body, owner)
+        run = await start(body, owner)
         headers = {"X-Run-Id": run.id}
         if "set-cookie" in cookie.headers:
             headers["Set-Cookie"] = cookie.headers["set-cookie"]
-        return follow(run, request, owner, started_here=True, headers=headers)
+        return follow(run.id, _local(run), request, owner, started_here=True, headers=headers)
 
     @app.get("/api/runs/{run_id}")
     async def run_status(run_id: str, request: Request, response: Response) -> dict[str, Any]:
-        run = state.owned(run_id, session(request, response))
-        return _describe(run.result()) | {"followers": state.followers.get(run_id, 0)}
+        found = await find(run_id, session(request, response))
+        if isinstance(found, AgentRun):
+            answer = describe(found.result())
+        else:  # held by another worker: the registry's record, and the run's stream
+            assert state.feeds is not None
+            answer = summarize(found, await state.feeds.events(run_id))
+        return answer | {"followers": await state.followers_of(run_id)}
 
     @app.post("/api/runs/{run_id}/cancel")
     async def cancel_run(run_id: str, request: Request, response: Response) -> dict[str, Any]:
         owner = session(request, response)
-        state.owned(run_id, owner)  # 404 for an unknown id and for someone else's alike
-        return {"cancelled": state.stop(run_id, STOP, owner)}
+        found = await find(run_id, owner)  # 404 for an unknown id and for someone else's alike
+        if isinstance(found, AgentRun):
+            return {"cancelled": state.stop(run_id, STOP, owner)}
+        return {"cancelled": await state.agent.runs.stop(run_id, STOP, owner=owner)}
 
     @app.get("/api/runs/{run_id}/events")
     async def run_events(run_id: str, request: Request, response: Response) -> StreamingResponse:
         owner = session(request, response)
-        run = state.owned(run_id, owner)
-        return follow(run, request, owner, started_here=False, headers={})
+        found = await find(run_id, owner)
+        if isinstance(found, AgentRun):
+            source = _local(found)
+        else:
+            assert state.feeds is not None
+            source = state.feeds.follow(
+                run_id, lambda: state.agent.runs.find(run_id, owner=owner), state.closing
+            )
+        return follow(run_id, source, request, owner, started_here=False, headers={})
 
     @app.get("/api/stats")
     async def stats() -> dict[str, Any]:
         return await _stats(state)
 
-    return LimitBody(CancelOnDisconnect(app), state.limits.body_bytes)
+    return WorkerHeader(LimitBody(CancelOnDisconnect(app), state.limits.body_bytes), state.worker)
+
+
+async def _local(run: AgentRun) -> AsyncGenerator[Event, None]:
+    """The events of a run of this process, as they are sent."""
+    async with contextlib.aclosing(run.follow()) as events:
+        async for event in events:
+            item = payload(event)
+            if item is not None:
+                yield item
+
+
+async def _shared(run: AgentRun) -> None:
+    """Wait until the run's id is in the shared registry (the run's first step), so
+    that any worker finds it as soon as its id is known.
+
+    Raises:
+        BackendUnavailable: the run could not be registered (Redis is down).
+    """
+    if not await run.run.claimed():
+        outcome = run.run.outcome
+        if outcome is not None and isinstance(outcome.error, BackendUnavailable):
+            raise BackendUnavailable(str(outcome.error)) from outcome.error
+
+
+class WorkerHeader:
+    """ASGI middleware: every HTTP response says which worker answered
+    (``X-Cancelkit-Worker``), for tests and curious users."""
+
+    def __init__(self, app: Any, worker: str) -> None:
+        self.app = app
+        self.header = (b"x-cancelkit-worker", worker.encode("ascii", "replace"))
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def named(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = message | {"headers": [*message.get("headers", ()), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, named)
 
 
 async def _stats(state: DemoState) -> dict[str, Any]:
@@ -291,6 +350,7 @@ async def _stats(state: DemoState) -> dict[str, Any]:
         "tasks": len(asyncio.all_tasks()),
         "threads": threading.active_count(),
         "worker_threads": thread_stats(),
+        "worker": state.worker,
         "model": model,
         "tokens_generated": counters.get("tokens_generated"),
         "tokens_saved_by_stop": counters.get("tokens_saved"),

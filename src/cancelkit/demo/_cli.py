@@ -2,7 +2,9 @@
 
 Options are checked here, before anything starts: a bad one is a usage error
 (exit status 2) naming what to change. The web demo and the local model server
-need the ``web`` extra, imported only when asked for.
+need the ``web`` extra, imported only when asked for. ``--workers N`` serves the
+demo from N processes sharing their runs through Redis (``--redis URL``, else a
+private ``redis-server``; see ``_workers.py``); its limits are per worker.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 
+MAX_WORKERS = 64
+
 # The flags of ``Limits`` (see ``_state.py``): flag, type, default, help.
 _LIMIT_FLAGS: tuple[tuple[str, type[int] | type[float], float, str], ...] = (
-    ("--max-runs-per-session", int, 3, "active runs per browser session, at most (then 429)"),
-    ("--max-runs", int, 50, "active runs in total (then 429)"),
+    ("--max-runs-per-session", int, 3, "active runs per browser session, per worker (then 429)"),
+    ("--max-runs", int, 50, "active runs in total, per worker (then 429)"),
     ("--max-run-seconds", float, 300.0, "a run still going after this long ends with kind timeout"),
     ("--max-body-bytes", int, 64 * 1024, "largest request body (then 413)"),
     ("--session-max-age", int, 24 * 3600, "seconds a session cookie is honoured"),
@@ -57,6 +61,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for flag, kind, default, text in _LIMIT_FLAGS:
             sub.add_argument(flag, type=_positive(kind), default=default, help=text)
+        sub.add_argument(
+            "--workers",
+            type=_positive(int),
+            default=1,
+            help=f"processes serving the port (at most {MAX_WORKERS}); with more than one,"
+            " a request may land on any and they share runs through Redis. The limits"
+            " above are per worker",
+        )
+        sub.add_argument(
+            "--redis",
+            default=None,
+            metavar="URL",
+            help="the Redis the workers share runs through (redis://host:port/0,"
+            " unix:///path/redis.sock); without it, --workers > 1 starts a private"
+            " redis-server",
+        )
     demo.add_argument(
         "--model-restarts",
         type=_non_negative_int,
@@ -102,6 +122,8 @@ def _serve_web(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
     rate = getattr(args, "model_rate", 40.0)
     if rate <= 0 or args.grace < 0:
         parser.error("--model-rate must be positive and --grace not negative")
+    if args.workers > MAX_WORKERS:
+        parser.error(f"--workers is at most {MAX_WORKERS}, not {args.workers}")
     local = args.command == "demo" and args.provider == "local" and args.base_url is None
     if args.command == "serve" and args.provider == "local" and args.base_url is None:
         parser.error("serve needs --base-url of a model server (cancelkit model) or a provider")
@@ -123,6 +145,8 @@ def _serve_web(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
             session_max_age=args.session_max_age,
         ),
         model_restarts=getattr(args, "model_restarts", 0),
+        workers=args.workers,
+        redis=args.redis,
     )
     try:
         return serve_demo(options, with_local_model=local)

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ("LocalModelProcess",)
+__all__ = ("LocalModelProcess", "model_stats")
 
 logger = logging.getLogger("cancelkit.demo")
 
@@ -30,6 +30,21 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+async def model_stats(base_url: str) -> dict[str, int] | None:
+    """The counters of the model server at ``base_url``, or ``None`` if it cannot be
+    reached (from this process, or from a worker of the demo's)."""
+    import httpx2  # noqa: PLC0415 - comes with the SDKs
+
+    try:
+        async with httpx2.AsyncClient(timeout=2) as client:
+            reply = await client.get(base_url + "/stats")
+            reply.raise_for_status()
+            result: dict[str, int] = reply.json()
+            return result
+    except (httpx2.HTTPError, OSError, ValueError):
+        return None
 
 
 class LocalModelProcess:
@@ -116,16 +131,7 @@ class LocalModelProcess:
 
     async def stats(self) -> dict[str, int] | None:
         """The model server's counters, or ``None`` if it cannot be reached."""
-        import httpx2  # noqa: PLC0415 - comes with the SDKs
-
-        try:
-            async with httpx2.AsyncClient(timeout=2) as client:
-                reply = await client.get(self.base_url + "/stats")
-                reply.raise_for_status()
-                result: dict[str, int] = reply.json()
-                return result
-        except (httpx2.HTTPError, OSError, ValueError):
-            return None
+        return await model_stats(self.base_url)
 
     def shutting_down(self) -> None:
         """The demo is stopping: the process ending from now on is no cause to restart it

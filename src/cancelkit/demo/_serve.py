@@ -6,6 +6,10 @@ graceful shutdown (which waits for open connections) finishes within the grace. 
 the local model process is stopped (see ``_model_process.py``) and the store closed,
 and only then is SIGTERM re-raised (so the exit status still says "terminated by
 SIGTERM").
+
+This is the one-process service (the default). With ``--workers N`` (N > 1) or
+``--redis URL`` the same pieces run in N worker processes under a parent that owns
+the model and Redis: see ``_workers.py`` (the parent) and ``_worker.py`` (one worker).
 """
 
 from __future__ import annotations
@@ -33,7 +37,16 @@ from ._state import MIN_SECRET_BYTES, DemoState, Limits
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ("API_KEY_VARIABLES", "DemoConfigError", "DemoOptions", "serve_demo")
+__all__ = (
+    "API_KEY_VARIABLES",
+    "SECRET_VARIABLE",
+    "DemoConfigError",
+    "DemoOptions",
+    "GracefulServer",
+    "exit_status",
+    "model_for",
+    "serve_demo",
+)
 
 API_KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 SECRET_VARIABLE = "CANCELKIT_SECRET"  # noqa: S105 - the name of a variable
@@ -45,7 +58,10 @@ class DemoOptions:
 
     ``secret`` signs the session cookies; ``None`` reads ``CANCELKIT_SECRET``, and
     without either a random secret is made for this process (sessions then end when
-    it does). ``limits`` are what sessions may ask (:class:`~cancelkit.demo._state.Limits`).
+    it does). ``limits`` are what sessions may ask of one worker
+    (:class:`~cancelkit.demo._state.Limits`). ``workers`` processes serve the same
+    port; with more than one, or with ``redis`` (a URL), they share their runs
+    through Redis (without ``redis``, a private ``redis-server`` is started).
     """
 
     host: str = "127.0.0.1"
@@ -59,6 +75,8 @@ class DemoOptions:
     secret: str | None = None
     limits: Limits = field(default_factory=Limits)
     model_restarts: int = 3
+    workers: int = 1
+    redis: str | None = None
 
 
 class DemoConfigError(ValueError):
@@ -98,7 +116,8 @@ def _api_key(options: DemoOptions) -> str:
     )
 
 
-def _model(options: DemoOptions, local_url: str | None) -> Model:
+def model_for(options: DemoOptions, local_url: str | None) -> Model:
+    """The model client: the provider's SDK, on ``local_url`` for the local model."""
     key = _api_key(options)
     if options.provider == "openai":
         import openai  # noqa: PLC0415
@@ -113,7 +132,7 @@ def _model(options: DemoOptions, local_url: str | None) -> Model:
     )
 
 
-class _GracefulServer(uvicorn.Server):
+class GracefulServer(uvicorn.Server):
     """uvicorn, but a shutdown signal first cancels every run (kind ``shutdown``), and
     the signal is re-raised by :func:`serve_demo` after cleanup, not by uvicorn before."""
 
@@ -131,6 +150,7 @@ class _GracefulServer(uvicorn.Server):
             if self.on_exit is not None:
                 self.on_exit()
             reason = CancelReason("shutdown", "the server is shutting down")
+            self.demo.closing.cancel(reason)  # followers of other workers' runs end too
             for run in self.demo.agent.runs.active:
                 run.cancel(reason)
         super().handle_exit(sig, frame)
@@ -160,11 +180,21 @@ def serve_demo(options: DemoOptions, *, with_local_model: bool) -> int:
 
     Raises:
         DemoConfigError: the options cannot work (a provider without its key, a
-            session secret too short); raised before anything is started.
+            session secret too short, several workers and no Redis); raised before
+            anything is started.
     """
     secret = _secret(options)
     _api_key(options)
-    signals = asyncio.run(_main(options, with_local_model, secret))
+    if options.workers > 1 or options.redis is not None:
+        from ._workers import serve_workers  # noqa: PLC0415 - a cycle otherwise
+
+        return serve_workers(options, with_local_model=with_local_model)
+    return exit_status(asyncio.run(_main(options, with_local_model, secret)))
+
+
+def exit_status(signals: list[int]) -> int:
+    """0, or 130 after Ctrl-C (SIGINT); after SIGTERM the signal is re-raised, so the
+    process ends by it (call this once everything is stopped)."""
     if signal.SIGTERM in signals:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.raise_signal(signal.SIGTERM)
@@ -180,7 +210,7 @@ async def _main(options: DemoOptions, with_local_model: bool, secret: bytes | No
         if with_local_model:
             await local.start()
             supervisor = asyncio.create_task(local.supervise())
-        agent = build_agent(_model(options, local.base_url if with_local_model else None), store)
+        agent = build_agent(model_for(options, local.base_url if with_local_model else None), store)
         state = DemoState(
             agent,
             secret or os.urandom(MIN_SECRET_BYTES),
@@ -196,7 +226,7 @@ async def _main(options: DemoOptions, with_local_model: bool, secret: bytes | No
             log_level="warning",
             timeout_graceful_shutdown=max(1, int(options.grace)),
         )
-        server = _GracefulServer(
+        server = GracefulServer(
             config, state, on_exit=local.shutting_down if with_local_model else None
         )
         await setup_tables(agent, store)

@@ -6,30 +6,44 @@ Stop for someone else's run finds nothing, exactly as for an unknown id. Beside 
 the service keeps only what the registry has no reason to know: each run's event
 log (its :class:`~cancelkit.agent.AgentRun`), who follows it, the session cookie's
 signer, and the Stop latencies it reports.
+
+With several workers (``--workers N``) the registry has a Redis backend, shared by
+them all, and who follows a run is counted there too (``_feeds.py``), so the last
+follower leaving is noticed whichever worker it was on. The limits stay per worker:
+``--max-runs 50`` with four workers admits up to 200 runs in all.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from fastapi import HTTPException
 from itsdangerous import BadSignature, TimestampSigner
+
+from .. import BackendUnavailable, CancelToken
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from .. import CancelReason
     from ..agent import Agent, AgentRun
+    from ..distributed import RedisBackend
+    from ._feeds import RunFeeds
 
 __all__ = ("COOKIE", "MIN_SECRET_BYTES", "SESSION_SALT", "DemoState", "Limits")
 
 COOKIE = "cancelkit_session"
 SESSION_SALT = "cancelkit.web.session"  # unchanged by the move: issued cookies stay valid
 MIN_SECRET_BYTES = 32
+
+logger = logging.getLogger("cancelkit.demo")
 
 
 @dataclass(frozen=True)
@@ -77,7 +91,10 @@ class DemoState:
         model_health: the model server's health, for ``/api/stats``: at least a
             ``status`` (``up``, ``restarting``, ``down``); ``None`` for an external one.
         grace: seconds active runs get to end when the service shuts down.
-        limits: what sessions may ask of the service (:class:`Limits`).
+        limits: what sessions may ask of this process (:class:`Limits`).
+        worker: this process's name, in the ``X-Cancelkit-Worker`` header.
+        feeds: with several workers, the runs' event streams and follower counts
+            shared in Redis (the registry's backend); ``None`` in one process.
     """
 
     agent: Agent
@@ -86,11 +103,14 @@ class DemoState:
     model_health: Callable[[], dict[str, Any]] | None = None
     grace: float = 5.0
     limits: Limits = field(default_factory=Limits)
+    worker: str = field(default_factory=lambda: str(os.getpid()))
+    feeds: RunFeeds | None = None
     runs: dict[str, AgentRun] = field(default_factory=dict)  # the event logs, by run id
     stop_latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200))
     stopping: dict[str, float] = field(default_factory=dict)
     followers: dict[str, int] = field(default_factory=dict)
     stop_when_unwatched: set[str] = field(default_factory=set)
+    closing: CancelToken = field(default_factory=CancelToken)  # cancelled on shutdown
 
     def __post_init__(self) -> None:
         if not isinstance(self.secret, bytes) or len(self.secret) < MIN_SECRET_BYTES:
@@ -99,6 +119,11 @@ class DemoState:
                 f" (got {len(self.secret) if isinstance(self.secret, bytes) else 'no bytes'})"
             )
         self._signer = TimestampSigner(self.secret, salt=SESSION_SALT)
+
+    @property
+    def backend(self) -> RedisBackend | None:
+        """The registry's backend, shared by every worker (``None`` in one process)."""
+        return self.feeds.backend if self.feeds is not None else None
 
     def sign(self, session: str) -> str:
         """The cookie value for ``session``: signed, with the time it was issued."""
@@ -121,11 +146,12 @@ class DemoState:
             for old_id in finished[: len(self.runs) - keep]:
                 del self.runs[old_id]
 
-    def owned(self, run_id: str, session: str) -> AgentRun:
-        """The session's run by id; 404 for someone else's, exactly as for an unknown id."""
+    def local(self, run_id: str, session: str) -> AgentRun | None:
+        """The session's run by id, if this process holds it (``None`` for someone
+        else's, exactly as for an unknown id)."""
         found = self.runs.get(run_id)
         if found is None or self.agent.runs.get(run_id, owner=session) is None:
-            raise HTTPException(404, "no such run")  # someone else's looks the same
+            return None
         return found
 
     def admit(self, session: str) -> None:
@@ -149,7 +175,7 @@ class DemoState:
             )
 
     def stop(self, run_id: str, reason: CancelReason, owner: str) -> bool:
-        """Cancel ``owner``'s run through the registry, timing the Stop from here.
+        """Cancel ``owner``'s run of this process, timing the Stop from here.
 
         Returns:
             Whether this call cancelled it (False: already ended or stopped).
@@ -159,9 +185,73 @@ class DemoState:
             return True
         return False
 
+    async def stop_anywhere(self, run_id: str, reason: CancelReason, owner: str) -> bool:
+        """Cancel ``owner``'s run wherever it lives (here: :meth:`stop`).
+
+        Raises:
+            BackendUnavailable: the run is on another worker and Redis cannot be reached.
+        """
+        if run_id in self.runs or self.backend is None:
+            return self.stop(run_id, reason, owner)
+        return await self.agent.runs.stop(run_id, reason, owner=owner)
+
     def note_end(self, run_id: str) -> None:
         """A run ended (its done-callback): record how long its Stop took."""
         started = self.stopping.pop(run_id, None)
         if started is not None:
             self.stop_latencies_ms.append((time.perf_counter() - started) * 1e3)
         self.stop_when_unwatched.discard(run_id)
+
+    # -- who follows a run: here, or in every worker through Redis -------------------
+
+    async def ask_stop_when_unwatched(self, run_id: str) -> None:
+        """The run is stopped when its last follower goes away (see ``StartRun``).
+
+        Raises:
+            BackendUnavailable: with several workers, Redis cannot be reached.
+        """
+        if self.feeds is not None:
+            await self.feeds.stop_when_unwatched(run_id)
+        else:
+            self.stop_when_unwatched.add(run_id)
+
+    async def joined(self, run_id: str) -> bool:
+        """One more follower; ``False`` if it could not be counted (Redis down)."""
+        self.followers[run_id] = self.followers.get(run_id, 0) + 1
+        if self.feeds is None:
+            return True
+        try:
+            await self.feeds.joined(run_id)
+        except BackendUnavailable as exc:
+            logger.warning("cancelkit demo: a follower of %s is not counted: %s", run_id, exc)
+            return False
+        return True
+
+    async def left(self, run_id: str, *, counted: bool) -> tuple[int, bool]:
+        """One follower fewer: how many are left, and whether the run asked to be
+        stopped when none is. Shielded and bounded: called as a follower goes away."""
+        left = self.followers.get(run_id, 1) - 1
+        if left:
+            self.followers[run_id] = left
+        else:
+            self.followers.pop(run_id, None)
+        if self.feeds is None:
+            return left, run_id in self.stop_when_unwatched
+        if not counted:
+            return 1, False  # never counted there: leaving decides nothing
+        answer = 1, False  # uncounted: leaving decides nothing
+        with anyio.CancelScope(shield=True):
+            try:
+                answer = await self.feeds.left(run_id)
+            except BackendUnavailable as exc:
+                logger.warning("cancelkit demo: a follower of %s left uncounted: %s", run_id, exc)
+        return answer
+
+    async def followers_of(self, run_id: str) -> int | None:
+        """How many follow the run now (every worker's; ``None``: Redis is down)."""
+        if self.feeds is None:
+            return self.followers.get(run_id, 0)
+        try:
+            return await self.feeds.followers(run_id)
+        except BackendUnavailable:
+            return None

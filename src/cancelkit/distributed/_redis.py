@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline
     from redis.commands.core import AsyncScript
 
     from .._exceptions import CancelReason
@@ -146,7 +147,11 @@ class RedisBackend(BackendBase):
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _write(self, batch: list[Ending]) -> None:
-        pipe = self.client.pipeline(transaction=False)
+        async with self.client.pipeline(transaction=False) as pipe:
+            await self._queue_endings(pipe, batch)
+            await pipe.execute()
+
+    async def _queue_endings(self, pipe: Pipeline, batch: list[Ending]) -> None:
         for ending in batch:
             run_key = self._key("run", ending.run_id)
             if ending.status is None:
@@ -168,7 +173,6 @@ class RedisBackend(BackendBase):
                 ]
                 keys = [run_key, self._key("runs-of", self.worker)]
                 await self._scripts["END"](keys=keys, args=args, client=pipe)
-        await pipe.execute()
 
     async def _tombstones(self, run_ids: list[str]) -> dict[str, CancelReason]:
         if not run_ids:
@@ -181,16 +185,16 @@ class RedisBackend(BackendBase):
         }
 
     async def _renew(self, *, leaving: bool = False) -> bool:
-        pipe = self.client.pipeline(transaction=True)
         lease_key = self._key("worker", self.worker)
-        if leaving:
-            pipe.delete(lease_key, self._key("runs-of", self.worker))
-            pipe.srem(f"{self.prefix}workers", self.worker)
-            await pipe.execute()
-            return False
-        pipe.set(lease_key, "1", px=int(self.lease * 1000), get=True)
-        pipe.sadd(f"{self.prefix}workers", self.worker)
-        previous, _ = await pipe.execute()
+        async with self.client.pipeline(transaction=True) as pipe:
+            if leaving:
+                pipe.delete(lease_key, self._key("runs-of", self.worker))
+                pipe.srem(f"{self.prefix}workers", self.worker)
+                await pipe.execute()
+                return False
+            pipe.set(lease_key, "1", px=int(self.lease * 1000), get=True)
+            pipe.sadd(f"{self.prefix}workers", self.worker)
+            previous, _ = await pipe.execute()
         return previous is not None
 
     async def _reap(self) -> int:

@@ -83,7 +83,7 @@ class SQLiteStore:
             conn = sqlite3.connect(
                 self.path, timeout=self._busy, isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn, self._busy)
             conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
@@ -235,3 +235,26 @@ class SQLiteStore:
         for conn in idle:
             conn.close()
         self._executor.close()
+
+
+def _use_wal(conn: sqlite3.Connection, patience: float) -> None:
+    """Put the database in WAL mode (once per file; a no-op after).
+
+    Switching modes needs the file to itself, and SQLite answers "database is locked"
+    at once, without its busy handler, when another process opens the same new file
+    at that moment (several workers starting together): retry for ``patience`` s.
+    """
+    deadline = time.monotonic() + patience
+    pause = 0.005
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+            continue
+        if str(mode).lower() == "wal":
+            return
+        raise sqlite3.OperationalError(f"SQLite kept journal_mode={mode}, not WAL")

@@ -1,10 +1,12 @@
-"""A throwaway ``redis-server`` for the multi-worker demo (and the test suite).
+"""A throwaway ``redis-server``: for development, tests, examples and the multi-worker demo.
 
 It listens on a unix socket in a temporary directory only (no TCP port), and it
 ends with its owner however the owner ends: :meth:`RedisServer.stop`, an exception
 (the context manager), or a SIGKILL of the owner (the kernel's parent-death signal,
-Linux). ``persist=True`` turns the append-only file on (fsync on every write), so
-a restart keeps every tombstone written before it.
+Linux). It runs in a process group of its own, so a Ctrl-C in a terminal reaches its
+owner only, which stops it after what still writes to it. ``persist=True`` turns the
+append-only file on (fsync on every write), so a restart keeps every tombstone
+written before it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = ("RedisServer", "redis_server_binary")
 
 _PR_SET_PDEATHSIG = 1
-INSTALL_HINT = "install it (Debian: apt-get install -y redis-server) or pass --redis URL"
+INSTALL_HINT = "install it (Debian: apt-get install -y redis-server)"
 
 
 def redis_server_binary() -> str | None:
@@ -93,7 +95,8 @@ class RedisServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, before exec
+            preexec_fn=_die_with_parent,  # prctl only, before exec
+            process_group=0,  # a Ctrl-C meant for its owner does not reach it: stopped last
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
