@@ -50,6 +50,7 @@ logger = logging.getLogger("cancelkit")
 
 MAX_ID_CHARS = 256
 _BATCH = 500
+_GATHER = 0.002  # seconds the writer waits for more endings before a round trip
 
 
 def dump_reason(reason: CancelReason) -> str:
@@ -120,6 +121,9 @@ class BackendBase(ABC):
         self._pending: deque[Ending] = deque()
         self._wake = asyncio.Event()
         self._resync_now = asyncio.Event()
+        self._claims: deque[tuple[str, str, asyncio.Future[tuple[bool, CancelReason | None]]]]
+        self._claims = deque()
+        self._claim_wake = asyncio.Event()
         self._reclaim_now = False
         self._closing = False
         self._idle = asyncio.Event()
@@ -195,6 +199,21 @@ class BackendBase(ABC):
     async def _register(self, run_id: str, owner: str) -> tuple[bool, CancelReason | None]:
         """Claim the id: ``(False, None)`` if used, else ``(True, waiting Stop)``."""
 
+    async def _register_many(
+        self, claims: list[tuple[str, str]]
+    ) -> list[tuple[bool, CancelReason | None] | BaseException]:
+        """Claim several ids (id, owner); each answer as :meth:`_register`'s, or the
+        error of that one claim. One by one here; a service with pipelines does better."""
+        results: list[tuple[bool, CancelReason | None] | BaseException] = []
+        for run_id, owner in claims:
+            try:
+                results.append(await self._register(run_id, owner))
+            except self.unreachable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - this claim's own error, handed to its caller
+                results.append(exc)
+        return results
+
     @abstractmethod
     async def _cancel(self, run_id: str, reason: CancelReason, owner: str) -> bool:
         """The cancel decision, in the service (see :meth:`cancel`)."""
@@ -232,6 +251,7 @@ class BackendBase(ABC):
         self._background = Background(f"{self.service} backend")
         self._background.spawn(self._listener(), name="cancelkit backend listener")
         self._background.spawn(self._writer(), name="cancelkit backend writer")
+        self._background.spawn(self._claimer(), name="cancelkit backend claimer")
         self._background.spawn(self._keeper(), name="cancelkit backend keeper")
 
     async def aclose(self) -> None:
@@ -249,6 +269,7 @@ class BackendBase(ABC):
         self._closing = True  # the loops end at their next turn, even if a cancel is lost
         self._wake.set()
         self._resync_now.set()
+        self._claim_wake.set()
         try:
             await background.aclose(grace=self.timeout)
             if self._pending:
@@ -268,24 +289,59 @@ class BackendBase(ABC):
             await self._disconnect()
 
     async def register(self, run_id: str, owner: str | None) -> CancelReason | None:
-        """See :meth:`cancelkit.RunsBackend.register`."""
+        """See :meth:`cancelkit.RunsBackend.register`.
+
+        Runs that start together are claimed together: the claimer sends every claim
+        waiting at its turn in one round trip (a pipeline, where the service has one).
+        """
         if len(run_id) > MAX_ID_CHARS:
             raise ValueError(f"a shared run id has at most {MAX_ID_CHARS} characters")
+        assert self._loop is not None
+        answer: asyncio.Future[tuple[bool, CancelReason | None]] = self._loop.create_future()
+        self._claims.append((run_id, owner or "", answer))
+        self._claim_wake.set()
         try:
-            with _shielded(self.timeout):  # the service may take it: we must hear back
-                claimed: tuple[bool, CancelReason | None] = await self._round_trip(
-                    self._register(run_id, owner or "")
-                )
+            # Shielded: once the service may have the run, this process must hear back.
+            with _shielded(self.timeout * 2):  # the claimer's round trip is bounded
+                fresh, waiting = await answer
+        except TimeoutError:
+            answer.cancel()
+            self._mine[run_id] = owner or ""
+            raise BackendUnavailable(f"{self.service} did not claim the run in time") from None
         except BackendUnavailable:
             # The answer may be lost after the service took the run: its ending is
             # still written (only over a record of ours, never another process's).
             self._mine[run_id] = owner or ""
             raise
-        fresh, waiting = claimed
         if not fresh:
             raise ValueError(f"the run id {run_id!r:.80} was already used; ids are never reused")
         self._mine[run_id] = owner or ""
         return waiting
+
+    async def _claimer(self) -> None:
+        while not self._closing:
+            if not self._claims:
+                await self._claim_wake.wait()
+            self._claim_wake.clear()
+            batch = [self._claims.popleft() for _ in range(min(_BATCH, len(self._claims)))]
+            live = [claim for claim in batch if not claim[2].done()]
+            if not live:
+                continue
+            try:
+                results = await self._round_trip(
+                    self._register_many([(run_id, owner) for run_id, owner, _ in live])
+                )
+            except BackendUnavailable as exc:  # one exception each: tracebacks never mix
+                results = [_unavailable(exc) for _ in live]
+            except Exception as exc:  # noqa: BLE001 - a bug: handed to every caller
+                results = [exc] * len(live)
+            for (_, _, answer), result in zip(live, results, strict=True):
+                if answer.done():
+                    continue  # its caller gave up meanwhile
+                if isinstance(result, BaseException):
+                    answer.set_exception(result)
+                else:
+                    answer.set_result(result)
 
     def note_cancelled(self, run_id: str, reason: CancelReason) -> None:
         """See :meth:`cancelkit.RunsBackend.note_cancelled`."""
@@ -356,11 +412,13 @@ class BackendBase(ABC):
                 self._deliver(run_id, reason, by_message=False)
 
     async def _listener(self) -> None:
-        pause = 0.05
+        # A dropped subscription is subscribed again at once; only when that fails too
+        # is the service counted down, and the retries back off.
+        failures = 0
 
         def subscribed() -> None:
-            nonlocal pause
-            pause = 0.05
+            nonlocal failures
+            failures = 0
             self._reclaim_now = True
             self._resync_now.set()  # the keeper re-reads the tombstones at once
 
@@ -371,12 +429,15 @@ class BackendBase(ABC):
             try:
                 await self._listen(deliver, subscribed)
             except self.unreachable as exc:
-                self._note_down(exc)
+                failures += 1
+                if failures > 1:
+                    self._note_down(exc)
             except Exception:  # never stop listening: log, then subscribe again
+                failures += 1
                 logger.exception("cancelkit: the %s backend's listener failed", self.service)
             self.stats["reconnects"] += 1
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, self.backstop)
+            if failures > 1:
+                await asyncio.sleep(min(0.05 * 2 ** (failures - 2), self.backstop))
 
     async def _writer(self) -> None:
         pause = 0.05
@@ -384,6 +445,9 @@ class BackendBase(ABC):
             if not self._pending:
                 self._idle.set()
                 await self._wake.wait()
+                # Endings come in bursts (a Stop of many runs, a busy service): gather
+                # them a moment, and write them in one round trip.
+                await asyncio.sleep(_GATHER)
             self._wake.clear()
             batch = [self._pending.popleft() for _ in range(min(_BATCH, len(self._pending)))]
             try:
@@ -479,6 +543,12 @@ class BackendBase(ABC):
                 self.service,
                 exc,
             )
+
+
+def _unavailable(exc: BackendUnavailable) -> BackendUnavailable:
+    copy = BackendUnavailable(*exc.args)
+    copy.__cause__ = exc.__cause__
+    return copy
 
 
 def _timeout(seconds: float) -> Any:

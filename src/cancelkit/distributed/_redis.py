@@ -82,6 +82,7 @@ class RedisBackend(BackendBase):
             redis.exceptions.TimeoutError,
             OSError,
         )
+        self._no_script: type[Exception] = redis.exceptions.NoScriptError
         self._client: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
 
@@ -147,19 +148,29 @@ class RedisBackend(BackendBase):
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _write(self, batch: list[Ending]) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
-            await self._queue_endings(pipe, batch)
-            await pipe.execute()
+        # EVALSHA straight into the pipeline: redis-py's scripts would first ask
+        # SCRIPT EXISTS, a second round trip per batch. After a Redis restart the
+        # scripts are gone (NoScriptError): load them again and retry once.
+        for attempt in (1, 2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                self._queue_endings(pipe, batch)
+                try:
+                    await pipe.execute()
+                except self._no_script:
+                    if attempt == 2:
+                        raise
+                    await self._load_scripts()
+                    continue
+                return
 
-    async def _queue_endings(self, pipe: Pipeline, batch: list[Ending]) -> None:
+    def _queue_endings(self, pipe: Pipeline, batch: list[Ending]) -> None:
         for ending in batch:
             run_key = self._key("run", ending.run_id)
             if ending.status is None:
                 assert ending.reason is not None
                 args: list[str | int] = [dump_reason(ending.reason), int(self.history)]
-                await self._scripts["MARK"](
-                    keys=[run_key, self._key("stop", ending.run_id)], args=args, client=pipe
-                )
+                keys = [run_key, self._key("stop", ending.run_id)]
+                pipe.evalsha(self._scripts["MARK"].sha, len(keys), *keys, *args)
             else:
                 reason = ending.reason
                 args = [
@@ -172,7 +183,7 @@ class RedisBackend(BackendBase):
                     self.worker,
                 ]
                 keys = [run_key, self._key("runs-of", self.worker)]
-                await self._scripts["END"](keys=keys, args=args, client=pipe)
+                pipe.evalsha(self._scripts["END"].sha, len(keys), *keys, *args)
 
     async def _tombstones(self, run_ids: list[str]) -> dict[str, CancelReason]:
         if not run_ids:
@@ -211,17 +222,40 @@ class RedisBackend(BackendBase):
         return lost
 
     async def _register(self, run_id: str, owner: str) -> tuple[bool, CancelReason | None]:
-        keys = [
-            self._key("run", run_id),
-            self._key("prestop", run_id),
-            self._key("stop", run_id),
-            self._key("runs-of", self.worker),
-        ]
-        args: list[str | int] = [owner, self.worker, repr(time.time()), int(self.history), run_id]
-        answer = await self._scripts["REGISTER"](keys=keys, args=args)
-        if int(answer[0]) < 0:
-            return False, None
-        return True, (load_reason(answer[1]) if int(answer[0]) == 1 else None)
+        (answer,) = await self._register_many([(run_id, owner)])
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    async def _register_many(
+        self, claims: list[tuple[str, str]]
+    ) -> list[tuple[bool, CancelReason | None] | BaseException]:
+        """Every claim in one pipeline of REGISTER scripts (see :meth:`_write`)."""
+        sha = self._scripts["REGISTER"].sha
+        for attempt in (1, 2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                now = repr(time.time())
+                for run_id, owner in claims:
+                    keys = [
+                        self._key("run", run_id),
+                        self._key("prestop", run_id),
+                        self._key("stop", run_id),
+                        self._key("runs-of", self.worker),
+                    ]
+                    args: list[str | int] = [owner, self.worker, now, int(self.history), run_id]
+                    pipe.evalsha(sha, len(keys), *keys, *args)
+                answers = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(a, self._no_script) for a in answers):
+                sha = await self._load_scripts()  # Redis restarted: nothing ran; again
+                continue
+            break
+        return [_claim_answer(answer) for answer in answers]
+
+    async def _load_scripts(self) -> str:
+        """Load every script again (Redis lost them); the REGISTER script's sha."""
+        for script in self._scripts.values():
+            script.sha = await self.client.script_load(script.script)
+        return self._scripts["REGISTER"].sha
 
     async def _cancel(self, run_id: str, reason: CancelReason, owner: str) -> bool:
         keys = [
@@ -237,6 +271,15 @@ class RedisBackend(BackendBase):
         if not record:
             return None
         return {_text(key): _text(value) for key, value in record.items()}
+
+
+def _claim_answer(answer: Any) -> tuple[bool, CancelReason | None] | BaseException:
+    """A REGISTER script's answer: ``{-1}`` used, ``{0}`` fresh, ``{1, reason}`` stopped."""
+    if isinstance(answer, BaseException):
+        return answer
+    if int(answer[0]) < 0:
+        return False, None
+    return True, (load_reason(answer[1]) if int(answer[0]) == 1 else None)
 
 
 def _text(value: bytes | str) -> str:
