@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "cancelkit._completion": 1,
     "cancelkit._timers": 1,
     "cancelkit._token": 1,
+    "cancelkit._receipt": 1,
     "cancelkit._threads": 1,
     "cancelkit._gather": 1,
     "cancelkit._race": 1,

@@ -23,6 +23,9 @@ from ._exceptions import other_errors as other_errors
 from ._gather import gather as gather
 from ._module import publish as _publish
 from ._race import race as race
+from ._receipt import LayerStop as LayerStop
+from ._receipt import StopReceipt as StopReceipt
+from ._receipt import keep_partial as keep_partial
 from ._run import Run as Run
 from ._run import RunOutcome as RunOutcome
 from ._run import spawn as spawn
@@ -57,6 +60,7 @@ __all__ = (
     "CancelToken",
     "Cancelled",
     "GuardedStream",
+    "LayerStop",
     "LedgerRow",
     "OwnedTask",
     "Pricing",
@@ -68,6 +72,7 @@ __all__ = (
     "RunStatus",
     "Runs",
     "RunsBackend",
+    "StopReceipt",
     "Store",
     "Transaction",
     "amap",
@@ -75,6 +80,7 @@ __all__ = (
     "current_token",
     "gather",
     "guard_stream",
+    "keep_partial",
     "link",
     "other_errors",
     "race",

@@ -15,23 +15,25 @@ the run ends ``cancelled``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from anyio.lowlevel import checkpoint
 
 from ._backends import Waiter, make_waiter
 from ._completion import Completion
 from ._exceptions import CancelReason, RunCancelled
+from ._receipt import Recording, StopReceipt, _current_recording
 from ._tasks import OwnedTask, RunStatus, start_task
 from ._threads import _quota
 from ._validate import close_all
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Iterator
+    from contextvars import ContextVar
 
     from ._token import CancelToken
 
@@ -42,23 +44,38 @@ T = TypeVar("T")
 
 logger = logging.getLogger("cancelkit")
 
-_current_run: ContextVar[Run[Any] | None] = ContextVar("cancelkit_current_run", default=None)
+# One context variable names the run code works for: layers below see it as the
+# Recording they report their ends to, this module as the Run it is.
+_current_run = cast("ContextVar[Run[Any] | None]", _current_recording)
 
 _FINISHED = CancelReason("parent", "the run finished")
 
 
 @dataclass(frozen=True, slots=True)
 class RunOutcome(Generic[T]):
-    """How a run ended."""
+    """How a run ended.
+
+    Attributes:
+        partial: what the run handed back with :func:`cancelkit.keep_partial` (the
+            text so far, a framework's state), kept however it ended.
+    """
 
     run_id: str
     status: RunStatus
     reason: CancelReason | None
     value: T | None
     error: BaseException | None
+    partial: Any = None
+    _run: Run[T] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def receipt(self) -> StopReceipt:
+        """What the Stop stopped and when, layer by layer (built on first read)."""
+        assert self._run is not None
+        return self._run._receipt()  # noqa: SLF001
 
 
-class Run(Generic[T]):
+class Run(Recording, Generic[T]):
     """One run: its id, owner, status and reason, and its ending.
 
     Obtained from :meth:`Runs.start` or :meth:`Runs.get`; not created directly.
@@ -80,6 +97,9 @@ class Run(Generic[T]):
         self.token = token
         self.parent = parent
         self.started_at = time.time()
+        self._started_mono = time.monotonic()
+        self._source: str | None = None
+        self._receipt_built: StopReceipt | None = None
         self.ended_at: float | None = None
         self.stragglers: list[str] = []
         self._children: set[OwnedTask[Any] | Run[Any]] = set()
@@ -125,14 +145,73 @@ class Run(Generic[T]):
         """Tasks and runs started inside this run that are still running."""
         return list(self._children)
 
-    def cancel(self, reason: CancelReason | None = None) -> bool:
+    def cancel(self, reason: CancelReason | None = None, *, source: str | None = None) -> bool:
         """Stop the run and everything it started; safe from any task or thread.
+
+        Args:
+            reason: why (default kind ``user``).
+            source: where the Stop comes from, for the receipt (``Run.cancel`` by
+                default); the receipt adds the thread that called.
 
         Returns:
             True if this call cancelled the run (it will end ``cancelled``); False
             if it had already finished or been cancelled.
         """
-        return self.token.cancel(reason)
+        won = self.token.cancel(reason)
+        if won:
+            self._source = f"{source or 'Run.cancel'} in thread {threading.current_thread().name}"
+        return won
+
+    @property
+    def receipt(self) -> StopReceipt | None:
+        """The Stop receipt, once the run has ended (see :class:`StopReceipt`)."""
+        return None if self._outcome is None else self._receipt()
+
+    def _receipt(self) -> StopReceipt:
+        built = self._receipt_built
+        if built is not None:
+            return built
+        outcome = self._outcome
+        assert outcome is not None
+        asked = self.token.cancelled_at
+        layers = self._layer_stops(self.started_at, self._started_mono, asked)
+        input_tokens = output_tokens = 0
+        estimated = False
+        for layer in layers:
+            if layer.output_tokens is not None and layer.layer in ("stream", "child run"):
+                input_tokens += layer.input_tokens or 0
+                output_tokens += layer.output_tokens
+                estimated = estimated or layer.estimated
+        wall = self.started_at - self._started_mono
+        built = self._receipt_built = StopReceipt(
+            self.id,
+            outcome.status,
+            outcome.reason,
+            self._stop_source() if asked is not None else None,
+            self.started_at,
+            None if asked is None else wall + asked,
+            self.ended_at or time.time(),
+            layers,
+            self._tools_started,
+            self._tools_finished,
+            self._tools_prevented,
+            input_tokens,
+            output_tokens,
+            estimated,
+        )
+        return built
+
+    def _stop_source(self) -> str:
+        if self._source is not None:
+            return self._source
+        reason = self.token.reason
+        kind = reason.kind if reason is not None else "user"
+        return {
+            "timeout": "the run's deadline",
+            "budget": "the budget",
+            "parent": "the parent run",
+            "error": "a failure in the run",
+        }.get(kind, "the run's token")
 
     def add_done_callback(self, callback: Callable[[Run[T]], object]) -> None:
         """Call ``callback(run)`` once the run has ended (children included), in the
@@ -247,6 +326,23 @@ class Run(Generic[T]):
         return handle
 
     def _child_ended(self, child: OwnedTask[Any] | Run[Any]) -> None:
+        now = time.monotonic()
+        if isinstance(child, Run):
+            receipt = child._receipt()  # noqa: SLF001 - a run reads its child run
+            self._record(
+                (
+                    now,
+                    "child run",
+                    child.id,
+                    child.status,
+                    receipt.input_tokens,
+                    receipt.output_tokens,
+                    receipt.estimated,
+                    "",
+                )
+            )
+        else:
+            self._record((now, "task", child.name, child.status, None, None, False, ""))
         self._children.discard(child)
         if not self._children and self._children_gone is not None:
             self._children_gone.set()
@@ -264,19 +360,25 @@ class Run(Generic[T]):
 
     def _settle(self, main: OwnedTask[T]) -> None:
         outcome: RunOutcome[T]
+        partial = self._partial
         if self._failure is not None:
-            outcome = RunOutcome(self.id, "failed", self.token.reason, None, self._failure)
+            outcome = RunOutcome(
+                self.id, "failed", self.token.reason, None, self._failure, partial, self
+            )
         elif main.status == "completed":
-            outcome = RunOutcome(self.id, "completed", None, main._value, None)  # noqa: SLF001
+            value = main._value  # noqa: SLF001
+            outcome = RunOutcome(self.id, "completed", None, value, None, partial, self)
         elif main.status == "cancelled":
             # The reason is what a cancelled run reports; an error raised while it
             # unwound is dropped, or its traceback would pin every frame (and every
-            # closed stream) of the run in the history.
-            outcome = RunOutcome(self.id, "cancelled", self.token.reason, None, None)
+            # closed stream) of the run in the history. What the run chose to hand
+            # back (keep_partial) is kept.
+            outcome = RunOutcome(self.id, "cancelled", self.token.reason, None, None, partial, self)
         else:
             error = main.error
             reason = CancelReason("error", f"{type(error).__name__}: {error}")
-            outcome = RunOutcome(self.id, "failed", reason, None, error)
+            outcome = RunOutcome(self.id, "failed", reason, None, error, partial, self)
+        self._record((time.monotonic(), "run", self.id, outcome.status, None, None, False, ""))
         self._outcome = outcome
         self.ended_at = time.time()
         self._claimed.set()

@@ -212,10 +212,13 @@ class Runs:
             True if the run was cancelled by this call. False for an unknown id, a
             finished run, or someone else's run: the three are indistinguishable.
         """
+        return self._cancel(run_id, reason, owner, "Runs.cancel")
+
+    def _cancel(self, run_id: str, reason: CancelReason | None, owner: object, source: str) -> bool:
         run = self._active.get(run_id)  # no lock: safe from a signal handler
         if run is None or (owner is not None and run.owner != owner):
             return False
-        return run.cancel(reason)
+        return run.cancel(reason, source=source)
 
     async def stop(
         self, run_id: str, reason: CancelReason | None = None, owner: str | None = None
@@ -237,7 +240,7 @@ class Runs:
         """
         reason = reason or _STOP
         if self.backend is None or run_id in self._active or run_id in self._history:
-            return self.cancel(run_id, reason, owner)
+            return self._cancel(run_id, reason, owner, "Runs.stop")
         _shared_owner(owner)
         return await self.backend.cancel(run_id, reason, owner)
 
@@ -268,7 +271,7 @@ class Runs:
 
     def cancel_here(self, run_id: str, reason: CancelReason) -> bool:
         """Cancel a run of this process (a backend delivering a Stop)."""
-        return self.cancel(run_id, reason)
+        return self._cancel(run_id, reason, None, "a Stop from another process, delivered")
 
     def get(self, run_id: str, owner: object = None) -> Run[Any] | None:
         """An active or remembered run by id (``None`` if unknown or not ``owner``'s)."""
@@ -302,7 +305,7 @@ class Runs:
         runs = self.active
         reason = CancelReason("shutdown", "the service is shutting down")
         for run in runs:
-            run.cancel(reason)
+            run.cancel(reason, source="Runs.shutdown")
         deadline = time.monotonic() + limit
         stragglers = [
             run.id

@@ -18,6 +18,7 @@ import anyio
 
 from ._backends import loop_caller
 from ._exceptions import RunCancelled
+from ._receipt import record
 from ._token import CancelHandle, CancelToken
 from ._validate import seconds
 
@@ -37,10 +38,23 @@ logger = logging.getLogger("cancelkit")
 class GuardedStream(Generic[T]):
     """The block returned by :func:`guard_stream`; iterate it inside ``async with``."""
 
-    def __init__(self, stream: AsyncIterable[T], token: CancelToken | None, grace: float) -> None:
+    def __init__(
+        self,
+        stream: AsyncIterable[T],
+        token: CancelToken | None,
+        grace: float,
+        *,
+        close: Callable[[], object] | None = None,
+        name: str | None = None,
+        report: bool = True,
+    ) -> None:
         self._stream = stream
         self._token = token
         self._grace = grace
+        self._close_call = close
+        self._name = name
+        self._report = report
+        self._exhausted = False
         self._iterator: AsyncIterator[T] | None = None
         self._scope: anyio.CancelScope | None = None
         self._handle: CancelHandle | None = None
@@ -82,6 +96,7 @@ class GuardedStream(Generic[T]):
             try:
                 return await self._iterator.__anext__()
             except StopAsyncIteration:
+                self._exhausted = True
                 await self._close()
                 raise
             finally:
@@ -109,16 +124,26 @@ class GuardedStream(Generic[T]):
         self._closed = True
         if self._handle is not None:
             self._handle.remove()
-        closers = []
+        closers: list[Callable[[], object] | None] = []
+        if self._close_call is not None:
+            closers.append(self._close_call)  # first: it is what stops the producer
         if self._iterator is not None and self._iterator is not self._stream:
             closers.append(_closer(self._iterator))
-        closers.append(_closer(self._stream))
+        if self._close_call is None:
+            closers.append(_closer(self._stream))
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + self._grace) as scope:
             for close in closers:
                 if close is not None:
                     outcome = close()
                     if inspect.isawaitable(outcome):
                         await outcome
+        if self._report:
+            record(
+                "stream",
+                self._name or type(self._stream).__name__,
+                "finished" if self._exhausted else "closed",
+                detail="gave up waiting for the close" if scope.cancelled_caught else "",
+            )
         if scope.cancelled_caught:
             logger.warning(
                 "cancelkit: closing %r took longer than %ss; gave up waiting",
@@ -133,7 +158,12 @@ def _closer(obj: object) -> Callable[[], Any] | None:
 
 
 def guard_stream(
-    stream: AsyncIterable[T], *, token: CancelToken | None = None, grace: float = 1.0
+    stream: AsyncIterable[T],
+    *,
+    token: CancelToken | None = None,
+    grace: float = 1.0,
+    close: Callable[[], object] | None = None,
+    name: str | None = None,
 ) -> GuardedStream[T]:
     """Iterate ``stream`` so that it is always closed promptly, in this task.
 
@@ -146,21 +176,33 @@ def guard_stream(
     Leaving the block for any reason closes the stream (``aclose()``, or ``close()``,
     sync or async) shielded from cancellation and bounded by ``grace``. If ``token``
     is cancelled while waiting for an item, the wait is interrupted, the stream is
-    closed, and :class:`RunCancelled` is raised with the token's reason.
+    closed, and :class:`RunCancelled` is raised with the token's reason. Inside a
+    run, the close is reported to the run's receipt.
+
+    Some streams must be stopped by another call than their own ``aclose()``: an
+    openai-agents ``result.stream_events()`` waits for the whole run to finish when
+    closed, while ``result.cancel()`` stops it at once. Pass that call as ``close``:
+    it is called first, then the iterator is closed (both within ``grace``).
 
     Args:
         stream: an async iterable: an async generator, an SDK stream, a response.
         token: a token whose cancellation stops the iteration.
         grace: seconds allowed for closing the stream.
+        close: called (sync or async) to stop the stream, instead of the
+            stream's own ``aclose()``/``close()``.
+        name: what the receipt calls the stream (default: its type's name).
 
     Raises:
-        TypeError: ``stream`` is not async-iterable, or ``token`` not a token.
+        TypeError: ``stream`` is not async-iterable, ``token`` not a token, or
+            ``close`` not callable.
         ValueError: a bad ``grace``.
     """
     if not hasattr(stream, "__aiter__"):
         raise TypeError(f"guard_stream(): {type(stream).__name__} is not async-iterable")
     if token is not None and not isinstance(token, CancelToken):
         raise TypeError(f"guard_stream(): token must be a CancelToken, not {type(token).__name__}")
+    if close is not None and not callable(close):
+        raise TypeError(f"guard_stream(): close must be callable, not {type(close).__name__}")
     limit = seconds(grace, "grace", allow_none=False)
     assert limit is not None
-    return GuardedStream(stream, token, limit)
+    return GuardedStream(stream, token, limit, close=close, name=name)

@@ -35,6 +35,7 @@ import anyio
 
 from ._backends import current_backend, make_waiter
 from ._exceptions import AbandonedThreadWarning, Cancelled, CancelReason, RunCancelled
+from ._receipt import record
 from ._token import CancelToken, _current
 from ._validate import seconds
 
@@ -388,35 +389,53 @@ async def _call_in_thread(
     call_token = parent.child() if parent is not None else CancelToken()
     waiter = make_waiter()
     job: _Job[T] = _Job(fn, args, call_token, waiter.set)
+    name = getattr(fn, "__qualname__", None) or repr(fn)
     try:
         _pool.submit(job)
     except ExecutorFullError as full:
+        record("thread", name, "withdrawn", detail="refused: the pool is full")
         raise _refused(str(full)) from None
     try:
         with anyio.move_on_after(queue_timeout):
             await waiter.wait()
         if not waiter.is_set:
             if _pool.skip(job):  # still queued: withdrawn, it will never run
+                record("thread", name, "withdrawn", detail="no worker was free")
                 raise _refused(f"no worker thread was free for {queue_timeout}s ({_pool.busy()})")
             await waiter.wait()
     except BaseException as exc:
-        if not _pool.skip(job) and not waiter.is_set and not isinstance(exc, RunCancelled):
+        if isinstance(exc, RunCancelled):
+            raise
+        if _pool.skip(job):
+            record("thread", name, "withdrawn", detail="stopped before it started")
+        elif not waiter.is_set:
             call_token.cancel(_caller_reason(exc, call_token))
             if not await waiter.wait_shielded(grace, rearm=False) and _pool.abandon(job):
-                name = getattr(fn, "__qualname__", repr(fn))
+                record("thread", name, "abandoned", detail=f"ignored its token for {grace}s")
                 warnings.warn(
                     f"cancelkit: thread running {name} ignored its cancel token for "
                     f"{grace}s; abandoned (it keeps running until it returns)",
                     AbandonedThreadWarning,
                     stacklevel=3,
                 )
+            else:
+                record("thread", name, _thread_outcome(job.error))
+        else:
+            record("thread", name, _thread_outcome(job.error))
         raise
-    if job.error is not None:
-        error, job.error = job.error, None
+    error, job.error = job.error, None
+    record("thread", name, _thread_outcome(error))
+    if error is not None:
         if isinstance(error, Cancelled):
             raise RunCancelled(error.reason) from error
         raise error
     return job.result  # type: ignore[return-value]  # set by fn when no error
+
+
+def _thread_outcome(error: BaseException | None) -> str:
+    if error is None:
+        return "returned"
+    return "cancelled" if isinstance(error, Cancelled) else "failed"
 
 
 async def run_sync_shielded(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 import weakref
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Final
@@ -81,6 +82,7 @@ class CancelToken:
     __slots__ = (
         "__weakref__",
         "_callbacks",
+        "_cancelled_at",
         "_children",
         "_deadline",
         "_decided",
@@ -91,6 +93,7 @@ class CancelToken:
 
     def __init__(self, timeout: float | None = None) -> None:
         self._reason: CancelReason | None = None
+        self._cancelled_at = 0.0  # time.monotonic() of the cancel, for receipts
         self._finished = False
         self._decided = threading.Lock()  # taken once, never released: who decided
         self._lock = threading.Lock()  # guards the two registries below
@@ -115,6 +118,11 @@ class CancelToken:
     def reason(self) -> CancelReason | None:
         """Why the token was cancelled, or ``None`` while it is active."""
         return self._reason
+
+    @property
+    def cancelled_at(self) -> float | None:
+        """When the token was cancelled, on the ``time.monotonic()`` clock; else ``None``."""
+        return self._cancelled_at if self._reason is not None else None
 
     def check(self) -> None:
         """Raise :class:`Cancelled` if the token is cancelled; otherwise do nothing.
@@ -152,12 +160,14 @@ class CancelToken:
         callbacks: list[Callable[[CancelReason], object]] = []
         pending = [self]
         won = False
+        now = time.monotonic()
         # Iterative, so a deep chain of children cannot hit the recursion limit.
         while pending:
             token = pending.pop()
             if not token._decided.acquire(False):
                 continue  # cancelled or finished already
             token._reason = reason
+            token._cancelled_at = now
             if token is self:
                 won = True
             deadline, token._deadline = token._deadline, None
@@ -246,6 +256,7 @@ class CancelToken:
             return
         self._finished = False
         self._reason = reason
+        self._cancelled_at = time.monotonic()
         deadline, self._deadline = self._deadline, None
         if deadline is not None:
             deadline.discard()

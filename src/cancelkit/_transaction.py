@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import anyio
 
 from ._exceptions import Cancelled, CancelReason, RunCancelled
+from ._receipt import record
 from ._token import current_token
 from ._validate import seconds
 
@@ -217,6 +218,12 @@ class Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        try:
+            await self._exit(exc)
+        finally:
+            record("transaction", self.run_id, self.outcome, detail=f"{len(self.writes)} write(s)")
+
+    async def _exit(self, exc: BaseException | None) -> None:
         assert self._token is not None
         token = self._token
         if exc is None and token.reason is None:

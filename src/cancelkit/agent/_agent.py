@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .. import Runs, Transaction, gather, to_thread, transaction
+from .. import RunCancelled, Runs, Transaction, gather, keep_partial, to_thread, transaction
+from .._receipt import tool_finished, tool_prevented, tool_started
 from ..llm import Message, TextDelta, ToolCall, ToolResult
 from ._events import AgentResult, AgentRun, ToolFinished
 from ._store import create_tables, record_reply
@@ -184,11 +185,26 @@ class Agent:
                         elif isinstance(event, ToolCall):
                             state.tool_calls.append(event)
                             state.emit(event)
+            except BaseException:
+                keep_partial(state.text)
+                for call in stream.tool_calls:  # asked for, never begun: the Stop came first
+                    tool_prevented(call.name)
+                raise
             finally:
                 state.add_usage(stream.usage)
             if not stream.tool_calls:
                 return state.text
-            results = await gather(*(self._call(call, state) for call in stream.tool_calls))
+            started: set[str] = set()
+            try:
+                results = await gather(
+                    *(self._call(call, state, started) for call in stream.tool_calls)
+                )
+            except BaseException:
+                keep_partial(state.text)
+                for call in stream.tool_calls:
+                    if call.id not in started:
+                        tool_prevented(call.name)
+                raise
             messages += [
                 Message("assistant", stream.text, tool_calls=tuple(stream.tool_calls)),
                 Message("user", tool_results=tuple(results)),
@@ -196,8 +212,11 @@ class Agent:
             state.text += "\n"
         return state.text
 
-    async def _call(self, call: ToolCall, state: AgentRun) -> ToolResult:
+    async def _call(self, call: ToolCall, state: AgentRun, started: set[str]) -> ToolResult:
         found = self.tools.get(call.name)
+        started.add(call.id)
+        tool_started(call.name)
+        outcome = "cancelled"
         try:
             if found is None:
                 raise LookupError(f"no tool named {call.name!r}")
@@ -206,7 +225,11 @@ class Agent:
             else:
                 value = await to_thread(functools.partial(found.fn, **call.arguments))
             content, is_error = (value if isinstance(value, str) else json.dumps(value)), False
+            outcome = "completed"
         except Exception as exc:  # noqa: BLE001 - the model is told, and may try another way
             content, is_error = f"{type(exc).__name__}: {exc}", True
+            outcome = "cancelled" if isinstance(exc, RunCancelled) else "failed"
+        finally:
+            tool_finished(call.name, outcome)
         state.emit(ToolFinished(call.id, call.name, content, is_error))
         return ToolResult(call.id, content, is_error)

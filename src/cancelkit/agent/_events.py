@@ -20,7 +20,7 @@ from ..llm import ToolCall, Usage
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
 
-    from .. import CancelReason, Run, RunStatus
+    from .. import CancelReason, Run, RunStatus, StopReceipt
 
 __all__ = ("AgentResult", "AgentRun", "ToolFinished")
 
@@ -47,6 +47,8 @@ class AgentResult:
     turns: int
     tool_calls: list[ToolCall]
     error: BaseException | None = None
+    receipt: StopReceipt | None = None
+    """What the Stop stopped and when, once the run has ended."""
 
 
 @dataclass
@@ -111,6 +113,7 @@ class AgentRun:
             self.turns,
             list(self.tool_calls),
             outcome.error if outcome else None,
+            outcome.receipt if outcome else None,
         )
 
     async def follow(self) -> AsyncGenerator[Any, None]:

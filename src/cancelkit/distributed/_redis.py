@@ -145,7 +145,7 @@ class RedisBackend(BackendBase):
                     run_id, kind, text = json.loads(message["data"])
                     deliver(run_id, load_reason(json.dumps([kind, text])))
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
     async def _write(self, batch: list[Ending]) -> None:
         # EVALSHA straight into the pipeline: redis-py's scripts would first ask

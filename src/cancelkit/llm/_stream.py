@@ -17,7 +17,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import BudgetExceeded, CancelReason, RunCancelled
-from .._streams import GuardedStream, guard_stream
+from .._receipt import record
+from .._streams import GuardedStream
 from .._token import current_token
 from ._tokens import estimate_tokens
 from ._types import Done, ModelEvent, StopReason, ToolCall, Usage
@@ -132,7 +133,7 @@ class ModelStream:
         response = getattr(stream, "response", None)
         headers = getattr(response, "headers", None) or {}
         self.request_id = headers.get("request-id") or headers.get("x-request-id")
-        self._guard = guard_stream(stream, token=token, grace=self._grace)
+        self._guard = GuardedStream(stream, token, self._grace, report=False)
         await self._guard.__aenter__()
         return self
 
@@ -227,3 +228,12 @@ class ModelStream:
             )
         if self._reservation is not None:
             self._reservation.settle(self.usage.input_tokens, self.usage.output_tokens)
+        record(
+            "stream",
+            self.model,
+            "finished" if translator.finished else "closed",
+            input_tokens=self.usage.input_tokens,
+            output_tokens=self.usage.output_tokens,
+            estimated=self.usage.estimated,
+            detail=f"stop reason {self.stop_reason}" if self.stop_reason else "",
+        )
