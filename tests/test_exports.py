@@ -10,6 +10,7 @@ import pytest
 import cancelkit
 import cancelkit.agent
 import cancelkit.distributed
+import cancelkit.integrations
 import cancelkit.llm
 import cancelkit.llm.local
 import cancelkit.stores
@@ -20,6 +21,7 @@ PUBLIC = [
     cancelkit,
     cancelkit.agent,
     cancelkit.distributed,
+    cancelkit.integrations,
     cancelkit.llm,
     cancelkit.llm.local,
     cancelkit.stores,

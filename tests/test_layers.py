@@ -39,6 +39,8 @@ LAYERS: dict[str, int] = {
     "cancelkit._runs_backend": 2,
     "cancelkit._background": 2,
     "cancelkit._streams": 2,
+    "cancelkit._adopt": 1,
+    "cancelkit._stoppable": 1,
     # 3. effects; the front door re-exports layers 1 to 3
     "cancelkit._budget": 3,
     "cancelkit._transaction": 3,
@@ -48,6 +50,7 @@ LAYERS: dict[str, int] = {
     "cancelkit.llm": 4,
     "cancelkit.web": 4,
     "cancelkit.distributed": 4,
+    "cancelkit.integrations": 4,
     # 5. applications
     "cancelkit.agent": 5,
     "cancelkit.demo": 5,

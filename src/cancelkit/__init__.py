@@ -5,6 +5,8 @@ family and ``to_thread``. Each is defined in a private module and re-exported; t
 module is the one front door.
 """
 
+from ._adopt import Adopted as Adopted
+from ._adopt import adopt_tasks as adopt_tasks
 from ._amap import amap as amap
 from ._as_completed import AsCompleted as AsCompleted
 from ._as_completed import as_completed as as_completed
@@ -32,6 +34,7 @@ from ._run import spawn as spawn
 from ._runs import Runs as Runs
 from ._runs_backend import RunInfo as RunInfo
 from ._runs_backend import RunsBackend as RunsBackend
+from ._stoppable import stoppable as stoppable
 from ._streams import GuardedStream as GuardedStream
 from ._streams import guard_stream as guard_stream
 from ._tasks import OwnedTask as OwnedTask
@@ -49,6 +52,7 @@ from ._transaction import transaction as transaction
 
 __all__ = (
     "AbandonedThreadWarning",
+    "Adopted",
     "AsCompleted",
     "BackendUnavailable",
     "Background",
@@ -75,6 +79,7 @@ __all__ = (
     "StopReceipt",
     "Store",
     "Transaction",
+    "adopt_tasks",
     "amap",
     "as_completed",
     "current_token",
@@ -85,6 +90,7 @@ __all__ = (
     "other_errors",
     "race",
     "spawn",
+    "stoppable",
     "thread_stats",
     "to_thread",
     "transaction",

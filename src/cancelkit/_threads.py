@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import functools
 import inspect
 import itertools
 import logging
@@ -389,7 +390,7 @@ async def _call_in_thread(
     call_token = parent.child() if parent is not None else CancelToken()
     waiter = make_waiter()
     job: _Job[T] = _Job(fn, args, call_token, waiter.set)
-    name = getattr(fn, "__qualname__", None) or repr(fn)
+    name = _name_of(fn)
     try:
         _pool.submit(job)
     except ExecutorFullError as full:
@@ -430,6 +431,12 @@ async def _call_in_thread(
             raise RunCancelled(error.reason) from error
         raise error
     return job.result  # type: ignore[return-value]  # set by fn when no error
+
+
+def _name_of(fn: Callable[..., Any]) -> str:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return getattr(fn, "__qualname__", None) or repr(fn)
 
 
 def _thread_outcome(error: BaseException | None) -> str:

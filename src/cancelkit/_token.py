@@ -378,12 +378,26 @@ def link(*tokens: CancelToken) -> CancelToken:
     return linked
 
 
-def current_token() -> CancelToken:
+def current_token(*, required: bool = False) -> CancelToken:
     """The token of the work this code runs for.
 
     Inside a :func:`to_thread` worker it is the token of that call; inside a run it
     is the run's token. Elsewhere it is a fresh token nobody else holds, so code that
-    calls ``current_token().check()`` also runs fine outside cancelkit.
+    calls ``current_token().check()`` also runs fine outside cancelkit; but then a
+    Stop can never reach it (a tool a framework calls in its own thread, say). Pass
+    ``required=True`` where that would be a bug.
+
+    Raises:
+        RuntimeError: with ``required``, when no run or ``to_thread`` call is
+            around this code.
     """
     token = _current.get()
-    return token if token is not None else CancelToken()
+    if token is not None:
+        return token
+    if required:
+        raise RuntimeError(
+            "current_token(required=True) outside any run and any to_thread() call: no "
+            "Stop can reach this code. Run it inside Runs.start(), through "
+            "cancelkit.to_thread(), or decorate the sync tool with @cancelkit.stoppable"
+        )
+    return CancelToken()

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import contextvars
     from collections.abc import Awaitable, Callable, Coroutine
 
+    from .._adopt import Adopted
+    from .._exceptions import CancelReason
     from .._loop_caller import LoopCaller
 
 __all__ = (
@@ -96,6 +98,19 @@ class Backend(Protocol):
         self, aws: tuple[Awaitable[Any], ...], timeout: float | None, return_exceptions: bool
     ) -> list[Any]:
         """``cancelkit.gather`` on this loop, arguments already checked."""
+        ...
+
+    def adopt_new_tasks(self, adopted: Adopted) -> Callable[[], None]:
+        """From now on, in this context, tasks created go into ``adopted.running``
+        (and leave it when they end). Returns the call that stops adopting."""
+        ...
+
+    async def end_adopted(self, adopted: Adopted, reason: CancelReason, grace: float) -> list[str]:
+        """Cancel the adopted tasks still running and wait up to ``grace``, shielded.
+
+        Returns:
+            The names of those still running after ``grace``.
+        """
         ...
 
 

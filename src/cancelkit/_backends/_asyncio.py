@@ -25,10 +25,14 @@ from .._exceptions import (
     gather_timeout,
 )
 from .._loop_caller import LoopCaller
+from .._receipt import record
+from ._asyncio_adopt import adopter, install_factory
 
 if TYPE_CHECKING:
     import contextvars
     from collections.abc import Awaitable, Callable, Coroutine
+
+    from .._adopt import Adopted
 
 __all__ = ("BACKEND", "AsyncioWaiter", "cancel_tasks", "task_states")
 
@@ -361,6 +365,48 @@ class _Asyncio:
         self, aws: tuple[Awaitable[Any], ...], timeout: float | None, return_exceptions: bool
     ) -> list[Any]:
         return await _gather(aws, timeout, return_exceptions)
+
+    def adopt_new_tasks(self, adopted: Adopted) -> Callable[[], None]:
+        install_factory(asyncio.get_running_loop())
+        adopting = [True]
+
+        def adopt(task: asyncio.Task[Any]) -> None:
+            if adopting[0]:
+                adopted.running.add(task)
+                adopted.count += 1
+                task.add_done_callback(functools.partial(_adopted_done, adopted))
+
+        reset = adopter.set(adopt)
+
+        def stop() -> None:
+            adopting[0] = False
+            adopter.reset(reset)
+
+        return stop
+
+    async def end_adopted(self, adopted: Adopted, reason: CancelReason, grace: float) -> list[str]:
+        import anyio  # noqa: PLC0415 - only here: the shield around waiting
+
+        tasks = [task for task in adopted.running if not task.done()]
+        cancel_tasks([(task, reason) for task in tasks])
+        if tasks:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait(tasks, timeout=grace)
+        return [task.get_name() for task in tasks if not task.done()]
+
+
+def _adopted_done(adopted: Adopted, task: asyncio.Task[Any]) -> None:
+    """An adopted task ended: out of the running set, into the run's receipt (this
+    runs in the task's own context, so the receipt is its run's)."""
+    adopted.running.discard(task)
+    if task.cancelled():
+        record("task", task.get_name(), "cancelled", detail="adopted")
+        return
+    error = task.exception()  # retrieved: reported here, never "never retrieved"
+    if error is None:
+        record("task", task.get_name(), "completed", detail="adopted")
+    else:
+        record("task", task.get_name(), "failed", detail=f"adopted; {error!r:.200}")
 
 
 BACKEND = _Asyncio()

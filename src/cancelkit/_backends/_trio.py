@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     import contextvars
     from collections.abc import Awaitable, Callable, Coroutine
 
+    from .._adopt import Adopted
+    from .._exceptions import CancelReason
+
 __all__ = ("BACKEND", "TrioWaiter")
 
 _MISSING: Any = object()
@@ -175,6 +178,16 @@ class _Trio:
         self, aws: tuple[Awaitable[Any], ...], timeout: float | None, return_exceptions: bool
     ) -> list[Any]:
         return await _gather(aws, timeout, return_exceptions)
+
+    def adopt_new_tasks(self, adopted: Adopted) -> Callable[[], None]:
+        return _nothing  # every trio task lives in a nursery: nothing is loose
+
+    async def end_adopted(self, adopted: Adopted, reason: CancelReason, grace: float) -> list[str]:
+        return []
+
+
+def _nothing() -> None:
+    return None
 
 
 BACKEND = _Trio()
