@@ -155,6 +155,43 @@ async def test_a_hanging_close_is_bounded_by_grace(caplog: pytest.LogCaptureFixt
     assert "longer than 0.05s" in caplog.text
 
 
+async def test_a_stream_stopped_by_another_call_than_its_own_close() -> None:
+    """As openai-agents: ``aclose()`` of ``stream_events()`` waits for the whole run,
+    ``result.cancel()`` stops it at once; ``close=`` is called first, then the iterator
+    is closed (promptly, now that its producer stopped)."""
+
+    class Result:
+        def __init__(self) -> None:
+            self.cancelled = False
+            self.stopped = anyio.Event()
+            self.calls: list[str] = []
+
+        def cancel(self) -> None:
+            self.calls.append("cancel")
+            self.cancelled = True
+            self.stopped.set()
+
+        async def stream_events(self) -> AsyncIterator[int]:
+            try:
+                while not self.cancelled:
+                    await anyio.sleep(0.001)
+                    yield 1
+            finally:
+                self.calls.append("closed")
+                await self.stopped.wait()  # what aclose() alone would wait for
+
+    result = Result()
+    token = CancelToken()
+    with anyio.fail_after(5):  # a hang would be the bug
+        with pytest.raises(RunCancelled):
+            async with guard_stream(result.stream_events(), token=token, close=result.cancel) as ev:
+                async for _ in ev:
+                    token.cancel(USER)
+    assert result.calls == ["cancel", "closed"]
+    with pytest.raises(TypeError, match="close must be callable"):
+        guard_stream(SDKStream(), close="cancel")  # type: ignore[arg-type]
+
+
 async def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match="not async-iterable"):
         guard_stream([1, 2])  # type: ignore[arg-type]

@@ -129,8 +129,7 @@ class GuardedStream(Generic[T]):
             closers.append(self._close_call)  # first: it is what stops the producer
         if self._iterator is not None and self._iterator is not self._stream:
             closers.append(_closer(self._iterator))
-        if self._close_call is None:
-            closers.append(_closer(self._stream))
+        closers.append(_closer(self._stream))
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + self._grace) as scope:
             for close in closers:
                 if close is not None:

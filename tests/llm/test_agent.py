@@ -14,6 +14,7 @@ from cancelkit.agent import Agent, AgentResult, ToolFinished, tool
 from cancelkit.llm import AnthropicModel, Model, TextDelta
 from cancelkit.stores import SQLiteStore
 
+from ..helpers import wait_until
 from .conftest import anthropic_client
 
 if TYPE_CHECKING:
@@ -117,7 +118,11 @@ async def test_one_stop_cancels_stream_tools_threads_and_sub_agents(agent: Agent
         ' [[tool:delegate {"topic": "scopes"}]]'
     )
     state = boss.start(prompt)
-    await anyio.sleep(0.5)  # the three tools (and the helper's own run) are running
+    # The three tools, and the helper's own run with its tool, are running.
+    await wait_until(
+        lambda: state.run._tools_started == 3
+        and any(run._tools_started == 1 for run in helper.runs.active)
+    )
     assert state.run.cancel(STOP)
     await state.run.wait()
     result = state.result()
@@ -126,6 +131,21 @@ async def test_one_stop_cancels_stream_tools_threads_and_sub_agents(agent: Agent
     assert len(agent.runs) == 0
     assert len(helper.runs) == 0  # the helper's run was a child: gone too
     assert threading.active_count() < 40
+
+    receipt = result.receipt  # what the Stop stopped, layer by layer
+    assert receipt is not None
+    assert (receipt.reason, receipt.source) == (STOP, "Run.cancel in thread MainThread")
+    assert (receipt.tools_started, receipt.tools_finished, receipt.tools_prevented) == (3, 3, 0)
+    ends = {(layer.layer, layer.name): layer for layer in receipt.layers}
+    assert ends["thread", "crunch"].outcome == "cancelled"
+    assert {ends["tool", name].outcome for name in ("lookup", "crunch", "delegate")} == {
+        "cancelled"
+    }
+    (child,) = [layer for layer in receipt.layers if layer.layer == "child run"]
+    assert child.outcome == "cancelled"
+    assert ends["stream", "local"].output_tokens  # the first turn's stream, with its usage
+    assert receipt.output_tokens >= result.usage.output_tokens  # the helper's turn counts too
+    assert all(0 <= (layer.after_stop or 0) for layer in receipt.layers if layer.layer != "stream")
 
 
 async def test_a_budget_stops_the_run_with_kind_budget(agent: Agent) -> None:
