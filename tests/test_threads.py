@@ -329,3 +329,15 @@ async def test_a_started_shielded_job_is_interrupted_and_waited_for_never_abando
     assert isinstance(timed_out.value.__cause__, InterruptedError)
     assert executor.stats()["abandoned_running"] == 0
     executor.close()
+
+
+async def test_the_receipt_names_a_partial_by_its_function() -> None:
+    async def work() -> int:
+        quotient: int = (await to_thread(functools.partial(divmod, 7), 2))[0]
+        return quotient
+
+    run = Runs().start(work)
+    await run.wait()
+    assert run.receipt is not None
+    threads = [(s.name, s.outcome) for s in run.receipt.layers if s.layer == "thread"]
+    assert threads == [("divmod", "returned")]

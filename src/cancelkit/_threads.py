@@ -244,7 +244,7 @@ class Executor:
                         return
                 job = self._jobs.popleft()
                 job.state = _State.RUNNING
-            thread.name = f"{base_name}:{getattr(job.fn, '__qualname__', 'fn')}"
+            thread.name = f"{base_name}:{_name(job.fn)}"
             try:
                 job.context.run(job.run)
             except BaseException as exc:  # delivered to the caller, not lost  # noqa: BLE001
@@ -262,8 +262,16 @@ class Executor:
             job.on_done()
 
 
+def _name(fn: Callable[..., Any]) -> str:
+    """What the receipt, the logs and the thread's name call ``fn``: its qualified
+    name, through ``functools.partial`` (whose repr would show an address)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
 def _report_late_return(job: _Job[Any]) -> None:
-    name = getattr(job.fn, "__qualname__", repr(job.fn))
+    name = _name(job.fn)
     if job.error is not None and not isinstance(job.error, Cancelled):
         logger.warning("cancelkit: abandoned thread %s finally ended with %r", name, job.error)
     else:
@@ -390,7 +398,7 @@ async def _call_in_thread(
     call_token = parent.child() if parent is not None else CancelToken()
     waiter = make_waiter()
     job: _Job[T] = _Job(fn, args, call_token, waiter.set)
-    name = _name_of(fn)
+    name = _name(fn)
     try:
         _pool.submit(job)
     except ExecutorFullError as full:
@@ -431,12 +439,6 @@ async def _call_in_thread(
             raise RunCancelled(error.reason) from error
         raise error
     return job.result  # type: ignore[return-value]  # set by fn when no error
-
-
-def _name_of(fn: Callable[..., Any]) -> str:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return getattr(fn, "__qualname__", None) or repr(fn)
 
 
 def _thread_outcome(error: BaseException | None) -> str:

@@ -1,13 +1,18 @@
 """The demo in a real browser: Debian's Chromium, driven by Playwright.
 
 Type a prompt, watch the answer stream, press Stop: the page shows ``cancelled`` with
-reason ``user`` and the model server stops generating. Close a tab mid-answer: its
-run is cancelled with reason ``disconnect``. Markup from the model is shown as text,
-never run, and the page's Content-Security-Policy would stop it if it got in.
+reason ``user``, the model server stops generating, and the Stop receipt is drawn as
+a timeline, one row per layer. Close a tab mid-answer: its run is cancelled with
+reason ``disconnect``. Markup from the model is shown as text, never run, and the
+page's Content-Security-Policy would stop it if it got in.
+
+With ``CANCELKIT_DEMO_SCREENSHOT=docs/demo.png`` the receipt test saves the page after
+Stop there (the README's picture).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -74,7 +79,51 @@ def test_stop_in_the_browser_reaches_the_model(browser: Browser, demo: Demo) -> 
     assert stats["tokens_after_disconnect"] == 0
     assert isinstance(stats["tokens_saved_by_stop"], int)
     assert stats["tokens_saved_by_stop"] > 2000
-    expect(page.locator("#s-p50")).to_have_text(re.compile("ms$"), timeout=WAIT)
+    expect(page.locator("#timeline li").first).to_be_visible(timeout=WAIT)
+    page.close()
+
+
+# Four tools at once: a sync one in a worker thread (long), an async one, a sub-agent
+# (a child run with its own model stream) and a staged write, which returns at once.
+TOOLS = (
+    'Research this [[tool:crunch_numbers {"n": 3000}]]'
+    ' [[tool:search_notes {"query": "cancel scopes"}]]'
+    ' [[tool:researcher {"task": "Find prior art"}]]'
+    ' [[tool:save_note {"text": "draft"}]] [[tokens:400]]'
+)
+
+
+def test_the_receipt_shows_which_layer_stopped_when(browser: Browser, demo: Demo) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(demo.url)
+    page.fill("#prompt", TOOLS)
+    page.click("#send")
+    # All four tools were started together; the write has returned, the rest are running.
+    expect(page.locator("#answer")).to_contain_text("save_note returned", timeout=WAIT)
+    page.click("#stop")
+    expect(page.locator("#status")).to_have_text("cancelled", timeout=WAIT)
+    receipt = page.locator("#receipt")
+    expect(receipt.locator("#timeline li").first).to_be_visible(timeout=WAIT)
+    rows = receipt.locator("#timeline li").all()
+    layers = [row.get_attribute("data-layer") for row in rows]
+    assert {"stream", "tool", "thread", "child run", "transaction", "run"} <= set(layers)
+    assert layers[-1] == "run"
+    text = receipt.text_content() or ""
+    assert "every layer had stopped" in text
+    assert "user (Stop pressed)" in text  # the reason
+    assert "4 started, 4 finished, 0 prevented" in text
+    whens = [row.locator(".lwhen").text_content() or "" for row in rows]
+    assert any(when.endswith("before Stop") for when in whens)  # the write, done first
+    assert any(when.endswith("after Stop") for when in whens)
+    # Each layer stopped after the Stop has a bar on the shared scale.
+    stopped = [row for row, when in zip(rows, whens, strict=True) if when.endswith("after Stop")]
+    assert all(row.locator(".bar").count() == 1 for row in stopped)
+    thread = rows[layers.index("thread")]
+    assert thread.locator(".lname").text_content() == "crunch_numbers"
+    assert thread.locator(".lout").text_content() == "cancelled"
+    if shot := os.environ.get("CANCELKIT_DEMO_SCREENSHOT"):
+        expect(page.locator("#s-runs")).to_have_text("0", timeout=WAIT)  # the counters caught up
+        page.screenshot(path=shot, full_page=True)
     page.close()
 
 
@@ -122,6 +171,8 @@ def test_markup_from_the_model_is_shown_as_text_never_run(
     expect(page.locator("#status")).to_have_text(re.compile("^(completed|failed)$"), timeout=WAIT)
     shown = (page.text_content("#answer") or "") + (page.text_content("#reason") or "")
     assert "<img" in shown  # the markup is there, as text
+    expect(page.locator("#timeline li").first).to_be_visible(timeout=WAIT)
+    assert "<img" in (page.text_content("#receipt") or "")  # in the receipt too, as text
     assert page.evaluate("document.querySelectorAll('img').length") == 0  # not as an element
     assert page.evaluate("window.__pwned") is None
     page.close()

@@ -53,6 +53,18 @@ def test_a_run_completes_and_streams_its_events(demo: Demo) -> None:
     assert kinds[-1] == "done"
     assert status["status"] == "completed"
     assert status["tool_calls"] == ["save_note"]
+    receipt = status["receipt"]  # a run nobody stopped has one too, with no Stop in it
+    assert receipt["run_id"] == run_id
+    assert (receipt["status"], receipt["reason"], receipt["source"]) == ("completed", None, None)
+    assert receipt["asked_at"] is None
+    assert receipt["stopped_in_ms"] is None
+    assert all(layer["after_stop_ms"] is None for layer in receipt["layers"])
+    ends = [(layer["layer"], layer["outcome"]) for layer in receipt["layers"]]
+    assert {("stream", "finished"), ("tool", "completed"), ("transaction", "committed")} <= set(
+        ends
+    )
+    assert ends[-1] == ("run", "completed")
+    assert receipt["tools"] == {"started": 1, "finished": 1, "prevented": 0}
     db = sqlite3.connect(demo.data / "demo.db")
     assert db.execute("SELECT text FROM demo_notes WHERE run_id = ?", (run_id,)).fetchall() == [
         ("remember",)
@@ -82,6 +94,59 @@ def test_stop_by_the_owner_reaches_the_model(demo: Demo) -> None:
     time.sleep(0.3)
     assert demo.stats()["tokens_generated"] == generated  # the model stopped
     assert demo.stats()["tokens_after_disconnect"] == 0
+
+
+def test_the_receipt_says_what_the_stop_stopped_and_when(demo: Demo) -> None:
+    """A sync tool returns in its thread, then the answer streams; Stop closes it."""
+    prompt = 'Work [[tool:crunch_numbers {"n": 1}]] [[tokens:3000]] [[rate:60]]'
+    with httpx2.Client(base_url=demo.url) as client:
+        run_id = client.post("/api/runs", json={"prompt": prompt}).json()["id"]
+        assert client.get(f"/api/runs/{run_id}").json()["receipt"] is None  # still running
+        done: dict[str, Any] = {}
+        kind, deltas_after_tool = "", -1
+        with client.stream("GET", f"/api/runs/{run_id}/events") as response:
+            for line in response.iter_lines():
+                if line.startswith("data: ") and kind == "done":
+                    done = json.loads(line[6:])
+                if not line.startswith("event: "):
+                    continue
+                kind = line[7:]
+                if kind == "tool_result":  # the tool has returned, its thread too
+                    deltas_after_tool = 0
+                elif kind == "delta" and deltas_after_tool >= 0:
+                    deltas_after_tool += 1
+                    if deltas_after_tool == 5:  # the second turn's answer is streaming
+                        stopped = client.post(f"/api/runs/{run_id}/cancel").json()
+                        assert stopped == {"cancelled": True}
+        final = client.get(f"/api/runs/{run_id}").json()
+    receipt = final["receipt"]
+    assert done["receipt"] == receipt  # the done event carries the same receipt
+    assert receipt["status"] == "cancelled"
+    assert receipt["reason"] == {"kind": "user", "message": "Stop pressed"}
+    assert isinstance(receipt["source"], str)
+    assert receipt["source"]
+    assert receipt["asked_at"] is not None
+    assert receipt["stopped_in_ms"] >= 0
+    layers = receipt["layers"]
+    streams = [layer for layer in layers if layer["layer"] == "stream"]
+    assert [s["outcome"] for s in streams] == ["finished", "closed"]
+    closed = streams[-1]
+    assert closed["output_tokens"] > 0  # what arrived before the Stop, counted
+    assert closed["estimated"] is True  # the provider's count never came
+    assert closed["after_stop_ms"] >= 0
+    threads = [layer for layer in layers if layer["layer"] == "thread"]
+    assert [(t["name"], t["outcome"]) for t in threads] == [("crunch_numbers", "returned")]
+    assert threads[0]["after_stop_ms"] < 0  # it had returned before the Stop
+    tools = [(t["name"], t["outcome"]) for t in layers if t["layer"] == "tool"]
+    assert tools == [("crunch_numbers", "completed")]
+    assert ("transaction", "cancelled") in [(t["layer"], t["outcome"]) for t in layers]
+    assert (layers[-1]["layer"], layers[-1]["outcome"]) == ("run", "cancelled")
+    assert receipt["tools"] == {"started": 1, "finished": 1, "prevented": 0}
+    assert receipt["usage"] == {
+        "input_tokens": sum(s["input_tokens"] for s in streams),
+        "output_tokens": sum(s["output_tokens"] for s in streams),
+        "estimated": True,
+    }
 
 
 def test_someone_elses_run_is_a_404(demo: Demo) -> None:

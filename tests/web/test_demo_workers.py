@@ -191,6 +191,19 @@ def test_a_run_is_followed_and_stopped_through_other_workers(
         assert kinds[-1] == "done"
         assert done["status"] == "cancelled"
         assert done["reason"] == {"kind": "user", "message": "Stop pressed"}
+        # The receipt came through Redis as JSON, whole: the model stream closed by a
+        # Stop sent through another worker.
+        receipt = done["receipt"]
+        assert (receipt["run_id"], receipt["status"]) == (run_id, "cancelled")
+        assert receipt["reason"] == {"kind": "user", "message": "Stop pressed"}
+        assert receipt["asked_at"] is not None
+        closed = [
+            s for s in receipt["layers"] if (s["layer"], s["outcome"]) == ("stream", "closed")
+        ]
+        assert len(closed) == 1
+        assert closed[0]["output_tokens"] > 0
+        assert closed[0]["after_stop_ms"] >= 0
+        assert receipt["layers"][-1]["layer"] == "run"
 
         # Every worker tells the owner the same outcome.
         seen: set[str] = set()
@@ -201,6 +214,7 @@ def test_a_run_is_followed_and_stopped_through_other_workers(
             assert status.json()["status"] == "cancelled"
             assert status.json()["reason"] == {"kind": "user", "message": "Stop pressed"}
             assert done["text"].startswith(status.json()["text"])
+            assert status.json()["receipt"] == receipt
             seen.add(status.headers[WORKER])
             if len(seen) == 4:
                 break

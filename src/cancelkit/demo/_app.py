@@ -12,9 +12,10 @@ Routes:
   ``disconnect``);
 - ``POST /api/runs/{id}/cancel`` stops a run with kind ``user``, for its owner only
   (anyone else gets 404, as for an unknown id);
-- ``GET /api/runs/{id}`` gives status, reason, usage, text and how many follow it
-  now; ``GET /api/stats`` the live counters and the model server's health; ``/`` the
-  page.
+- ``GET /api/runs/{id}`` gives status, reason, usage, text, how many follow it now
+  and, once it has ended, its Stop receipt (``receipt``: what stopped, and when, layer
+  by layer; ``null`` while it runs; the ``done`` event carries the same);
+  ``GET /api/stats`` the live counters and the model server's health; ``/`` the page.
 
 A hostile client gets clear answers and no more: a body over the limit is a 413 before
 it is read, too many runs a 429 with ``Retry-After``, bad input a 422 that never echoes

@@ -64,7 +64,13 @@ def _reason(result: AgentResult) -> dict[str, str] | None:
 
 
 def describe(result: AgentResult) -> dict[str, Any]:
-    """A run as ``GET /api/runs/{id}`` and the ``done`` event show it."""
+    """A run as ``GET /api/runs/{id}`` and the ``done`` event show it.
+
+    ``receipt`` is the run's Stop receipt (:meth:`~cancelkit.StopReceipt.to_dict`,
+    plain JSON, so it survives the Redis Stream unchanged) once the run has ended,
+    ``None`` while it runs.
+    """
+    receipt = result.receipt
     return {
         "id": result.run_id,
         "status": result.status,
@@ -73,6 +79,7 @@ def describe(result: AgentResult) -> dict[str, Any]:
         "usage": asdict(result.usage),
         "turns": result.turns,
         "tool_calls": [c.name for c in result.tool_calls],
+        "receipt": None if receipt is None else receipt.to_dict(),
     }
 
 
@@ -101,7 +108,8 @@ def summarize(info: RunInfo, events: Iterable[Event]) -> dict[str, Any]:
     The status and reason are the registry's (``info``). Once the run's ``done`` event
     is in its stream, that receipt is the answer; before it, the text is put together
     from the deltas still in the (bounded) stream, ``usage`` is the last one reported
-    (``None`` before the first), and ``turns`` is unknown (``None``).
+    (``None`` before the first), ``turns`` is unknown (``None``), and so is the
+    receipt: only the worker that held the run can write it.
     """
     text: list[str] = []
     tools: list[str] = []
@@ -128,4 +136,5 @@ def summarize(info: RunInfo, events: Iterable[Event]) -> dict[str, Any]:
         "usage": usage,
         "turns": None,
         "tool_calls": tools,
+        "receipt": None,
     }
