@@ -34,6 +34,9 @@ from ._runs_backend import RunInfo as RunInfo
 from ._runs_backend import RunsBackend as RunsBackend
 from ._streams import GuardedStream as GuardedStream
 from ._streams import guard_stream as guard_stream
+from ._sync_run import SyncRun as SyncRun
+from ._sync_streams import SyncGuardedStream as SyncGuardedStream
+from ._sync_streams import guard_sync_stream as guard_sync_stream
 from ._tasks import OwnedTask as OwnedTask
 from ._tasks import RunStatus as RunStatus
 from ._threads import thread_stats as thread_stats
@@ -74,12 +77,15 @@ __all__ = (
     "RunsBackend",
     "StopReceipt",
     "Store",
+    "SyncGuardedStream",
+    "SyncRun",
     "Transaction",
     "amap",
     "as_completed",
     "current_token",
     "gather",
     "guard_stream",
+    "guard_sync_stream",
     "keep_partial",
     "link",
     "other_errors",
