@@ -41,6 +41,8 @@ LAYERS: dict[str, int] = {
     "cancelkit._streams": 2,
     "cancelkit._adopt": 1,
     "cancelkit._stoppable": 1,
+    "cancelkit._sync_streams": 2,
+    "cancelkit._sync_run": 2,
     # 3. effects; the front door re-exports layers 1 to 3
     "cancelkit._budget": 3,
     "cancelkit._transaction": 3,

@@ -37,6 +37,9 @@ from ._runs_backend import RunsBackend as RunsBackend
 from ._stoppable import stoppable as stoppable
 from ._streams import GuardedStream as GuardedStream
 from ._streams import guard_stream as guard_stream
+from ._sync_run import SyncRun as SyncRun
+from ._sync_streams import SyncGuardedStream as SyncGuardedStream
+from ._sync_streams import guard_sync_stream as guard_sync_stream
 from ._tasks import OwnedTask as OwnedTask
 from ._tasks import RunStatus as RunStatus
 from ._threads import thread_stats as thread_stats
@@ -78,6 +81,8 @@ __all__ = (
     "RunsBackend",
     "StopReceipt",
     "Store",
+    "SyncGuardedStream",
+    "SyncRun",
     "Transaction",
     "adopt_tasks",
     "amap",
@@ -85,6 +90,7 @@ __all__ = (
     "current_token",
     "gather",
     "guard_stream",
+    "guard_sync_stream",
     "keep_partial",
     "link",
     "other_errors",

@@ -358,6 +358,12 @@ class Run(Recording, Generic[T]):
         self._children.add(run)
         run.add_done_callback(self._child_ended)
 
+    def _end_sync(self, main: OwnedTask[T]) -> None:
+        """A sync run's ending (``SyncRun.finish``), in its thread: no loop, and no
+        children (``spawn`` needs a loop), so nothing to wait for."""
+        self._closing = True
+        self._settle(main)
+
     def _settle(self, main: OwnedTask[T]) -> None:
         outcome: RunOutcome[T]
         partial = self._partial

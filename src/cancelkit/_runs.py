@@ -13,6 +13,7 @@ stays local, lock-free and safe from a signal handler.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import secrets
 import threading
@@ -23,9 +24,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack
 from ._exceptions import CancelReason
 from ._run import Run, _current_run
 from ._runs_backend import RunInfo
+from ._sync_run import SyncRun, run_in_thread
 from ._tasks import start_task
 from ._threads import DEFAULT_THREADS_PER_RUN, ThreadQuota, _quota
-from ._token import CancelToken
+from ._token import CancelToken, _current
 from ._validate import close_all, positive_int, seconds
 
 if TYPE_CHECKING:
@@ -147,14 +149,7 @@ class Runs:
             raise TypeError(
                 f"start() takes an async function and its arguments, not {type(fn).__name__}"
             )
-        if run_id is None:
-            run_id = secrets.token_urlsafe(16)
-        elif not isinstance(run_id, str):
-            raise TypeError(f"run_id must be a str, not {type(run_id).__name__}")
-        elif not run_id:
-            raise ValueError("run_id must not be empty")
-        if self._closed:
-            raise RuntimeError("this Runs registry has been shut down")
+        run_id = self._admit(run_id)
         backend = self.backend
         if backend is not None:
             _shared_owner(owner)
@@ -174,11 +169,7 @@ class Runs:
                 return backend.register(shared_id, shared_owner)
 
         run: Run[T] = Run(run_id, owner, token, parent, self.child_grace, register)
-        with self._lock:
-            if run_id in self._active:
-                token.cancel()
-                raise ValueError(f"a run with id {run_id!r} is already active")
-            self._active[run_id] = run
+        self._register(run)
         reset = _current_run.set(run)
         # A top-level run gets its own share of the worker threads; children share it.
         quota = _quota.set(ThreadQuota(self._threads_per_run)) if parent is None else None
@@ -199,6 +190,93 @@ class Runs:
         if parent is not None:
             parent._adopt(run)  # noqa: SLF001
         return run
+
+    def start_sync(
+        self, *, run_id: str | None = None, owner: object = None, timeout: float | None = None
+    ) -> SyncRun[Any]:
+        """Start a run that the calling thread drives, with no event loop.
+
+        For sync code whose work is more than one call (a WSGI response produced
+        after the app returns): ``sync_run.call(fn, *args)`` runs code inside the
+        run, ``sync_run.finish(...)`` ends it. For one function, :meth:`run_sync`.
+        In a thread whose ``current_token()`` is a token (a ``to_thread`` worker,
+        another sync run), the run's token is its child: that Stop reaches this run.
+
+        Raises:
+            ValueError: ``run_id`` is already in use by an active run, or empty.
+            TypeError: ``run_id`` is not a str.
+            RuntimeError: the registry has been shut down, or has a backend (sync
+                runs are local to this process for now).
+        """
+        run_id = self._admit(run_id)
+        if self.backend is not None:
+            raise RuntimeError(
+                "sync runs are not shared through a backend yet; use a Runs() without one"
+            )
+        ambient = _current.get()
+        token = ambient.child(timeout) if ambient is not None else CancelToken(timeout)
+        run: Run[Any] = Run(run_id, owner, token, None, self.child_grace)
+        self._register(run)
+        run.add_done_callback(self._retire)
+        return SyncRun(run)
+
+    def run_sync(
+        self,
+        fn: Callable[[Unpack[PosArgs]], T],
+        *args: *PosArgs,
+        run_id: str | None = None,
+        owner: object = None,
+        timeout: float | None = None,
+    ) -> T:
+        """Run the sync ``fn(*args)`` as a run, in the calling thread; no event loop.
+
+        Inside ``fn``, ``current_token()`` is the run's token: ``runs.cancel(run_id)``
+        from any thread cancels it, ``fn`` sees it at its next ``check()`` (a guarded
+        sync stream at once), and the run ends ``cancelled``. ``runs.get(run_id)``
+        gives its status and reason, during and after, as for an async run; its
+        outcome has a Stop receipt.
+
+        Args:
+            fn: a sync function.
+            *args: its positional arguments.
+            run_id: the id; by default an unguessable one is made.
+            owner: who may cancel it by id (see :meth:`cancel`).
+            timeout: seconds after which the run is cancelled with kind ``timeout``.
+
+        Returns:
+            What ``fn`` returned.
+
+        Raises:
+            RunCancelled: the run was cancelled (``.reason`` says why), whatever
+                ``fn`` raised or returned meanwhile.
+            Exception: what ``fn`` raised.
+            TypeError, ValueError, RuntimeError: as :meth:`start_sync`, or ``fn`` is
+                not callable or is a coroutine function; before ``fn`` is called.
+        """
+        if not callable(fn) or inspect.iscoroutinefunction(fn):
+            what = "a coroutine function" if callable(fn) else type(fn).__name__
+            raise TypeError(f"run_sync() takes a sync function and its arguments, not {what}")
+        sync_run: SyncRun[T] = self.start_sync(run_id=run_id, owner=owner, timeout=timeout)
+        return run_in_thread(sync_run, fn, args)
+
+    def _admit(self, run_id: str | None) -> str:
+        """A valid id for a new run (made if ``None``); the registry must be open."""
+        if run_id is None:
+            run_id = secrets.token_urlsafe(16)
+        elif not isinstance(run_id, str):
+            raise TypeError(f"run_id must be a str, not {type(run_id).__name__}")
+        elif not run_id:
+            raise ValueError("run_id must not be empty")
+        if self._closed:
+            raise RuntimeError("this Runs registry has been shut down")
+        return run_id
+
+    def _register(self, run: Run[Any]) -> None:
+        with self._lock:
+            if run.id in self._active:
+                run.token.cancel()
+                raise ValueError(f"a run with id {run.id!r} is already active")
+            self._active[run.id] = run
 
     def cancel(self, run_id: str, reason: CancelReason | None = None, owner: object = None) -> bool:
         """Cancel an active run by id; from any task, any thread, or no event loop.

@@ -120,8 +120,10 @@ async def test_one_stop_cancels_stream_tools_threads_and_sub_agents(agent: Agent
     state = boss.start(prompt)
     # The three tools, and the helper's own run with its tool, are running.
     await wait_until(
-        lambda: state.run._tools_started == 3
-        and any(run._tools_started == 1 for run in helper.runs.active)
+        lambda: (
+            state.run._tools_started == 3
+            and any(run._tools_started == 1 for run in helper.runs.active)
+        )
     )
     assert state.run.cancel(STOP)
     await state.run.wait()
@@ -145,7 +147,7 @@ async def test_one_stop_cancels_stream_tools_threads_and_sub_agents(agent: Agent
     assert child.outcome == "cancelled"
     assert ends["stream", "local"].output_tokens  # the first turn's stream, with its usage
     assert receipt.output_tokens >= result.usage.output_tokens  # the helper's turn counts too
-    assert all(0 <= (layer.after_stop or 0) for layer in receipt.layers if layer.layer != "stream")
+    assert all((layer.after_stop or 0) >= 0 for layer in receipt.layers if layer.layer != "stream")
 
 
 async def test_a_budget_stops_the_run_with_kind_budget(agent: Agent) -> None:

@@ -4,12 +4,17 @@ A call is the same flow whatever the provider: build the request, open a streame
 response with ``max_tokens`` clamped by the budget, translate each event to ours, map
 the SDK's errors to ours. :class:`SDKModel` holds that flow (as httpx's
 ``BaseTransport`` holds what its transports share); a provider adapter supplies only
-its payload, its open call, its translator, and the name of its SDK (whose
+its payload, its create call, its translator, and the name of its SDK (whose
 exception classes are mapped to cancelkit's).
+
+The client may be the SDK's async one (``async with model.stream(...)``) or its sync
+one (``with model.stream(...)``, for sync code: WSGI, Django, scripts): the create
+call is the same, the first returns a coroutine and the second the stream itself.
 """
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -18,7 +23,7 @@ from ._stream import ModelStream
 from ._tokens import estimate_tokens
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Sequence
+    from collections.abc import AsyncIterable, Iterable, Sequence
 
     from .._budget import Budget
     from .._token import CancelToken
@@ -31,10 +36,12 @@ ClientT = TypeVar("ClientT")
 
 
 class SDKModel(ABC, Generic[ClientT]):
-    """A model behind a provider's official async SDK client.
+    """A model behind a provider's official SDK client, async or sync.
 
     Args:
-        client: the SDK client (point its ``base_url`` at the local server for tests).
+        client: the SDK client (point its ``base_url`` at the local server for
+            tests); with an async client, use ``async with model.stream(...)``, with
+            a sync one ``with model.stream(...)``.
         model: the model name the provider knows.
     """
 
@@ -55,20 +62,42 @@ class SDKModel(ABC, Generic[ClientT]):
         token: CancelToken | None = None,
         budget: Budget | None = None,
     ) -> ModelStream:
-        """Start a streamed call; iterate its events inside ``async with``.
+        """Start a streamed call; iterate its events inside ``async with`` (an async
+        client) or ``with`` (a sync client).
 
         Raises:
             ValueError: ``max_tokens`` is not a positive int (before any request).
+            TypeError: on entering the block, when the block does not match the
+                client (``with`` on an async client, or the reverse); no request is
+                sent.
         """
         payload = self._payload(messages, system, tools)
 
         async def open_stream(limit: int) -> AsyncIterable[Any]:
-            return await self._open(payload, limit)
+            opened = self._create(payload, limit)
+            if not inspect.isawaitable(opened):
+                _close(opened)
+                raise TypeError(
+                    f"{type(self).__name__} has a sync client: use `with model.stream(...)`"
+                )
+            stream: AsyncIterable[Any] = await opened
+            return stream
+
+        def open_sync(limit: int) -> Iterable[Any]:
+            opened = self._create(payload, limit)
+            if inspect.isawaitable(opened):
+                _close(opened)  # a coroutine never awaited sends nothing
+                raise TypeError(
+                    f"{type(self).__name__} has an async client: use `async with model.stream(...)`"
+                )
+            stream: Iterable[Any] = opened
+            return stream
 
         text = (system or "") + "".join(m.size_text() for m in messages)
         return ModelStream(
             model=self.name,
             open_stream=open_stream,
+            open_sync=open_sync,
             translator=self._translator(),
             input_estimate=estimate_tokens(text),
             max_tokens=max_tokens,
@@ -84,9 +113,16 @@ class SDKModel(ABC, Generic[ClientT]):
         """The request in the provider's shape, all but ``max_tokens`` and streaming."""
 
     @abstractmethod
-    async def _open(self, payload: dict[str, Any], max_tokens: int) -> AsyncIterable[Any]:
-        """Send the request, streamed, with this ``max_tokens``; the SDK's stream."""
+    def _create(self, payload: dict[str, Any], max_tokens: int) -> Any:
+        """The SDK's streamed create call with this ``max_tokens``: a coroutine of
+        its stream (an async client) or the stream (a sync client)."""
 
     @abstractmethod
     def _translator(self) -> Translator:
         """A fresh translator of the provider's events, for one call."""
+
+
+def _close(opened: object) -> None:
+    close = getattr(opened, "close", None)
+    if callable(close):
+        close()

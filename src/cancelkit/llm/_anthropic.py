@@ -15,7 +15,7 @@ from ._stream import Translator
 from ._types import Done, ModelEvent, StopReason, TextDelta, ToolCall, Usage
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Sequence
+    from collections.abc import Sequence
 
     import anthropic  # noqa: F401 - named in a string: SDKModel["anthropic.AsyncAnthropic"]
 
@@ -92,8 +92,9 @@ class _AnthropicTranslator(Translator):
         return []
 
 
-class AnthropicModel(SDKModel["anthropic.AsyncAnthropic"]):
-    """A model behind the Anthropic Messages API, via ``anthropic.AsyncAnthropic``.
+class AnthropicModel(SDKModel["anthropic.AsyncAnthropic | anthropic.Anthropic"]):
+    """A model behind the Anthropic Messages API, via ``anthropic.AsyncAnthropic``
+    (``async with model.stream(...)``) or ``anthropic.Anthropic`` (``with``).
 
     Args:
         client: the SDK client (point ``base_url`` at the local server for tests).
@@ -118,11 +119,8 @@ class AnthropicModel(SDKModel["anthropic.AsyncAnthropic"]):
             ]
         return payload
 
-    async def _open(self, payload: dict[str, Any], max_tokens: int) -> AsyncIterable[Any]:
-        stream: AsyncIterable[Any] = await self.client.messages.create(
-            max_tokens=max_tokens, stream=True, **payload
-        )
-        return stream
+    def _create(self, payload: dict[str, Any], max_tokens: int) -> Any:
+        return self.client.messages.create(max_tokens=max_tokens, stream=True, **payload)
 
     def _translator(self) -> Translator:
         return _AnthropicTranslator()

@@ -15,7 +15,7 @@ from ._stream import Translator
 from ._types import Done, ModelEvent, StopReason, TextDelta, ToolCall, Usage
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Sequence
+    from collections.abc import Sequence
 
     import openai  # noqa: F401 - named in a string: SDKModel["openai.AsyncOpenAI"]
 
@@ -99,8 +99,9 @@ class _OpenAITranslator(Translator):
         return [usage, Done(self.stop_reason)]
 
 
-class OpenAIModel(SDKModel["openai.AsyncOpenAI"]):
-    """A model behind OpenAI Chat Completions, via ``openai.AsyncOpenAI``.
+class OpenAIModel(SDKModel["openai.AsyncOpenAI | openai.OpenAI"]):
+    """A model behind OpenAI Chat Completions, via ``openai.AsyncOpenAI``
+    (``async with model.stream(...)``) or ``openai.OpenAI`` (``with``).
 
     Args:
         client: the SDK client (``base_url`` ending in ``/v1``).
@@ -127,14 +128,13 @@ class OpenAIModel(SDKModel["openai.AsyncOpenAI"]):
             ]
         return payload
 
-    async def _open(self, payload: dict[str, Any], max_tokens: int) -> AsyncIterable[Any]:
-        stream: AsyncIterable[Any] = await self.client.chat.completions.create(
+    def _create(self, payload: dict[str, Any], max_tokens: int) -> Any:
+        return self.client.chat.completions.create(
             max_completion_tokens=max_tokens,
             stream=True,
             stream_options={"include_usage": True},
             **payload,
         )
-        return stream
 
     def _translator(self) -> Translator:
         return _OpenAITranslator()

@@ -4,7 +4,10 @@ Shared by every adapter. Entering the block reserves budget (clamping
 ``max_tokens``), opens the provider's stream, and iterates it through
 :func:`cancelkit.guard_stream`, so leaving the block for any reason (a ``break``, an
 exception, the task's cancellation, the token firing) closes the HTTP response in
-this task, and the provider stops generating. Usage is never lost: when the
+this task, and the provider stops generating. With a sync SDK client the same call
+is a ``with`` block iterated through :func:`cancelkit.guard_sync_stream`: the token
+firing in any thread shuts the connection down at once, and the iteration raises
+:class:`~cancelkit.Cancelled`. Usage is never lost: when the
 provider's final count never came, the output seen so far is reported as an
 estimate (and charged to the budget). The SDK's failures come out as
 :class:`~cancelkit.llm.ModelError` (see :mod:`._errors`).
@@ -16,15 +19,16 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .._exceptions import BudgetExceeded, CancelReason, RunCancelled
+from .._exceptions import BudgetExceeded, Cancelled, CancelReason, RunCancelled
 from .._receipt import record
 from .._streams import GuardedStream
+from .._sync_streams import SyncGuardedStream
 from .._token import current_token
 from ._tokens import estimate_tokens
 from ._types import Done, ModelEvent, StopReason, ToolCall, Usage
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Awaitable, Callable
+    from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
     from types import TracebackType
 
     from .._budget import Budget, Reservation
@@ -63,7 +67,8 @@ class Translator:
 
 
 class ModelStream:
-    """One streamed call; use as ``async with model.stream(...) as events``.
+    """One streamed call: ``async with model.stream(...) as events`` over an async SDK
+    client, ``with model.stream(...) as events`` over a sync one.
 
     After the block: ``text``, ``tool_calls``, ``usage``, ``stop_reason`` and
     ``request_id`` describe what happened, however it ended.
@@ -86,11 +91,14 @@ class ModelStream:
         budget: Budget | None,
         errors: SDKErrors | None = None,
         close_grace: float = 1.0,
+        open_sync: Callable[[int], Iterable[Any]] | None = None,
     ) -> None:
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             raise ValueError(f"max_tokens must be a positive int, not {max_tokens!r}")
         self.model = model
         self._open = open_stream
+        self._open_sync = open_sync
+        self._sync_guard: SyncGuardedStream[Any] | None = None
         self._translator = translator
         self._input_estimate = input_estimate
         self._max_tokens = max_tokens
@@ -113,6 +121,46 @@ class ModelStream:
         self._token = token
         if token.reason is not None:
             raise RunCancelled(token.reason)
+        max_tokens = self._reserve(token)
+        try:
+            stream = await self._open(max_tokens)
+        except BaseException as exc:
+            self._settle()
+            self._raise_mapped(exc)
+            raise
+        self._note_request_id(stream)
+        self._guard = GuardedStream(stream, token, self._grace, report=False)
+        await self._guard.__aenter__()
+        return self
+
+    def __enter__(self) -> ModelStream:
+        """Open the call over a sync SDK client (``with model.stream(...)``).
+
+        Raises:
+            Cancelled: the token was already cancelled; no request is sent.
+            BudgetExceeded: the call does not fit the budget; no request is sent.
+            ModelError: the request failed.
+            TypeError: the model's client is async (use ``async with``).
+        """
+        if self._open_sync is None:
+            raise TypeError("this model stream has no sync client: use `async with`")
+        token = self._token if self._token is not None else current_token()
+        self._token = token
+        token.check()
+        max_tokens = self._reserve(token)
+        try:
+            stream = self._open_sync(max_tokens)
+        except BaseException as exc:
+            self._settle()
+            self._raise_mapped(exc)
+            raise
+        self._note_request_id(stream)
+        self._sync_guard = SyncGuardedStream(stream, token, name=self.model, report=False)
+        self._sync_guard.__enter__()
+        return self
+
+    def _reserve(self, token: CancelToken) -> int:
+        """Reserve the budget, if any; the ``max_tokens`` to send."""
         max_tokens = self._max_tokens
         if self._budget is not None:
             try:
@@ -124,18 +172,12 @@ class ModelStream:
                 raise
             max_tokens = self._reservation.max_output_tokens
         self.max_tokens_sent = max_tokens
-        try:
-            stream = await self._open(max_tokens)
-        except BaseException as exc:
-            self._settle()
-            self._raise_mapped(exc)
-            raise
+        return max_tokens
+
+    def _note_request_id(self, stream: object) -> None:
         response = getattr(stream, "response", None)
         headers = getattr(response, "headers", None) or {}
         self.request_id = headers.get("request-id") or headers.get("x-request-id")
-        self._guard = GuardedStream(stream, token, self._grace, report=False)
-        await self._guard.__aenter__()
-        return self
 
     def __aiter__(self) -> ModelStream:
         return self
@@ -164,6 +206,41 @@ class ModelStream:
                 raise
             events = translator.feed(raw)
             self._check_budget()
+            self._pending.extend(events)
+        event = self._pending.popleft()
+        self._observe(event)
+        return event
+
+    def __iter__(self) -> ModelStream:
+        return self
+
+    def __next__(self) -> ModelEvent:
+        """The next event, over a sync client.
+
+        Raises:
+            Cancelled: the token fired, in any thread (a budget overrun included).
+            ModelError: the provider failed mid-stream, or the connection was lost.
+        """
+        if self._sync_guard is None:
+            raise RuntimeError("iterate model.stream() inside its `with` block")
+        translator = self._translator
+        while not self._pending:
+            if translator.finished:
+                raise StopIteration
+            try:
+                raw = next(self._sync_guard)
+            except StopIteration:
+                translator.finished = True
+                self._pending.extend(translator.end())
+                continue
+            except Exception as exc:
+                self._raise_mapped(exc)
+                raise
+            events = translator.feed(raw)
+            try:
+                self._check_budget()
+            except RunCancelled as stopped:
+                raise Cancelled(stopped.reason) from None
             self._pending.extend(events)
         event = self._pending.popleft()
         self._observe(event)
@@ -210,6 +287,20 @@ class ModelStream:
         try:
             if self._guard is not None:
                 await self._guard.__aexit__(exc_type, exc, tb)
+        finally:
+            if self.stop_reason is None:  # left before the end: a break, an error, a Stop
+                self.stop_reason = "cancelled"
+            self._settle()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._sync_guard is not None:
+                self._sync_guard.close()
         finally:
             if self.stop_reason is None:  # left before the end: a break, an error, a Stop
                 self.stop_reason = "cancelled"
