@@ -69,13 +69,16 @@ async def adopt_tasks(*, grace: float = 5.0) -> AsyncIterator[Adopted]:
     try:
         yield adopted
     finally:
-        stop_adopting()
-        if adopted.running:
-            reason = current_token().reason or _BLOCK_ENDED
-            adopted.stragglers = await backend.end_adopted(adopted, reason, limit)
-            if adopted.stragglers:
-                logger.warning(
-                    "cancelkit: adopted tasks still running %ss after their block ended: %s",
-                    limit,
-                    ", ".join(adopted.stragglers),
-                )
+        try:
+            if adopted.running:
+                reason = current_token().reason or _BLOCK_ENDED
+                # Still adopting: tasks the ending ones start as they unwind are ours too.
+                adopted.stragglers = await backend.end_adopted(adopted, reason, limit)
+                if adopted.stragglers:
+                    logger.warning(
+                        "cancelkit: adopted tasks still running %ss after their block ended: %s",
+                        limit,
+                        ", ".join(adopted.stragglers),
+                    )
+        finally:
+            stop_adopting()

@@ -106,7 +106,9 @@ class Backend(Protocol):
         ...
 
     async def end_adopted(self, adopted: Adopted, reason: CancelReason, grace: float) -> list[str]:
-        """Cancel the adopted tasks still running and wait up to ``grace``, shielded.
+        """Cancel the adopted tasks still running and wait up to ``grace``, shielded;
+        tasks they start meanwhile are adopted and waited for too (then cancelled at
+        ``grace``).
 
         Returns:
             The names of those still running after ``grace``.

@@ -387,12 +387,20 @@ class _Asyncio:
     async def end_adopted(self, adopted: Adopted, reason: CancelReason, grace: float) -> list[str]:
         import anyio  # noqa: PLC0415 - only here: the shield around waiting
 
-        tasks = [task for task in adopted.running if not task.done()]
-        cancel_tasks([(task, reason) for task in tasks])
-        if tasks:
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait(tasks, timeout=grace)
-        return [task.get_name() for task in tasks if not task.done()]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        cancel_tasks([(task, reason) for task in adopted.running if not task.done()])
+        # The cancelled tasks may start others as they unwind (a stream's close in
+        # the background, a framework's cleanup): those are adopted too, and waited
+        # for, not cancelled, so the cleanup they do is not cut short.
+        with anyio.CancelScope(shield=True):
+            while running := [task for task in adopted.running if not task.done()]:
+                left = deadline - loop.time()
+                if left <= 0:
+                    cancel_tasks([(task, reason) for task in running])
+                    return [task.get_name() for task in running]
+                await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        return []
 
 
 def _adopted_done(adopted: Adopted, task: asyncio.Task[Any]) -> None:
