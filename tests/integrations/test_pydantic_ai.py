@@ -328,6 +328,18 @@ async def test_a_tool_cancelling_its_run_ends_our_run(setup: Setup) -> None:
     assert "pydantic-ai's own cancel" in outcome.reason.message
 
 
+async def test_the_frameworks_own_timeout_ends_our_run_with_kind_timeout(setup: Setup) -> None:
+    async def body() -> object:
+        return await run_agent(setup.agent, "Talk. [[tokens:400]] [[rate:25]]", timeout=0.3)
+
+    outcome = await setup.runs.start(body).wait()
+
+    assert outcome.status == "cancelled"
+    assert outcome.reason is not None
+    assert outcome.reason.kind == "timeout"
+    assert "pydantic-ai's own timeout" in outcome.reason.message
+
+
 async def test_a_completed_run(setup: Setup) -> None:
     run = setup.runs.start(run_agent, setup.agent, 'Go. [[tool:slow_tool {"steps": 2}]]')
     outcome = await run.wait()

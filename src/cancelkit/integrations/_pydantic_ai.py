@@ -8,6 +8,7 @@ the run ends once, with one reason, however it was stopped. Public as
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -94,12 +95,14 @@ async def run_agent(
                 return await agent.run(user_prompt, cancellation_token=theirs, **run_kwargs)
             except pydantic_ai.RunCancelled as exc:  # pydantic-ai's own stop (or ours, relayed)
                 keep_partial(_partial(exc))
-                if token.reason is None and run is not None:
+                if run is not None and run.token is token:
                     run.cancel(_reason_for(exc), source=_SOURCE)
-                if token.reason is None:  # no run of ours to end: the error is the news
-                    raise
-                await checkpoint()  # our cancellation lands here
-                raise AssertionError("unreachable: a cancelled run passed a checkpoint") from exc
+                else:  # a task spawned inside a run: end that task, not the whole run
+                    token.cancel(_reason_for(exc))
+                await checkpoint()  # our cancellation lands here (first reason wins)
+                # Reached only if it had already been delivered, and consumed: the
+                # token is cancelled, so this task ends cancelled all the same.
+                raise asyncio.CancelledError from exc
             except BaseException as exc:
                 # Our own Stop arrives as the loop's cancellation; pydantic-ai hangs the
                 # run's state on it.
