@@ -10,7 +10,9 @@ pydantic-ai runs on asyncio only, so these do too (one test checks the trio erro
 from __future__ import annotations
 
 import asyncio
+import importlib
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -368,3 +370,11 @@ async def test_trio_is_refused_with_a_clear_error(anyio_backend: str) -> None:
     async with Runs() as runs:
         with pytest.raises(RuntimeError, match="asyncio only"):
             start_agent(runs, Agent(model), "Hello")
+
+
+def test_without_the_extra_the_error_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("cancelkit.integrations.pydantic_ai", "cancelkit.integrations._pydantic_ai"):
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "pydantic_ai", None)  # as if not installed
+    with pytest.raises(ImportError, match=r'pip install "cancelkit\[pydantic-ai\]"'):
+        importlib.import_module("cancelkit.integrations.pydantic_ai")
