@@ -11,6 +11,7 @@ import cancelkit
 import cancelkit.agent
 import cancelkit.distributed
 import cancelkit.integrations
+import cancelkit.integrations.langgraph
 import cancelkit.llm
 import cancelkit.llm.local
 import cancelkit.stores
@@ -22,6 +23,7 @@ PUBLIC = [
     cancelkit.agent,
     cancelkit.distributed,
     cancelkit.integrations,
+    cancelkit.integrations.langgraph,
     cancelkit.llm,
     cancelkit.llm.local,
     cancelkit.stores,
