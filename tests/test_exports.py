@@ -11,6 +11,7 @@ import cancelkit
 import cancelkit.agent
 import cancelkit.distributed
 import cancelkit.integrations
+import cancelkit.integrations.langgraph
 import cancelkit.integrations.pydantic_ai
 import cancelkit.llm
 import cancelkit.llm.local
@@ -23,6 +24,7 @@ PUBLIC = [
     cancelkit.agent,
     cancelkit.distributed,
     cancelkit.integrations,
+    cancelkit.integrations.langgraph,
     cancelkit.integrations.pydantic_ai,
     cancelkit.llm,
     cancelkit.llm.local,

@@ -26,6 +26,7 @@ from .._exceptions import (
 )
 from .._loop_caller import LoopCaller
 from .._receipt import record
+from .._token import _current
 from ._asyncio_adopt import adopter, install_factory
 
 if TYPE_CHECKING:
@@ -405,14 +406,18 @@ class _Asyncio:
 
 def _adopted_done(adopted: Adopted, task: asyncio.Task[Any]) -> None:
     """An adopted task ended: out of the running set, into the run's receipt (this
-    runs in the task's own context, so the receipt is its run's)."""
+    runs in the task's own context, so the receipt is its run's). A framework starts
+    dozens of short tasks; one that simply completed before any Stop says nothing
+    about the Stop, so only the others are recorded."""
     adopted.running.discard(task)
     if task.cancelled():
         record("task", task.get_name(), "cancelled", detail="adopted")
         return
     error = task.exception()  # retrieved: reported here, never "never retrieved"
     if error is None:
-        record("task", task.get_name(), "completed", detail="adopted")
+        token = _current.get()
+        if token is not None and token.cancelled:
+            record("task", task.get_name(), "completed", detail="adopted")
     else:
         record("task", task.get_name(), "failed", detail=f"adopted; {error!r:.200}")
 
