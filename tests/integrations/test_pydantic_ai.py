@@ -27,6 +27,7 @@ from pydantic_ai.providers.openai import OpenAIProvider
 
 import cancelkit
 from cancelkit import CancelReason, Runs, current_token, stoppable
+from cancelkit.distributed import RedisBackend
 from cancelkit.integrations import metered_http_client
 from cancelkit.integrations.pydantic_ai import AgentPartial, run_agent, start_agent
 from cancelkit.llm.local import LocalModelConfig, LocalModelServer, RequestRecord
@@ -378,3 +379,23 @@ def test_without_the_extra_the_error_names_it(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(sys.modules, "pydantic_ai", None)  # as if not installed
     with pytest.raises(ImportError, match=r'pip install "cancelkit\[pydantic-ai\]"'):
         importlib.import_module("cancelkit.integrations.pydantic_ai")
+
+
+async def test_a_stop_through_another_process_registry_lands(setup: Setup, redis_url: str) -> None:
+    """Two registries on one Redis stand for two worker processes (the cross-process
+    tests of tests/distributed/ run them in real processes)."""
+    async with (
+        Runs(backend=RedisBackend(redis_url)) as here,
+        Runs(backend=RedisBackend(redis_url)) as elsewhere,
+    ):
+        run = start_agent(here, setup.agent, "Talk. [[tokens:400]] [[rate:25]]", owner="alice")
+        assert await run.claimed()
+        record = await streaming(setup.server, 10)
+        assert not await elsewhere.stop(run.id, STOP, owner="mallory")  # not hers
+        moment = time.monotonic()
+        assert await elsewhere.stop(run.id, STOP, owner="alice")
+        outcome = await run.wait()
+    assert (outcome.status, outcome.reason) == ("cancelled", STOP)
+    assert outcome.receipt.source == "a Stop from another process, delivered in thread MainThread"
+    await ended(record)
+    assert record.tokens_after(moment) <= 1
