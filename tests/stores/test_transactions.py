@@ -139,13 +139,14 @@ async def test_stop_racing_commit_has_exactly_one_winner(store: Store) -> None:
     for index in range(1000):
         run_id = f"race-{index}"
         report: dict[str, Any] = {}
+        entered = anyio.Event()
 
         async def commit(run_id: str = run_id, report: dict[str, Any] = report) -> None:
             try:
                 async with transaction(store, run_id) as tx:
                     tx.insert("notes", {"run_id": run_id, "body": "a"})
                     tx.insert("notes", {"run_id": run_id, "body": "b"})
-                    report["entered"] = True
+                    entered.set()
                     for _ in range(rng.randrange(3)):
                         await anyio.lowlevel.checkpoint()
             except RunCancelled:
@@ -153,8 +154,9 @@ async def test_stop_racing_commit_has_exactly_one_winner(store: Store) -> None:
             report["outcome"] = tx.outcome
 
         async def stop(run_id: str = run_id, report: dict[str, Any] = report) -> None:
-            while "entered" not in report:
-                await anyio.lowlevel.checkpoint()
+            # Waits, never spins: a loop of checkpoints would hold the interpreter
+            # against the store's thread (50 ms a race on trio, a timeout under load).
+            await entered.wait()
             for _ in range(rng.randrange(6)):
                 await anyio.lowlevel.checkpoint()
             report["cancel_won"] = await store.cancel(run_id, USER)
