@@ -141,7 +141,9 @@ async def test_stop_racing_commit_has_exactly_one_winner(store: Store) -> None:
         report: dict[str, Any] = {}
         entered = anyio.Event()
 
-        async def commit(run_id: str = run_id, report: dict[str, Any] = report) -> None:
+        async def commit(
+            run_id: str = run_id, report: dict[str, Any] = report, entered: anyio.Event = entered
+        ) -> None:
             try:
                 async with transaction(store, run_id) as tx:
                     tx.insert("notes", {"run_id": run_id, "body": "a"})
@@ -153,9 +155,11 @@ async def test_stop_racing_commit_has_exactly_one_winner(store: Store) -> None:
                 pass
             report["outcome"] = tx.outcome
 
-        async def stop(run_id: str = run_id, report: dict[str, Any] = report) -> None:
-            # Waits, never spins: a loop of checkpoints would hold the interpreter
-            # against the store's thread (50 ms a race on trio, a timeout under load).
+        async def stop(
+            run_id: str = run_id, report: dict[str, Any] = report, entered: anyio.Event = entered
+        ) -> None:
+            # Waits, never spins: under anyio's trio test runner every checkpoint is a
+            # hop between threads (a spin cost 50 ms a race, a timeout under load).
             await entered.wait()
             for _ in range(rng.randrange(6)):
                 await anyio.lowlevel.checkpoint()
