@@ -74,6 +74,21 @@ class RunOutcome(Generic[T]):
         assert self._run is not None
         return self._run._receipt()  # noqa: SLF001
 
+    def result(self) -> T:
+        """The run's value, as ``concurrent.futures.Future.result()`` gives it.
+
+        Raises:
+            RunCancelled: the run was cancelled; ``.reason`` says why.
+            Exception: the error the run failed with.
+        """
+        if self.status == "cancelled":
+            assert self.reason is not None
+            raise RunCancelled(self.reason)
+        if self.status == "failed":
+            assert self.error is not None
+            raise self.error
+        return self.value  # type: ignore[return-value]
+
 
 class Run(Recording, Generic[T]):
     """One run: its id, owner, status and reason, and its ending.
@@ -254,13 +269,7 @@ class Run(Recording, Generic[T]):
             Exception: the error the run failed with.
         """
         outcome = await self.wait()
-        if outcome.status == "cancelled":
-            assert outcome.reason is not None
-            raise RunCancelled(outcome.reason)
-        if outcome.status == "failed":
-            assert outcome.error is not None
-            raise outcome.error
-        return outcome.value  # type: ignore[return-value]
+        return outcome.result()
 
     async def _body(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
         error: BaseException | None = None

@@ -21,7 +21,6 @@ import contextvars
 import threading
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, TypeVarTuple, Unpack
 
-from ._exceptions import RunCancelled
 from ._receipt import record
 from ._run import Run, RunOutcome, _current_run
 from ._tasks import OwnedTask
@@ -117,13 +116,7 @@ class SyncRun(Generic[T]):
         outcome = self.run.outcome
         if outcome is None:
             raise RuntimeError(f"run {self.run.id} is still running; finish() it first")
-        if outcome.status == "cancelled":
-            assert outcome.reason is not None
-            raise RunCancelled(outcome.reason)
-        if outcome.status == "failed":
-            assert outcome.error is not None
-            raise outcome.error
-        return outcome.value  # type: ignore[return-value]
+        return outcome.result()
 
 
 def _enter(run: Run[Any]) -> None:
