@@ -191,25 +191,19 @@ class ModelStream:
         """
         if self._guard is None:
             raise RuntimeError("iterate model.stream() inside its `async with` block")
-        translator = self._translator
         while not self._pending:
-            if translator.finished:
+            if self._translator.finished:
                 raise StopAsyncIteration
             try:
                 raw = await self._guard.__anext__()
             except StopAsyncIteration:
-                translator.finished = True
-                self._pending.extend(translator.end())
+                self._ended()
                 continue
             except Exception as exc:
                 self._raise_mapped(exc)
                 raise
-            events = translator.feed(raw)
-            self._check_budget()
-            self._pending.extend(events)
-        event = self._pending.popleft()
-        self._observe(event)
-        return event
+            self._fed(raw)
+        return self._take()
 
     def __iter__(self) -> ModelStream:
         return self
@@ -223,25 +217,35 @@ class ModelStream:
         """
         if self._sync_guard is None:
             raise RuntimeError("iterate model.stream() inside its `with` block")
-        translator = self._translator
         while not self._pending:
-            if translator.finished:
+            if self._translator.finished:
                 raise StopIteration
             try:
                 raw = next(self._sync_guard)
             except StopIteration:
-                translator.finished = True
-                self._pending.extend(translator.end())
+                self._ended()
                 continue
             except Exception as exc:
                 self._raise_mapped(exc)
                 raise
-            events = translator.feed(raw)
             try:
-                self._check_budget()
-            except RunCancelled as stopped:
+                self._fed(raw)
+            except RunCancelled as stopped:  # sync code is told as a token's check() tells it
                 raise Cancelled(stopped.reason) from None
-            self._pending.extend(events)
+        return self._take()
+
+    def _ended(self) -> None:
+        """The provider's stream ended: queue the events still owed."""
+        self._translator.finished = True
+        self._pending.extend(self._translator.end())
+
+    def _fed(self, raw: Any) -> None:
+        """Translate one raw event, hold the budget to it, queue what it gave."""
+        events = self._translator.feed(raw)
+        self._check_budget()
+        self._pending.extend(events)
+
+    def _take(self) -> ModelEvent:
         event = self._pending.popleft()
         self._observe(event)
         return event
