@@ -64,6 +64,30 @@ def measure(
     return rows
 
 
+def against(rows: list[Row], baseline: str, *, target: str | None = None) -> list[Row]:
+    """The cancelkit rows of one comparison again, as ratios to another peer of it.
+
+    For a comparison with two fair peers (psycopg with and without a pipeline, say):
+    the table then shows the ratio to each, from the same samples.
+    """
+    base = next(row.median for row in rows if row.contestant == baseline)
+    return [
+        Row(
+            f"{row.comparison}, vs {baseline}",
+            row.contestant,
+            row.unit,
+            row.median,
+            row.best,
+            baseline=baseline,
+            ratio=row.median / base if base else None,
+            target=target,
+            samples=row.samples,
+        )
+        for row in rows
+        if row.contestant.startswith("cancelkit")
+    ]
+
+
 def report(name: str, rows: list[Row]) -> Path:
     """Print the table and write ``bench/results/<name>.json``."""
     header = (

@@ -100,6 +100,29 @@ async def test_stopping_a_run_rolls_back_its_staged_writes_with_its_reason(store
     assert (state.status, state.reason) == ("cancelled", USER)
 
 
+@pytest.mark.parametrize("count", [1, 50])
+async def test_a_write_the_database_refuses_at_commit_undoes_the_whole_commit(
+    store: Store, count: int
+) -> None:
+    """A constraint broken by the last write rolls back the ledger row and every write
+    before it (one write alone, and a batch the store sends together)."""
+    async with transaction(store, "taken") as tx:
+        tx.insert("notes", {"id": 1000, "run_id": "taken", "body": "first"})
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate") as info:
+        async with transaction(store, "refused") as tx:
+            stage(tx, "refused", count - 1)
+            tx.insert("notes", {"id": 1000, "run_id": "refused", "body": "clash"})
+    assert not isinstance(info.value, RunCancelled)
+    assert tx.outcome == "failed"
+    assert await notes(store, "refused") == []
+    state = await store.state("refused")
+    assert state is not None
+    assert state.status == "failed"
+    async with transaction(store, "after") as tx:  # the store is usable again
+        stage(tx, "after", count)
+    assert len(await notes(store, "after")) == count
+
+
 async def test_retrying_a_committed_run_writes_nothing_twice(store: Store) -> None:
     for attempt in range(3):
         async with transaction(store, "run-once") as tx:

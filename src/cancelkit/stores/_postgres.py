@@ -5,8 +5,8 @@ Each operation runs to its end in a task of its own that owns its pooled connect
 commit half-way; a commit past its timeout is cancelled (psycopg cancels the query
 on the server), and any connection whose state is then unknown is closed rather than
 returned to the pool: no session is left "idle in transaction". A commit sends the
-ledger guard and all writes in one pipelined batch: three round trips whatever the
-number of writes.
+ledger guard and all writes in one pipelined batch, run as one implicit transaction:
+one round trip whatever the number of writes.
 Needs ``pip install "cancelkit[postgres]"``, and asyncio (psycopg's pool is asyncio-only;
 on trio, use ``SQLiteStore``).
 """
@@ -187,12 +187,15 @@ class PostgresStore:
             from psycopg.errors import DivisionByZero  # noqa: PLC0415
 
             try:
-                # The guard and the writes go in one pipelined batch (BEGIN and COMMIT
-                # around it: three round trips, as the bare driver needs for one write).
-                # The guard stops the writes by itself when the run is no longer
-                # running: it divides by the number of rows it moved to committed, so a
-                # lost race aborts the transaction, rolled back at the block's exit.
-                async with conn.transaction(), conn.pipeline():
+                # One round trip: the guard and the writes go in one pipelined batch
+                # with no BEGIN or COMMIT. On a connection in autocommit mode the
+                # statements up to the pipeline's Sync run as one implicit
+                # transaction: committed together at the Sync, or, after any error,
+                # the rest skipped and all of it rolled back (the connection is idle
+                # again when the error is raised). The guard stops the writes by
+                # itself when the run is no longer running: it divides by the number
+                # of rows it moved to committed, so a lost race aborts the batch.
+                async with conn.pipeline():
                     await conn.execute(_GUARD, (time.time(), run_id))
                     for sql, rows in batches:
                         if len(rows) == 1:
