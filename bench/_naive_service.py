@@ -38,6 +38,8 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from cancelkit.llm.local._server import exit_with_parent
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
@@ -147,7 +149,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model-url", required=True)
     parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--exit-with-parent", type=int, default=None, metavar="PID")
     args = parser.parse_args()
+    if args.exit_with_parent is not None:  # the bench's own plumbing, not the service's
+        exit_with_parent(args.exit_with_parent)
     args.data.mkdir(parents=True, exist_ok=True)
     app = create_app(args.model_url, args.data / "naive.db")
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
