@@ -109,13 +109,13 @@ class Background:
             raise RuntimeError(f"Background {self.name!r} is closed")
         task_name = name or f"{self.name}:{getattr(coro, '__qualname__', 'task')}"
         with outside_any_run():
-            handle = start_task(coro, name=task_name, token=self._root.child())
+            handle = start_task(coro, name=task_name, token=self._root.child(), owner=self)
         with self._lock:
             self._tasks[handle] = None
-        handle.add_done_callback(self._on_done)
         return handle
 
-    def _on_done(self, handle: OwnedTask[Any]) -> None:
+    def _task_ended(self, handle: OwnedTask[Any]) -> None:
+        """One of its tasks ended (see :class:`~cancelkit._tasks.TaskOwner`)."""
         with self._lock:
             self._tasks.pop(handle, None)
         if handle.status == "failed":

@@ -1,4 +1,14 @@
-"""``Completion``: a one-shot "it has ended" that tasks await, plainly or shielded."""
+"""``Completion``: a one-shot "it has ended" that tasks await, plainly or shielded.
+
+Every task and run has one, and most are never awaited, so it is built to cost
+nothing until somebody waits: no lock, and no list of waiters until the first one.
+``set()`` may run in another thread than the waiters (a sync run finished by the
+thread that drives it, awaited from async code), and it never takes a lock, so the
+two sides hand over without one: ``set()`` marks the flag *before* it reads the
+waiters, a waiter is added *before* it reads the flag. Whichever side comes second
+sees the other, so every waiter is woken at least once (a waiter's ``set()`` is
+idempotent, so twice does no harm).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +22,10 @@ if TYPE_CHECKING:
 
 __all__ = ("Completion",)
 
+# Only for making a completion's list of waiters, once, if two loops in two threads
+# wait for the same (sync) run at the same moment; ``set()`` never takes it.
+_first_waiter = threading.Lock()
+
 
 class Completion:
     """A one-shot "it has ended" that any number of tasks can await.
@@ -21,12 +35,11 @@ class Completion:
     shielded from cancellation with a bound. Used by tasks and runs for their endings.
     """
 
-    __slots__ = ("_is_set", "_lock", "_waiters")
+    __slots__ = ("_is_set", "_waiters")
 
     def __init__(self) -> None:
         self._is_set = False
-        self._lock = threading.Lock()  # a waiter added as another thread sets it
-        self._waiters: list[Waiter] = []
+        self._waiters: list[Waiter] | None = None  # made by the first waiter
 
     @property
     def is_set(self) -> bool:
@@ -35,36 +48,48 @@ class Completion:
 
     def set(self) -> None:
         """Mark it ended and wake every waiter."""
-        with self._lock:
-            self._is_set = True
-            waiters = list(self._waiters)
-        for waiter in waiters:
-            waiter.set()
-
-    def _add(self, waiter: Waiter) -> None:
-        with self._lock:
-            self._waiters.append(waiter)
-            if self._is_set:
+        self._is_set = True  # first: a waiter added from now on sees it (see _add)
+        waiters = self._waiters
+        if waiters:
+            for waiter in waiters.copy():  # a C-level copy: a concurrent add is safe
                 waiter.set()
+
+    def _add(self, waiter: Waiter) -> list[Waiter]:
+        waiters = self._waiters
+        if waiters is None:
+            with _first_waiter:
+                waiters = self._waiters
+                if waiters is None:
+                    waiters = self._waiters = []
+        waiters.append(waiter)
+        if self._is_set:  # set() may have read the waiters before this one was in
+            waiter.set()
+        return waiters
 
     async def wait(self) -> None:
         """Wait until set; cancellable."""
         if self._is_set:
             return
         waiter = make_waiter()
-        self._add(waiter)
+        waiters = self._add(waiter)
         try:
             await waiter.wait()
         finally:
-            self._waiters.remove(waiter)
+            waiters.remove(waiter)
 
     async def wait_shielded(self, timeout: float) -> bool:
         """Wait until set or ``timeout`` seconds, ignoring cancellation; whether set."""
         if not self._is_set:
             waiter = make_waiter()
-            self._add(waiter)
+            waiters = self._add(waiter)
             try:
                 await waiter.wait_shielded(timeout)
             finally:
-                self._waiters.remove(waiter)
+                waiters.remove(waiter)
         return self._is_set
+
+
+DONE = Completion()
+"""A completion already set, shared by whatever starts out ended (never awaited on
+a waiter: ``wait()`` returns at once)."""
+DONE.set()

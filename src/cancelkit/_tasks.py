@@ -11,10 +11,9 @@ way to stop it, and cancellation honours anyio shielded cleanup on both backends
 from __future__ import annotations
 
 import contextvars
-import functools
 import inspect
 import logging
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from ._backends import current
 from ._completion import Completion
@@ -24,7 +23,9 @@ from ._token import CancelToken, _current
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-__all__ = ("OwnedTask", "RunStatus", "run_shielded", "start_task")
+    from ._loop_caller import LoopCaller
+
+__all__ = ("OwnedTask", "RunStatus", "TaskOwner", "run_shielded", "start_task")
 
 T = TypeVar("T")
 
@@ -39,6 +40,17 @@ or ``failed``."""
 _Ending = Literal["running", "cancelled", "completed", "failed"]
 
 
+class TaskOwner(Protocol):
+    """Who started a task and hears of its end first (a run, a ``Background``).
+
+    One owner object serves all its tasks, so a task costs no callback object.
+    """
+
+    def _task_ended(self, task: OwnedTask[Any], /) -> None:
+        """``task`` has ended (in the loop's thread, before its other callbacks)."""
+        ...
+
+
 class OwnedTask(Generic[T]):
     """A task owned by a run or a :class:`Background`: its name, token, state, ending.
 
@@ -47,16 +59,30 @@ class OwnedTask(Generic[T]):
     event loop). Ending states: ``completed``, ``cancelled``, ``failed``.
     """
 
-    __slots__ = ("_callbacks", "_ended", "_error", "_state", "_value", "name", "token")
+    __slots__ = (
+        "_callbacks",
+        "_caller",
+        "_ended",
+        "_error",
+        "_owner",
+        "_state",
+        "_target",
+        "_value",
+        "name",
+        "token",
+    )
 
-    def __init__(self, name: str, token: CancelToken) -> None:
+    def __init__(self, name: str, token: CancelToken, owner: TaskOwner | None = None) -> None:
         self.name = name
         self.token = token
+        self._owner = owner
         self._state: _Ending = "running"
         self._value: T | None = None
         self._error: BaseException | None = None
         self._ended = Completion()
-        self._callbacks: list[Callable[[OwnedTask[T]], object]] = []
+        self._callbacks: list[Callable[[OwnedTask[T]], object]] | None = None  # made on demand
+        self._caller: LoopCaller[Any] | None = None  # with _target: how the loop stops it
+        self._target: Any = None
 
     def __repr__(self) -> str:
         return f"<OwnedTask {self.name!r} {self.status}>"
@@ -125,8 +151,16 @@ class OwnedTask(Generic[T]):
         """Call ``callback(handle)`` in the loop's thread when the task ends."""
         if self.done():
             callback(self)
+        elif self._callbacks is None:
+            self._callbacks = [callback]
         else:
             self._callbacks.append(callback)
+
+    def _stop(self, reason: CancelReason) -> None:
+        """The token's ``on_cancel`` callback: cancel the backend task (from anywhere)."""
+        caller, target = self._caller, self._target  # cleared as the task ends
+        if caller is not None and target is not None:
+            caller.cancel(target, reason)
 
     def _finish(self, value: T | None, error: BaseException | None, cancelled: bool) -> None:
         if cancelled or isinstance(error, Cancelled) or not self.token._finish():  # noqa: SLF001
@@ -142,32 +176,54 @@ class OwnedTask(Generic[T]):
             self._state = "completed"
             self._value = value
         self._error = error
+        self._caller = self._target = None
         self._ended.set()
+        owner = self._owner
+        if owner is not None:
+            self._owner = None
+            owner._task_ended(self)  # noqa: SLF001 - the owner's hook, see TaskOwner
         callbacks = self._callbacks
         if callbacks:
-            self._callbacks = []
+            self._callbacks = None
             for callback in callbacks:
                 callback(self)
 
 
-def start_task(coro: Coroutine[Any, Any, T], *, name: str, token: CancelToken) -> OwnedTask[T]:
+def start_task(
+    coro: Coroutine[Any, Any, T],
+    *,
+    name: str,
+    token: CancelToken,
+    owner: TaskOwner | None = None,
+    context: contextvars.Context | None = None,
+) -> OwnedTask[T]:
     """Start ``coro`` as a loose task of the current event loop, stopped by ``token``.
 
     Inside the task, ``current_token()`` is ``token``; other context variables are
     copied from the caller.
+
+    Args:
+        coro: the task's coroutine.
+        name: the task's name.
+        token: cancelling it cancels the task.
+        owner: told first when the task ends (see :class:`TaskOwner`).
+        context: the context to run in, already holding ``token`` as the current
+            token (a run sets its own variables in it); by default a copy of the
+            caller's.
 
     Raises:
         TypeError: ``coro`` is not a coroutine.
     """
     if not inspect.iscoroutine(coro):
         raise TypeError(f"expected a coroutine, got {type(coro).__name__}")
-    handle: OwnedTask[T] = OwnedTask(name, token)
-    context = contextvars.copy_context()
-    context.run(_current.set, token)
+    handle: OwnedTask[T] = OwnedTask(name, token, owner)
+    if context is None:
+        context = contextvars.copy_context()
+        context.run(_current.set, token)
     backend = current()
-    call = backend.loop_caller()
-    target = backend.spawn(coro, name=name, context=context, on_end=handle._finish)  # noqa: SLF001
-    token.on_cancel(functools.partial(call.cancel, target))
+    handle._caller = backend.loop_caller()  # noqa: SLF001
+    handle._target = backend.spawn(coro, name=name, context=context, on_end=handle._finish)  # noqa: SLF001
+    token._add_callback(handle._stop)  # noqa: SLF001
     return handle
 
 

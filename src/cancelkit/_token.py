@@ -25,6 +25,7 @@ from ._validate import seconds
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._backends import Waiter
     from ._timers import Deadline
 
 __all__ = ("CancelHandle", "CancelToken", "current_token", "link")
@@ -59,6 +60,7 @@ class CancelHandle:
 
 
 _keys = itertools.count()
+_SHARED = -1  # the key of the shared waiter's registration (see CancelToken.wait)
 
 
 class CancelToken:
@@ -89,6 +91,8 @@ class CancelToken:
         "_finished",
         "_lock",
         "_reason",
+        "_waiter",
+        "_waiting",
     )
 
     def __init__(self, timeout: float | None = None) -> None:
@@ -101,6 +105,8 @@ class CancelToken:
         # Children are held weakly; a dropped child's reference removes itself.
         self._children: set[weakref.ref[CancelToken]] | None = None
         self._deadline: Deadline | None = None
+        self._waiter: Waiter | None = None  # one wake-up shared by a loop's waiters
+        self._waiting = 0  # how many tasks wait on it
         delay = seconds(timeout, "timeout")
         if delay is not None:
             self._deadline = schedule(self, delay)
@@ -157,25 +163,37 @@ class CancelToken:
             reason = _DEFAULT_REASON
         elif not isinstance(reason, CancelReason):
             raise TypeError(f"reason must be a CancelReason, not {type(reason).__name__}")
-        callbacks: list[Callable[[CancelReason], object]] = []
-        pending = [self]
-        won = False
+        if not self._decided.acquire(False):
+            return False  # cancelled or finished already
         now = time.monotonic()
+        callbacks: list[Callable[[CancelReason], object]] = []
+        children: list[CancelToken] = []
+        self._mark(reason, now, callbacks, children)
         # Iterative, so a deep chain of children cannot hit the recursion limit.
-        while pending:
-            token = pending.pop()
-            if not token._decided.acquire(False):
-                continue  # cancelled or finished already
-            token._reason = reason
-            token._cancelled_at = now
-            if token is self:
-                won = True
-            deadline, token._deadline = token._deadline, None
-            if deadline is not None:
-                deadline.discard()
-            token._take_registered(callbacks, pending, blocking=False)
+        while children:
+            child = children.pop()
+            if child._decided.acquire(False):
+                child._mark(reason, now, callbacks, children)
         _run_callbacks(callbacks, reason)
-        return won
+        return True
+
+    def _mark(
+        self,
+        reason: CancelReason,
+        now: float,
+        callbacks: list[Callable[[CancelReason], object]],
+        children: list[CancelToken],
+    ) -> None:
+        """Record a cancel this call decided, and collect what it must reach."""
+        self._reason = reason
+        self._cancelled_at = now
+        deadline = self._deadline
+        if deadline is not None:
+            self._deadline = None
+            deadline.discard()
+        if self._callbacks is not None or self._children is not None:
+            self._take_registered(callbacks, children, blocking=False)
+        self._waiter = None
 
     def _take_registered(
         self,
@@ -230,6 +248,7 @@ class CancelToken:
         self._finished = True
         with self._lock:
             self._callbacks = None
+        self._waiter = None
         deadline, self._deadline = self._deadline, None
         if deadline is not None:
             deadline.discard()
@@ -281,20 +300,28 @@ class CancelToken:
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         key = next(_keys)
+        return CancelHandle(self if self._add_callback(callback, key) else None, key)
+
+    def _add_callback(self, callback: Callable[[CancelReason], object], key: int = _SHARED) -> bool:
+        """``on_cancel`` without a handle (for callbacks kept until the end).
+
+        Returns:
+            Whether ``callback`` is registered (False: it has run, or never will).
+        """
         if self._reason is None:
             with self._lock:
                 if self._finished:
-                    return CancelHandle(None, key)
+                    return False
                 if self._callbacks is None:
                     self._callbacks = {}
-                self._callbacks[key] = callback
+                self._callbacks[next(_keys) if key is None else key] = callback
             self._after_registration()
-            return CancelHandle(self, key)
+            return True
         try:
             callback(self._reason)
         except Exception:
             logger.exception("cancelkit: on_cancel callback %r failed", callback)
-        return CancelHandle(None, key)
+        return False
 
     def _remove_callback(self, key: int) -> bool:
         with self._lock:
@@ -315,14 +342,54 @@ class CancelToken:
         reason = self._reason
         if reason is not None:
             return reason
-        waiter = make_waiter()
-        handle = self.on_cancel(lambda _reason: waiter.set())
-        try:
-            await waiter.wait()
-        finally:
-            handle.remove()
+        waiter = self._join_shared()
+        if waiter is not None:
+            try:
+                await waiter.wait()
+            finally:
+                self._leave_shared(waiter)
+        else:
+            waiter = make_waiter()
+            handle = self.on_cancel(waiter.wake)
+            try:
+                await waiter.wait()
+            finally:
+                handle.remove()
         assert self._reason is not None
         return self._reason
+
+    def _join_shared(self) -> Waiter | None:
+        """The wake-up every task of this loop waiting on the token parks on, or
+        ``None`` where waiters cannot share one (asyncio) or another loop has it.
+
+        On trio, many waiters share one event, registered once, so a cancel wakes
+        them all in one call (as ``Event.set()`` does); the last waiter to leave
+        takes the registration back. Only the owning loop's thread counts waiters.
+        """
+        waiter = self._waiter
+        if waiter is not None and waiter.here():
+            self._waiting += 1
+            return waiter
+        waiter = make_waiter()
+        if not waiter.shareable:
+            return None
+        with self._lock:
+            if self._waiter is not None or self._finished:
+                return None
+            self._waiter, self._waiting = waiter, 1
+            if self._callbacks is None:
+                self._callbacks = {}
+            self._callbacks[_SHARED] = waiter.wake
+        self._after_registration()
+        return waiter
+
+    def _leave_shared(self, waiter: Waiter) -> None:
+        if self._waiter is not waiter:
+            return  # cancelled or finished meanwhile: the registration is gone
+        self._waiting -= 1
+        if self._waiting == 0:
+            self._waiter = None
+            self._remove_callback(_SHARED)
 
     def child(self, timeout: float | None = None) -> CancelToken:
         """A new token cancelled together with this one, with the same reason.

@@ -47,6 +47,17 @@ class Waiter(Protocol):
     def set(self) -> None:
         """Wake the waiting task; safe from any thread, idempotent."""
 
+    def wake(self, reason: CancelReason, /) -> None:
+        """``set()``, as a token's ``on_cancel`` callback."""
+
+    @property
+    def shareable(self) -> bool:
+        """Whether several tasks of its loop may wait on it at once (trio's events);
+        asyncio's may not: a cancelled waiter cancels the future it waits on."""
+
+    def here(self) -> bool:
+        """Whether it belongs to the event loop running the current task."""
+
     @property
     def is_set(self) -> bool:
         """Whether the waiter has been set (as seen from the owning loop)."""

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = ("BACKEND", "AsyncioWaiter", "cancel_tasks", "task_states")
 
+_get_running_loop = asyncio.events._get_running_loop  # noqa: SLF001 - the fast check
+
 
 class AsyncioWaiter:
     """A waiter on asyncio: a future of the loop, set from any thread."""
@@ -55,6 +57,14 @@ class AsyncioWaiter:
             return
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to wake
             self._loop.call_soon_threadsafe(self._wake)
+
+    def wake(self, _reason: CancelReason, /) -> None:
+        self.set()
+
+    shareable = False
+
+    def here(self) -> bool:
+        return _get_running_loop() is self._loop
 
     def _wake(self) -> None:
         self._is_set = True
@@ -359,7 +369,8 @@ class _Asyncio:
         on_end: Callable[[Any, BaseException | None, bool], None],
     ) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name, context=context)
-        task.add_done_callback(functools.partial(_done, on_end))
+        # In the task's own context: the default would copy the caller's, one more object.
+        task.add_done_callback(functools.partial(_done, on_end), context=context)
         return task
 
     async def gather(

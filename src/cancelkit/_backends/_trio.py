@@ -44,6 +44,17 @@ class TrioWaiter:
         with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(self._event.set)
 
+    def wake(self, _reason: CancelReason, /) -> None:
+        self.set()
+
+    shareable = True
+
+    def here(self) -> bool:
+        try:
+            return trio.lowlevel.current_trio_token() is self._token
+        except RuntimeError:
+            return False
+
     @property
     def is_set(self) -> bool:
         return self._event.is_set()
