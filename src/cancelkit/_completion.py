@@ -1,30 +1,30 @@
 """``Completion``: a one-shot "it has ended" that tasks await, plainly or shielded.
 
-Every task and run has one, and most are never awaited, so it is built to cost
-nothing until somebody waits: no lock, and no list of waiters until the first one.
+Every task and run ends, and most are never awaited, so their completion is made
+by the first waiter (:func:`completion_of`), and nothing at all exists until then.
 ``set()`` may run in another thread than the waiters (a sync run finished by the
-thread that drives it, awaited from async code), and it never takes a lock, so the
-two sides hand over without one: ``set()`` marks the flag *before* it reads the
-waiters, a waiter is added *before* it reads the flag. Whichever side comes second
-sees the other, so every waiter is woken at least once (a waiter's ``set()`` is
-idempotent, so twice does no harm).
+thread that drives it, awaited from async code), and it never takes a lock, so
+the two sides hand over without one: the ending side marks itself done *before*
+it looks for a completion (or for waiters), a waiter is added *before* it looks
+whether it has ended. Whichever side comes second sees the other, so every waiter
+is woken at least once (setting a waiter twice does no harm).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ._backends import make_waiter
 
 if TYPE_CHECKING:
     from ._backends import Waiter
 
-__all__ = ("Completion",)
+__all__ = ("DONE", "Completion", "Ending", "completion_of", "set_ended")
 
-# Only for making a completion's list of waiters, once, if two loops in two threads
-# wait for the same (sync) run at the same moment; ``set()`` never takes it.
-_first_waiter = threading.Lock()
+# Taken only by the first waiter of an ending, to make its completion once if two
+# loops in two threads wait for the same (sync) run at the same moment.
+_making = threading.Lock()
 
 
 class Completion:
@@ -39,7 +39,7 @@ class Completion:
 
     def __init__(self) -> None:
         self._is_set = False
-        self._waiters: list[Waiter] | None = None  # made by the first waiter
+        self._waiters: list[Waiter] = []
 
     @property
     def is_set(self) -> bool:
@@ -49,43 +49,34 @@ class Completion:
     def set(self) -> None:
         """Mark it ended and wake every waiter."""
         self._is_set = True  # first: a waiter added from now on sees it (see _add)
-        waiters = self._waiters
-        if waiters:
-            for waiter in waiters.copy():  # a C-level copy: a concurrent add is safe
-                waiter.set()
+        for waiter in self._waiters.copy():  # a C-level copy: a concurrent add is safe
+            waiter.set()
 
-    def _add(self, waiter: Waiter) -> list[Waiter]:
-        waiters = self._waiters
-        if waiters is None:
-            with _first_waiter:
-                waiters = self._waiters
-                if waiters is None:
-                    waiters = self._waiters = []
-        waiters.append(waiter)
+    def _add(self, waiter: Waiter) -> None:
+        self._waiters.append(waiter)
         if self._is_set:  # set() may have read the waiters before this one was in
             waiter.set()
-        return waiters
 
     async def wait(self) -> None:
         """Wait until set; cancellable."""
         if self._is_set:
             return
         waiter = make_waiter()
-        waiters = self._add(waiter)
+        self._add(waiter)
         try:
             await waiter.wait()
         finally:
-            waiters.remove(waiter)
+            self._waiters.remove(waiter)
 
     async def wait_shielded(self, timeout: float) -> bool:
         """Wait until set or ``timeout`` seconds, ignoring cancellation; whether set."""
         if not self._is_set:
             waiter = make_waiter()
-            waiters = self._add(waiter)
+            self._add(waiter)
             try:
                 await waiter.wait_shielded(timeout)
             finally:
-                waiters.remove(waiter)
+                self._waiters.remove(waiter)
         return self._is_set
 
 
@@ -93,3 +84,33 @@ DONE = Completion()
 """A completion already set, shared by whatever starts out ended (never awaited on
 a waiter: ``wait()`` returns at once)."""
 DONE.set()
+
+
+class Ending(Protocol):
+    """Something that ends once (a task, a run), its completion made on demand."""
+
+    _ended: Completion | None
+
+    def done(self) -> bool:
+        """Whether it has ended."""
+        ...
+
+
+def completion_of(ending: Ending) -> Completion:
+    """The completion of ``ending``, made by its first waiter (set if it has ended)."""
+    completion = ending._ended  # noqa: SLF001 - the field this module manages
+    if completion is None:
+        with _making:
+            completion = ending._ended  # noqa: SLF001
+            if completion is None:
+                completion = ending._ended = Completion()  # noqa: SLF001
+        if ending.done():  # it may have ended before the completion was there
+            completion.set()
+    return completion
+
+
+def set_ended(ending: Ending) -> None:
+    """Wake whoever waits for ``ending``; call once it is ``done()``."""
+    completion = ending._ended  # noqa: SLF001
+    if completion is not None:
+        completion.set()

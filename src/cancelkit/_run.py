@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 from anyio.lowlevel import checkpoint
 
 from ._backends import Waiter, make_waiter
-from ._completion import DONE, Completion
+from ._completion import DONE, Completion, completion_of, set_ended
 from ._exceptions import CancelReason, RunCancelled
-from ._receipt import Recording, StopReceipt, _current_recording
+from ._receipt import Entry, Recording, StopReceipt, _current_recording
 from ._tasks import OwnedTask, RunStatus, start_task
 from ._threads import _quota
 from ._token import _current
@@ -166,7 +166,7 @@ class Run(Recording, Generic[T]):
         self._children_gone: Waiter | None = None
         self._failure: BaseException | None = None
         self._outcome: RunOutcome[T] | None = None
-        self._ended = Completion()
+        self._ended: Completion | None = None  # made by the first waiter
         self._is_claimed = register is None
         self._claimed = DONE if register is None else Completion()
         self._done_callbacks: list[Callable[[Run[T]], object]] | None = None
@@ -302,13 +302,13 @@ class Run(Recording, Generic[T]):
 
     async def wait(self) -> RunOutcome[T]:
         """Wait for the run to end, children included; never raises its error."""
-        await self._ended.wait()
+        await completion_of(self).wait()
         assert self._outcome is not None
         return self._outcome
 
     async def wait_shielded(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds, not interrupted by cancellation."""
-        return await self._ended.wait_shielded(timeout)
+        return await completion_of(self).wait_shielded(timeout)
 
     async def result(self) -> T:
         """Wait for the run and return its value.
@@ -388,24 +388,24 @@ class Run(Recording, Generic[T]):
             children = self._children = set()
         children.add(child)
 
-    def _child_ended(self, child: OwnedTask[Any] | Run[Any]) -> None:
-        now = time.monotonic()
-        if isinstance(child, Run):
-            receipt = child._receipt()  # noqa: SLF001 - a run reads its child run
-            self._record(
-                (
-                    now,
-                    "child run",
-                    child.id,
-                    child.status,
-                    receipt.input_tokens,
-                    receipt.output_tokens,
-                    receipt.estimated,
-                    "",
-                )
-            )
-        else:
-            self._record((now, "task", child.name, child._state, None, None, False, ""))  # noqa: SLF001
+    def _child_run_ended(self, child: Run[Any]) -> None:
+        receipt = child._receipt()
+        self._child_gone(
+            child,
+            (
+                time.monotonic(),
+                "child run",
+                child.id,
+                child.status,
+                receipt.input_tokens,
+                receipt.output_tokens,
+                receipt.estimated,
+                "",
+            ),
+        )
+
+    def _child_gone(self, child: OwnedTask[Any] | Run[Any], entry: Entry) -> None:
+        self._record(entry)
         children = self._children
         assert children is not None
         children.discard(child)
@@ -419,8 +419,9 @@ class Run(Recording, Generic[T]):
         if task.token is self.token:
             self._settle(task)
             return
-        self._child_ended(task)
-        if task._state == "failed" and self._failure is None:  # noqa: SLF001
+        state = task._state  # noqa: SLF001
+        self._child_gone(task, (time.monotonic(), "task", task.name, state, None, None, False, ""))
+        if state == "failed" and self._failure is None:
             reason = CancelReason("error", f"task {task.name} failed: {task.error!r}")
             if self.token.cancel(reason):
                 self._failure = task.error
@@ -455,11 +456,11 @@ class Run(Recording, Generic[T]):
         self._outcome = outcome
         self.ended_at = time.time()
         self._claimed.set()
-        self._ended.set()
+        set_ended(self)
         # The registry knows first, then the parent, then everyone else.
         self._registry._retire(self)  # noqa: SLF001
         if self.parent is not None:
-            self.parent._child_ended(self)  # noqa: SLF001
+            self.parent._child_run_ended(self)  # noqa: SLF001
         callbacks, self._done_callbacks = self._done_callbacks, None
         for callback in callbacks or ():
             try:

@@ -16,14 +16,12 @@ import logging
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from ._backends import current
-from ._completion import Completion
+from ._completion import Completion, completion_of, set_ended
 from ._exceptions import Cancelled, CancelReason, RunCancelled
 from ._token import CancelToken, _current
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
-
-    from ._loop_caller import LoopCaller
 
 __all__ = ("OwnedTask", "RunStatus", "TaskOwner", "run_shielded", "start_task")
 
@@ -61,12 +59,10 @@ class OwnedTask(Generic[T]):
 
     __slots__ = (
         "_callbacks",
-        "_caller",
         "_ended",
         "_error",
         "_owner",
         "_state",
-        "_target",
         "_value",
         "name",
         "token",
@@ -79,10 +75,8 @@ class OwnedTask(Generic[T]):
         self._state: _Ending = "running"
         self._value: T | None = None
         self._error: BaseException | None = None
-        self._ended = Completion()
+        self._ended: Completion | None = None  # made by the first waiter
         self._callbacks: list[Callable[[OwnedTask[T]], object]] | None = None  # made on demand
-        self._caller: LoopCaller[Any] | None = None  # with _target: how the loop stops it
-        self._target: Any = None
 
     def __repr__(self) -> str:
         return f"<OwnedTask {self.name!r} {self.status}>"
@@ -120,7 +114,7 @@ class OwnedTask(Generic[T]):
             Exception: the error the task failed with (a cancelled task's ending is
                 not an error here: see :meth:`result`).
         """
-        await self._ended.wait()
+        await completion_of(self).wait()
         if self._error is not None:
             raise self._error
 
@@ -130,7 +124,7 @@ class OwnedTask(Generic[T]):
         Returns:
             Whether the task has ended.
         """
-        return await self._ended.wait_shielded(timeout)
+        return await completion_of(self).wait_shielded(timeout)
 
     async def result(self) -> T:
         """Wait for the task and return its value.
@@ -139,7 +133,7 @@ class OwnedTask(Generic[T]):
             RunCancelled: the task was cancelled (with the token's reason).
             Exception: the task's own error.
         """
-        await self._ended.wait()
+        await completion_of(self).wait()
         if self._state == "cancelled":
             assert self.token.reason is not None
             raise RunCancelled(self.token.reason)
@@ -156,12 +150,6 @@ class OwnedTask(Generic[T]):
         else:
             self._callbacks.append(callback)
 
-    def _stop(self, reason: CancelReason) -> None:
-        """The token's ``on_cancel`` callback: cancel the backend task (from anywhere)."""
-        caller, target = self._caller, self._target  # cleared as the task ends
-        if caller is not None and target is not None:
-            caller.cancel(target, reason)
-
     def _finish(self, value: T | None, error: BaseException | None, cancelled: bool) -> None:
         if cancelled or isinstance(error, Cancelled) or not self.token._finish():  # noqa: SLF001
             self._state = "cancelled"
@@ -176,8 +164,7 @@ class OwnedTask(Generic[T]):
             self._state = "completed"
             self._value = value
         self._error = error
-        self._caller = self._target = None
-        self._ended.set()
+        set_ended(self)
         owner = self._owner
         if owner is not None:
             self._owner = None
@@ -221,9 +208,8 @@ def start_task(
         context = contextvars.copy_context()
         context.run(_current.set, token)
     backend = current()
-    handle._caller = backend.loop_caller()  # noqa: SLF001
-    handle._target = backend.spawn(coro, name=name, context=context, on_end=handle._finish)  # noqa: SLF001
-    token._add_callback(handle._stop)  # noqa: SLF001
+    target = backend.spawn(coro, name=name, context=context, on_end=handle._finish)  # noqa: SLF001
+    token._add_callback(backend.loop_caller().stopper(target))  # noqa: SLF001
     return handle
 
 

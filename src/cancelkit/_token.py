@@ -167,33 +167,24 @@ class CancelToken:
             return False  # cancelled or finished already
         now = time.monotonic()
         callbacks: list[Callable[[CancelReason], object]] = []
-        children: list[CancelToken] = []
-        self._mark(reason, now, callbacks, children)
-        # Iterative, so a deep chain of children cannot hit the recursion limit.
-        while children:
-            child = children.pop()
-            if child._decided.acquire(False):
-                child._mark(reason, now, callbacks, children)
+        pending = [self]
+        # Iterative, so a deep chain of children cannot hit the recursion limit; and
+        # spelled out here, as this runs once per token of a cancelled tree.
+        while pending:
+            token = pending.pop()
+            if token is not self and not token._decided.acquire(False):
+                continue  # cancelled or finished already
+            token._reason = reason
+            token._cancelled_at = now
+            token._waiter = None
+            deadline = token._deadline
+            if deadline is not None:
+                token._deadline = None
+                deadline.discard()
+            if token._callbacks is not None or token._children is not None:
+                token._take_registered(callbacks, pending, blocking=False)
         _run_callbacks(callbacks, reason)
         return True
-
-    def _mark(
-        self,
-        reason: CancelReason,
-        now: float,
-        callbacks: list[Callable[[CancelReason], object]],
-        children: list[CancelToken],
-    ) -> None:
-        """Record a cancel this call decided, and collect what it must reach."""
-        self._reason = reason
-        self._cancelled_at = now
-        deadline = self._deadline
-        if deadline is not None:
-            self._deadline = None
-            deadline.discard()
-        if self._callbacks is not None or self._children is not None:
-            self._take_registered(callbacks, children, blocking=False)
-        self._waiter = None
 
     def _take_registered(
         self,

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from .._adopt import Adopted
 
-__all__ = ("BACKEND", "AsyncioWaiter", "cancel_tasks", "task_states")
+__all__ = ("BACKEND", "AsyncioWaiter", "cancel_task", "task_states")
 
 _get_running_loop = asyncio.events._get_running_loop  # noqa: SLF001 - the fast check
 
@@ -156,31 +156,23 @@ def _in_anyio_shield(task: asyncio.Future[Any], state: Any) -> bool:
     return False
 
 
-def cancel_tasks(tasks: list[tuple[asyncio.Future[Any], CancelReason | None]]) -> None:
-    """Cancel asyncio tasks the way a task group would: honouring anyio shields.
+def cancel_task(task: asyncio.Future[Any], reason: CancelReason | None) -> None:
+    """Cancel an asyncio task the way a task group would: honouring anyio shields.
 
     The reason travels as the cancellation's message (``task.cancel(reason)``), so
     whoever catches the ``CancelledError`` can say why. A task inside a shielded
     scope is cancelled as soon as it leaves the shield: the check is repeated once
     per loop iteration until then, as anyio itself does.
     """
-    states = task_states.data if task_states is not None else {}
-    ref = weakref.ref
-    deferred = []
-    for task, reason in tasks:
-        if task.done():
-            continue
-        state = states.get(ref(task)) if states else None
+    if task.done():
+        return
+    states = task_states.data if task_states is not None else None
+    if states:
+        state = states.get(weakref.ref(task))
         if state is not None and _in_anyio_shield(task, state):
-            deferred.append((task, reason))
-        else:
-            task.cancel(reason)
-    if deferred:
-        deferred[0][0].get_loop().call_soon(cancel_tasks, deferred)
-
-
-def _in_task(loop: asyncio.AbstractEventLoop) -> bool:
-    return asyncio.current_task(loop) is not None
+            task.get_loop().call_soon(cancel_task, task, reason)
+            return
+    task.cancel(reason)
 
 
 _callers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopCaller[Any]] = (
@@ -249,7 +241,8 @@ class _AsyncioGather:
     def cancel_all(self) -> None:
         if not self.ours:
             self.ours = {i for i, task in enumerate(self.tasks) if not task.done()}
-        cancel_tasks([(task, None) for task in self.tasks])
+        for task in self.tasks:
+            cancel_task(task, None)
 
     async def wait_all(self) -> None:
         """Wait for every task to end; further cancels of the caller are held off."""
@@ -355,8 +348,10 @@ class _Asyncio:
                 loop.call_soon,
                 loop.call_soon_threadsafe,
                 (RuntimeError,),
-                functools.partial(_in_task, loop),
-                cancel_tasks,
+                # The task running on this loop, or None: asyncio.current_task(loop)
+                # without its Python frame (this runs once per cancelled task).
+                functools.partial(asyncio.tasks._current_tasks.get, loop),  # type: ignore[attr-defined]  # noqa: SLF001
+                cancel_task,
             )
         return caller
 
@@ -401,7 +396,8 @@ class _Asyncio:
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        cancel_tasks([(task, reason) for task in adopted.running if not task.done()])
+        for task in list(adopted.running):
+            cancel_task(task, reason)
         # The cancelled tasks may start others as they unwind (a stream's close in
         # the background, a framework's cleanup): those are adopted too, and waited
         # for, not cancelled, so the cleanup they do is not cut short.
@@ -409,7 +405,8 @@ class _Asyncio:
             while running := [task for task in adopted.running if not task.done()]:
                 left = deadline - loop.time()
                 if left <= 0:
-                    cancel_tasks([(task, reason) for task in running])
+                    for task in running:
+                        cancel_task(task, reason)
                     return [task.get_name() for task in running]
                 await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_COMPLETED)
         return []

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import trio
 
 from .._exceptions import Cancelled, as_failure, attach_other_errors, gather_timeout
-from .._loop_caller import LoopCaller, cancel_each
+from .._loop_caller import LoopCaller, cancel_scope
 
 if TYPE_CHECKING:
     import contextvars
@@ -169,7 +169,7 @@ class _Trio:
                 token.run_sync_soon,
                 (trio.RunFinishedError,),
                 _in_task,
-                cancel_each,
+                cancel_scope,
             )
         return caller
 
