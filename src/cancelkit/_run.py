@@ -334,7 +334,9 @@ class Run(Recording, Generic[T]):
             self.token._finish()  # noqa: SLF001 - decides: completed, unless a cancel won
             return value
         finally:
-            await self._close_children(error)
+            if self._children:
+                await self._close_children(error)
+            self._closing = True
 
     async def _claim_id(self) -> None:
         """Claim the id in the shared backend before ``fn`` does anything; a Stop sent
@@ -352,8 +354,7 @@ class Run(Recording, Generic[T]):
     async def _close_children(self, error: BaseException | None) -> None:
         self._closing = True
         children = self._children
-        if not children:
-            return
+        assert children is not None
         if self.token.reason is None:  # else its cancel already reached every child token
             reason = CancelReason("error", f"the run failed: {error!r}") if error else _FINISHED
             for child in list(children):

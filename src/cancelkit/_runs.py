@@ -386,7 +386,7 @@ class Runs:
         stragglers = [
             run.id
             for run in runs
-            if not await run.wait_shielded(max(0.0, deadline - time.monotonic()))
+            if not run.done() and not await run.wait_shielded(max(0.0, deadline - time.monotonic()))
         ]
         if stragglers:
             logger.warning(

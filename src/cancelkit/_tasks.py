@@ -208,7 +208,7 @@ def start_task(
         context = contextvars.copy_context()
         context.run(_current.set, token)
     backend = current()
-    target = backend.spawn(coro, name=name, context=context, on_end=handle._finish)  # noqa: SLF001
+    target = backend.spawn(coro, name=name, context=context, ending=handle)
     token._add_callback(backend.loop_caller().stopper(target))  # noqa: SLF001
     return handle
 

@@ -293,7 +293,9 @@ class CancelToken:
         key = next(_keys)
         return CancelHandle(self if self._add_callback(callback, key) else None, key)
 
-    def _add_callback(self, callback: Callable[[CancelReason], object], key: int = _SHARED) -> bool:
+    def _add_callback(
+        self, callback: Callable[[CancelReason], object], key: int | None = None
+    ) -> bool:
         """``on_cancel`` without a handle (for callbacks kept until the end).
 
         Returns:

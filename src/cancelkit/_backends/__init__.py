@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = (
     "Backend",
     "BackendName",
+    "Finishing",
     "Waiter",
     "current",
     "current_backend",
@@ -76,6 +77,15 @@ class Waiter(Protocol):
         """
 
 
+class Finishing(Protocol):
+    """What a loose task reports its end to (an :class:`~cancelkit.OwnedTask`): the
+    object itself, not a bound method of it, so a task costs one object less."""
+
+    def _finish(self, value: Any, error: BaseException | None, cancelled: bool, /) -> None:
+        """The task ended: with ``value``, with ``error``, or ``cancelled``."""
+        ...
+
+
 class Backend(Protocol):
     """What cancelkit asks of an event loop."""
 
@@ -98,10 +108,10 @@ class Backend(Protocol):
         *,
         name: str,
         context: contextvars.Context,
-        on_end: Callable[[Any, BaseException | None, bool], None],
+        ending: Finishing,
     ) -> Any:
-        """Start ``coro`` as a loose task; ``on_end(value, error, cancelled)`` runs in
-        the loop's thread when it ends. Returns what ``loop_caller().cancel()``
+        """Start ``coro`` as a loose task; ``ending._finish(value, error, cancelled)``
+        runs in the loop's thread when it ends. Returns what ``loop_caller().cancel()``
         takes to stop it (a task, a cancel scope)."""
         ...
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
 
     from .._adopt import Adopted
+    from . import Finishing
 
 __all__ = ("BACKEND", "AsyncioWaiter", "cancel_task", "task_states")
 
@@ -180,12 +181,25 @@ _callers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopCaller[Any]] 
 )
 
 
-def _done(on_end: Callable[[Any, BaseException | None, bool], None], task: Any) -> None:
+def _no_loop() -> None:
+    return None
+
+
+_last_caller: tuple[Callable[[], object], LoopCaller[Any] | None] = (_no_loop, None)
+
+
+def _remember(loop: asyncio.AbstractEventLoop, caller: LoopCaller[Any]) -> None:
+    """Keep the last loop's caller, for the next call (the loop held weakly)."""
+    global _last_caller  # replaced whole: thread-safe
+    _last_caller = (weakref.ref(loop), caller)
+
+
+def _done(ending: Finishing, task: Any) -> None:
     if task.cancelled():
-        on_end(None, None, True)
+        ending._finish(None, None, True)  # noqa: SLF001 - see Finishing
         return
     error = task.exception()
-    on_end(None if error else task.result(), error, False)
+    ending._finish(None if error else task.result(), error, False)  # noqa: SLF001
 
 
 def _foreign_cancel(exc: asyncio.CancelledError, index: int) -> RunCancelled:
@@ -342,6 +356,9 @@ class _Asyncio:
 
     def loop_caller(self) -> LoopCaller[Any]:
         loop = asyncio.get_running_loop()
+        last_loop, last_caller = _last_caller  # most calls come from the last loop
+        if last_loop() is loop and last_caller is not None:
+            return last_caller
         caller = _callers.get(loop)
         if caller is None:
             caller = _callers[loop] = LoopCaller(
@@ -353,6 +370,7 @@ class _Asyncio:
                 functools.partial(asyncio.tasks._current_tasks.get, loop),  # type: ignore[attr-defined]  # noqa: SLF001
                 cancel_task,
             )
+        _remember(loop, caller)
         return caller
 
     def spawn(
@@ -361,11 +379,11 @@ class _Asyncio:
         *,
         name: str,
         context: contextvars.Context,
-        on_end: Callable[[Any, BaseException | None, bool], None],
+        ending: Finishing,
     ) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name, context=context)
         # In the task's own context: the default would copy the caller's, one more object.
-        task.add_done_callback(functools.partial(_done, on_end), context=context)
+        task.add_done_callback(functools.partial(_done, ending), context=context)
         return task
 
     async def gather(

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from .._adopt import Adopted
     from .._exceptions import CancelReason
+    from . import Finishing
 
 __all__ = ("BACKEND", "TrioWaiter")
 
@@ -80,7 +81,7 @@ _callers: weakref.WeakKeyDictionary[Any, LoopCaller[Any]] = weakref.WeakKeyDicti
 
 
 async def _body(
-    on_end: Callable[[Any, BaseException | None, bool], None],
+    ending: Finishing,
     coro: Coroutine[Any, Any, Any],
     scope: trio.CancelScope,
 ) -> None:
@@ -96,7 +97,7 @@ async def _body(
     except BaseException as exc:  # a system task must not crash trio  # noqa: BLE001
         error, cancelled = exc, False
     finally:
-        on_end(value, error, cancelled)
+        ending._finish(value, error, cancelled)  # noqa: SLF001 - see Finishing
 
 
 async def _gather(
@@ -179,10 +180,10 @@ class _Trio:
         *,
         name: str,
         context: contextvars.Context,
-        on_end: Callable[[Any, BaseException | None, bool], None],
+        ending: Finishing,
     ) -> trio.CancelScope:
         scope = trio.CancelScope()
-        trio.lowlevel.spawn_system_task(_body, on_end, coro, scope, name=name, context=context)
+        trio.lowlevel.spawn_system_task(_body, ending, coro, scope, name=name, context=context)
         return scope
 
     async def gather(
