@@ -18,7 +18,6 @@ import contextvars
 import logging
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
@@ -34,13 +33,13 @@ from ._token import _current
 from ._validate import close_all
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Iterator
+    from collections.abc import Awaitable, Callable, Coroutine
     from contextvars import ContextVar
 
     from ._threads import ThreadQuota
     from ._token import CancelToken
 
-__all__ = ("Registry", "Run", "RunOutcome", "RunStatus", "outside_any_run", "run_context", "spawn")
+__all__ = ("Registry", "Run", "RunOutcome", "RunStatus", "run_context", "spawn", "work_context")
 
 T = TypeVar("T")
 
@@ -470,30 +469,27 @@ class Run(Recording, Generic[T]):
                 logger.exception("cancelkit: done callback %r of run %s failed", callback, self.id)
 
 
-def run_context(run: Run[Any], quota: ThreadQuota | None) -> contextvars.Context:
-    """A copy of the current context in which code works for ``run``: its token is
-    ``current_token()``, and ``quota`` its share of the worker threads."""
+def work_context(
+    token: CancelToken, run: Run[Any] | None, quota: ThreadQuota | None
+) -> contextvars.Context:
+    """A copy of the current context for work done for ``token``: it is
+    ``current_token()`` there, ``run`` the run the work belongs to (``None``: none,
+    as for an object's own work in ``Background``), and ``quota`` its share of the
+    worker threads. One copy, its variables set in one call."""
     context = contextvars.copy_context()
-    context.run(_enter, run, quota)
+    context.run(_enter, token, run, quota)
     return context
 
 
-def _enter(run: Run[Any], quota: ThreadQuota | None) -> None:
-    _current.set(run.token)
+def run_context(run: Run[Any], quota: ThreadQuota | None) -> contextvars.Context:
+    """:func:`work_context` for code that works for ``run``, with its token."""
+    return work_context(run.token, run, quota)
+
+
+def _enter(token: CancelToken, run: Run[Any] | None, quota: ThreadQuota | None) -> None:
+    _current.set(token)
     _current_run.set(run)
     _quota.set(quota)
-
-
-@contextmanager
-def outside_any_run() -> Iterator[None]:
-    """Start work here that belongs to no run: not the ambient run's child, not
-    sharing its worker threads (``Background`` uses it for an object's own work)."""
-    run, quota = _current_run.set(None), _quota.set(None)
-    try:
-        yield
-    finally:
-        _quota.reset(quota)
-        _current_run.reset(run)
 
 
 def spawn(coro: Coroutine[Any, Any, T], *, name: str | None = None) -> OwnedTask[T]:

@@ -107,9 +107,10 @@ class CancelToken:
         self._deadline: Deadline | None = None
         self._waiter: Waiter | None = None  # one wake-up shared by a loop's waiters
         self._waiting = 0  # how many tasks wait on it
-        delay = seconds(timeout, "timeout")
-        if delay is not None:
-            self._deadline = schedule(self, delay)
+        if timeout is not None:  # most tokens have none: no validation call then
+            delay = seconds(timeout, "timeout")
+            if delay is not None:
+                self._deadline = schedule(self, delay)
 
     def __repr__(self) -> str:
         state = f"cancelled ({self._reason})" if self._reason else "active"
