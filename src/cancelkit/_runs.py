@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack
 
+from ._backends import loop_caller
 from ._exceptions import CancelReason
 from ._run import Run, _current_run, run_context
 from ._runs_backend import RunInfo
@@ -380,8 +381,9 @@ class Runs:
         self._closed = True
         runs = self.active
         reason = CancelReason("shutdown", "the service is shutting down")
-        for run in runs:
-            run.cancel(reason, source="Runs.shutdown")
+        with loop_caller().holding():  # one shallow call cancels all their tasks
+            for run in runs:
+                run.cancel(reason, source="Runs.shutdown")
         deadline = time.monotonic() + limit
         stragglers = [
             run.id
