@@ -336,14 +336,19 @@ class CancelToken:
         reason = self._reason
         if reason is not None:
             return reason
-        waiter = self._join_shared()
-        if waiter is not None:
+        waiter = self._waiter
+        if waiter is not None and waiter.here():
+            self._waiting += 1  # only the loop that owns the shared waiter counts
+            shared = True
+        else:
+            waiter = make_waiter()
+            shared = waiter.shareable and self._share(waiter)
+        if shared:
             try:
                 await waiter.wait()
             finally:
                 self._leave_shared(waiter)
         else:
-            waiter = make_waiter()
             handle = self.on_cancel(waiter.wake)
             try:
                 await waiter.wait()
@@ -352,30 +357,24 @@ class CancelToken:
         assert self._reason is not None
         return self._reason
 
-    def _join_shared(self) -> Waiter | None:
-        """The wake-up every task of this loop waiting on the token parks on, or
-        ``None`` where waiters cannot share one (asyncio) or another loop has it.
+    def _share(self, waiter: Waiter) -> bool:
+        """Make ``waiter`` the one every task of its loop waiting on the token parks
+        on, registered once, so a cancel wakes them all in one call (as trio's
+        ``Event.set()`` does); the last waiter to leave takes it back (see
+        :meth:`_leave_shared`). Only for waiters that many tasks may share (trio's).
 
-        On trio, many waiters share one event, registered once, so a cancel wakes
-        them all in one call (as ``Event.set()`` does); the last waiter to leave
-        takes the registration back. Only the owning loop's thread counts waiters.
+        Returns:
+            False if another loop's waiter is shared already, or the token finished.
         """
-        waiter = self._waiter
-        if waiter is not None and waiter.here():
-            self._waiting += 1
-            return waiter
-        waiter = make_waiter()
-        if not waiter.shareable:
-            return None
         with self._lock:
             if self._waiter is not None or self._finished:
-                return None
+                return False
             self._waiter, self._waiting = waiter, 1
             if self._callbacks is None:
                 self._callbacks = {}
             self._callbacks[_SHARED] = waiter.wake
         self._after_registration()
-        return waiter
+        return True
 
     def _leave_shared(self, waiter: Waiter) -> None:
         if self._waiter is not waiter:
