@@ -435,14 +435,15 @@ class Run(Recording, Generic[T]):
     def _settle(self, main: OwnedTask[T]) -> None:
         outcome: RunOutcome[T]
         partial = self._partial
+        state = main._state  # noqa: SLF001 - ended: its status, without the property
         if self._failure is not None:
             outcome = RunOutcome(
                 self.id, "failed", self.token.reason, None, self._failure, partial, self
             )
-        elif main.status == "completed":
+        elif state == "completed":
             value = main._value  # noqa: SLF001
             outcome = RunOutcome(self.id, "completed", None, value, None, partial, self)
-        elif main.status == "cancelled":
+        elif state == "cancelled":
             # The reason is what a cancelled run reports; an error raised while it
             # unwound is dropped, or its traceback would pin every frame (and every
             # closed stream) of the run in the history. What the run chose to hand
@@ -455,7 +456,8 @@ class Run(Recording, Generic[T]):
         self._record((time.monotonic(), "run", self.id, outcome.status, None, None, False, ""))
         self._outcome = outcome
         self.ended_at = time.time()
-        self._claimed.set()
+        if self._claimed is not DONE:  # wake claimed(): it says whether the id was claimed
+            self._claimed.set()
         set_ended(self)
         # The registry knows first, then the parent, then everyone else.
         self._registry._retire(self)  # noqa: SLF001
