@@ -10,7 +10,7 @@ import anyio.lowlevel
 import pytest
 
 from cancelkit import CancelReason, Runs
-from cancelkit._backends import current, current_backend
+from cancelkit._backends import current, current_backend, loop_caller
 
 pytestmark = pytest.mark.anyio
 
@@ -82,3 +82,21 @@ async def test_the_reason_travels_with_the_loops_own_cancellation(anyio_backend:
         assert cancel.args == (STOP,)
     else:
         assert "user: Stop pressed" in str(cancel)
+
+
+async def test_cancels_held_by_a_block_land_as_it_ends_before_any_task_steps() -> None:
+    """``LoopCaller.holding()`` (``Runs.shutdown`` uses it) carries out the cancels
+    made inside it as it ends: none is lost, and none is late."""
+    runs = Runs()
+    started = [runs.start(anyio.sleep, 3600) for _ in range(5)]
+    await anyio.lowlevel.checkpoint()
+    with loop_caller().holding():
+        for run in started:
+            assert run.cancel(STOP)
+        with loop_caller().holding():  # nested: the outer block carries them out
+            pass
+        assert all(run.status == "cancelling" for run in started)
+    with anyio.fail_after(2):
+        outcomes = [await run.wait() for run in started]
+    assert [outcome.status for outcome in outcomes] == ["cancelled"] * 5
+    assert all(outcome.reason is STOP for outcome in outcomes)

@@ -278,3 +278,22 @@ async def test_aclose_can_wait_without_a_limit_and_close_newest_first() -> None:
     assert closed == ["reader", "session", "connection"]  # as an exit stack unwinds
     with pytest.raises(ValueError, match="order"):
         await Background().aclose(order="sideways")  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_a_task_that_waited_on_its_own_token_is_still_stopped_by_it() -> None:
+    """Waiting on a token registers a wake-up beside the task's own stopper; leaving
+    the wait takes back the wake-up only."""
+
+    async def body() -> None:
+        with anyio.move_on_after(0.01):
+            await current_token().wait()
+        await anyio.sleep(10)
+
+    async with Background("waited") as background:
+        handle = background.spawn(body())
+        await anyio.sleep(0.05)
+        handle.cancel(CancelReason("user", "stop"))
+        with anyio.fail_after(2):
+            await handle.wait()
+        assert handle.status == "cancelled"

@@ -334,6 +334,41 @@ async def test_cancel_wakes_a_thousand_waiters() -> None:
     assert all(reason is USER for reason in woken)
 
 
+@pytest.mark.anyio
+async def test_waiters_that_leave_take_back_their_registration_and_nothing_else() -> None:
+    """On trio the waiters of one loop share one wake-up, registered once; the last
+    waiter to leave takes it back, and the token's other callbacks stay."""
+    token = CancelToken()
+    seen: list[CancelReason] = []
+    token.on_cancel(seen.append)
+    woken: list[CancelReason] = []
+
+    async def leaving() -> None:
+        with anyio.move_on_after(0.01):
+            await token.wait()
+
+    async def staying() -> None:
+        woken.append(await token.wait())
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(leaving)
+            group.start_soon(staying)
+            await anyio.sleep(0.05)  # the three have left; one still waits
+            token.cancel(USER)
+    assert woken == [USER]
+    assert seen == [USER]
+
+    token = CancelToken()
+    token.on_cancel(seen.append)
+    for _ in range(2):
+        with anyio.move_on_after(0.01):
+            await token.wait()
+    assert token._callbacks is not None
+    assert list(token._callbacks.values()) == [seen.append]
+
+
 def test_waiters_on_two_loops_in_two_threads_are_each_woken() -> None:
     token = CancelToken()
     results: dict[str, CancelReason] = {}

@@ -25,7 +25,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._exceptions import CancelReason
-from ._run import outside_any_run
+from ._run import work_context
 from ._tasks import OwnedTask, start_task
 from ._token import CancelToken
 from ._validate import close_all, seconds
@@ -108,14 +108,16 @@ class Background:
             close_all([coro])
             raise RuntimeError(f"Background {self.name!r} is closed")
         task_name = name or f"{self.name}:{getattr(coro, '__qualname__', 'task')}"
-        with outside_any_run():
-            handle = start_task(coro, name=task_name, token=self._root.child())
+        token = self._root.child()
+        # The object's own work: no run's child, sharing no run's worker threads.
+        context = work_context(token, None, None)
+        handle = start_task(coro, name=task_name, token=token, owner=self, context=context)
         with self._lock:
             self._tasks[handle] = None
-        handle.add_done_callback(self._on_done)
         return handle
 
-    def _on_done(self, handle: OwnedTask[Any]) -> None:
+    def _task_ended(self, handle: OwnedTask[Any]) -> None:
+        """One of its tasks ended (see :class:`~cancelkit._tasks.TaskOwner`)."""
         with self._lock:
             self._tasks.pop(handle, None)
         if handle.status == "failed":

@@ -1,16 +1,30 @@
-"""``Completion``: a one-shot "it has ended" that tasks await, plainly or shielded."""
+"""``Completion``: a one-shot "it has ended" that tasks await, plainly or shielded.
+
+Every task and run ends, and most are never awaited, so their completion is made
+by the first waiter (:func:`completion_of`), and nothing at all exists until then.
+``set()`` may run in another thread than the waiters (a sync run finished by the
+thread that drives it, awaited from async code), and it never takes a lock, so
+the two sides hand over without one: the ending side marks itself done *before*
+it looks for a completion (or for waiters), a waiter is added *before* it looks
+whether it has ended. Whichever side comes second sees the other, so every waiter
+is woken at least once (setting a waiter twice does no harm).
+"""
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ._backends import make_waiter
 
 if TYPE_CHECKING:
     from ._backends import Waiter
 
-__all__ = ("Completion",)
+__all__ = ("DONE", "Completion", "Ending", "completion_of", "set_ended")
+
+# Taken only by the first waiter of an ending, to make its completion once if two
+# loops in two threads wait for the same (sync) run at the same moment.
+_making = threading.Lock()
 
 
 class Completion:
@@ -21,11 +35,10 @@ class Completion:
     shielded from cancellation with a bound. Used by tasks and runs for their endings.
     """
 
-    __slots__ = ("_is_set", "_lock", "_waiters")
+    __slots__ = ("_is_set", "_waiters")
 
     def __init__(self) -> None:
         self._is_set = False
-        self._lock = threading.Lock()  # a waiter added as another thread sets it
         self._waiters: list[Waiter] = []
 
     @property
@@ -35,17 +48,14 @@ class Completion:
 
     def set(self) -> None:
         """Mark it ended and wake every waiter."""
-        with self._lock:
-            self._is_set = True
-            waiters = list(self._waiters)
-        for waiter in waiters:
+        self._is_set = True  # first: a waiter added from now on sees it (see _add)
+        for waiter in self._waiters.copy():  # a C-level copy: a concurrent add is safe
             waiter.set()
 
     def _add(self, waiter: Waiter) -> None:
-        with self._lock:
-            self._waiters.append(waiter)
-            if self._is_set:
-                waiter.set()
+        self._waiters.append(waiter)
+        if self._is_set:  # set() may have read the waiters before this one was in
+            waiter.set()
 
     async def wait(self) -> None:
         """Wait until set; cancellable."""
@@ -68,3 +78,39 @@ class Completion:
             finally:
                 self._waiters.remove(waiter)
         return self._is_set
+
+
+DONE = Completion()
+"""A completion already set, shared by whatever starts out ended (never awaited on
+a waiter: ``wait()`` returns at once)."""
+DONE.set()
+
+
+class Ending(Protocol):
+    """Something that ends once (a task, a run), its completion made on demand."""
+
+    _ended: Completion | None
+
+    def done(self) -> bool:
+        """Whether it has ended."""
+        ...
+
+
+def completion_of(ending: Ending) -> Completion:
+    """The completion of ``ending``, made by its first waiter (set if it has ended)."""
+    completion = ending._ended  # noqa: SLF001 - the field this module manages
+    if completion is None:
+        with _making:
+            completion = ending._ended  # noqa: SLF001
+            if completion is None:
+                completion = ending._ended = Completion()  # noqa: SLF001
+        if ending.done():  # it may have ended before the completion was there
+            completion.set()
+    return completion
+
+
+def set_ended(ending: Ending) -> None:
+    """Wake whoever waits for ``ending``; call once it is ``done()``."""
+    completion = ending._ended  # noqa: SLF001
+    if completion is not None:
+        completion.set()

@@ -11,18 +11,20 @@ scheduling primitives (see :mod:`cancelkit._backends`).
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import threading
 from collections import deque
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from ._exceptions import CancelReason
 
-__all__ = ("LoopCaller",)
+__all__ = ("LoopCaller", "cancel_scope")
 
 T = TypeVar("T")
 
@@ -48,14 +50,17 @@ class LoopCaller(Generic[T]):
         same_thread: schedules a callback from the loop's own thread.
         threadsafe: schedules a callback from any thread.
         closed: what those raise once the loop is gone.
-        in_task: whether the current code runs inside one of the loop's task steps.
-        cancel_many: cancels a batch of targets with a reason (in the loop's thread).
+        in_task: whether the current code runs inside one of the loop's task steps
+            (anything true: yes).
+        cancel_one: cancels one target with a reason (in the loop's thread).
     """
 
     __slots__ = (
         "__weakref__",
-        "_cancel_many",
+        "_cancel_bound",
+        "_cancel_one",
         "_closed",
+        "_held",
         "_in_task",
         "_pending",
         "_same_thread",
@@ -70,8 +75,8 @@ class LoopCaller(Generic[T]):
         same_thread: Callable[[Callable[[], None]], object],
         threadsafe: Callable[[Callable[[], None]], object],
         closed: tuple[type[BaseException], ...],
-        in_task: Callable[[], bool],
-        cancel_many: Callable[[list[tuple[T, CancelReason | None]]], None],
+        in_task: Callable[[], object],
+        cancel_one: Callable[[T, CancelReason | None], None],
     ) -> None:
         self._pending: deque[Callable[[], object]] = deque()
         self._to_cancel: deque[tuple[T, CancelReason | None]] = deque()
@@ -81,7 +86,9 @@ class LoopCaller(Generic[T]):
         self._threadsafe = threadsafe
         self._closed = closed
         self._in_task = in_task
-        self._cancel_many = cancel_many
+        self._cancel_one = cancel_one
+        self._cancel_bound = self.cancel  # made once, shared by every stopper()
+        self._held: list[tuple[T, CancelReason | None]] | None = None  # see holding()
 
     def __call__(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` soon in the loop's thread (always queued)."""
@@ -92,7 +99,7 @@ class LoopCaller(Generic[T]):
         """Whether a request may be carried out right here: on the loop's thread,
         inside a task's step (not the loop's own bookkeeping), and not inside a
         garbage collection."""
-        return threading.get_ident() == self._thread and not _collecting and self._in_task()
+        return threading.get_ident() == self._thread and not _collecting and bool(self._in_task())
 
     def now_or_soon(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` at once when that is safe, else queue it."""
@@ -104,12 +111,51 @@ class LoopCaller(Generic[T]):
     def cancel(self, target: T, reason: CancelReason | None = None) -> None:
         """Cancel ``target`` with ``reason``: at once when safe, else queued and
         batched with other cancels."""
-        if self._may_act_now():
-            self._cancel_many([(target, reason)])
+        # _may_act_now(), spelled out: this runs once per task of a cancelled tree.
+        if threading.get_ident() == self._thread and not _collecting and self._in_task():
+            held = self._held
+            if held is not None:
+                held.append((target, reason))
+            else:
+                self._cancel_one(target, reason)
             return
         self._to_cancel.append((target, reason))
         if not self._scheduled:
             self._schedule()
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """Carry out the cancels made at once inside the block only as it ends, from
+        here: for a task that cancels many (``Runs.shutdown``). They still take
+        effect before that task's next await, so before any cancelled task steps.
+
+        Why: trio delivers a cancel by raising in the task's frame then and there,
+        and the exception keeps every frame of the call that cancelled alive until
+        the task runs; one shallow call for all of them keeps far fewer objects for
+        the garbage collector to walk.
+        """
+        if self._held is not None:  # nested: the outer block carries them out
+            yield
+            return
+        held: list[tuple[T, CancelReason | None]] = []
+        self._held = held
+        try:
+            yield
+        finally:
+            self._held = None
+            cancel_one = self._cancel_one
+            for target, reason in held:
+                try:
+                    cancel_one(target, reason)
+                except Exception:  # as a token's callback would be: logged, never lost
+                    logging.getLogger("cancelkit").exception(
+                        "cancelkit: cancel of %r failed", target
+                    )
+
+    def stopper(self, target: T) -> Callable[[CancelReason], None]:
+        """The ``on_cancel`` callback that cancels ``target`` with the token's reason
+        (a C-level partial: no Python frame of its own on the cancel path)."""
+        return functools.partial(self._cancel_bound, target)
 
     def _schedule(self) -> None:
         if self._scheduled:
@@ -125,9 +171,10 @@ class LoopCaller(Generic[T]):
 
     def _drain(self) -> None:
         self._scheduled = False
-        if self._to_cancel:
-            to_cancel = self._to_cancel
-            self._cancel_many([to_cancel.popleft() for _ in range(len(to_cancel))])
+        to_cancel = self._to_cancel
+        cancel_one = self._cancel_one
+        for _ in range(len(to_cancel)):
+            cancel_one(*to_cancel.popleft())
         pending = self._pending
         while pending:
             callback = pending.popleft()
@@ -137,8 +184,21 @@ class LoopCaller(Generic[T]):
                 logging.getLogger("cancelkit").exception("cancelkit: callback %r failed", callback)
 
 
-def cancel_each(targets: list[tuple[Any, CancelReason | None]]) -> None:
-    """``cancel_many`` for targets whose ``cancel()`` takes a reason as text (trio
+def cancel_scope(scope: Any, reason: CancelReason | None) -> None:
+    """``cancel_one`` for targets whose ``cancel()`` takes a reason as text (trio
     and anyio cancel scopes)."""
-    for target, reason in targets:
-        target.cancel(str(reason) if reason is not None else None)
+    scope.cancel(_text(reason) if reason is not None else None)
+
+
+_last_text: tuple[CancelReason | None, str] = (None, "")
+
+
+def _text(reason: CancelReason) -> str:
+    """``str(reason)``, remembered for the last reason: a cancelled tree passes
+    the same one for every task."""
+    global _last_text  # a cache of one: the tuple is replaced whole, thread-safe
+    last, text = _last_text
+    if last is not reason:
+        text = str(reason)
+        _last_text = (reason, text)
+    return text

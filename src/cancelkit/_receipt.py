@@ -159,15 +159,17 @@ Entry = tuple[float, Layer, str, str, int | None, int | None, bool, str]
 class Recording:
     """What a run collects for its receipt (a :class:`~cancelkit.Run` is one).
 
-    Class attributes are the defaults, so a run that records nothing allocates
-    nothing; the first entry makes the list.
+    A run that records nothing allocates nothing: the first entry makes the list.
     """
 
-    _entries: list[Entry] | None = None
-    _tools_started = 0
-    _tools_finished = 0
-    _tools_prevented = 0
-    _partial: object = None
+    __slots__ = ("_entries", "_partial", "_tools_finished", "_tools_prevented", "_tools_started")
+
+    def __init__(self) -> None:
+        self._entries: list[Entry] | None = None
+        self._tools_started = 0
+        self._tools_finished = 0
+        self._tools_prevented = 0
+        self._partial: object = None
 
     def _record(self, entry: Entry) -> None:
         entries = self._entries

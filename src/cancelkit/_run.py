@@ -14,30 +14,32 @@ the run ends ``cancelled``.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from anyio.lowlevel import checkpoint
 
 from ._backends import Waiter, make_waiter
-from ._completion import Completion
+from ._completion import DONE, Completion, completion_of, set_ended
 from ._exceptions import CancelReason, RunCancelled
-from ._receipt import Recording, StopReceipt, _current_recording
+from ._receipt import Entry, Recording, StopReceipt, _current_recording
 from ._tasks import OwnedTask, RunStatus, start_task
 from ._threads import _quota
+from ._token import _current
 from ._validate import close_all
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Iterator
+    from collections.abc import Awaitable, Callable, Coroutine
     from contextvars import ContextVar
 
+    from ._threads import ThreadQuota
     from ._token import CancelToken
 
-__all__ = ("Run", "RunOutcome", "RunStatus", "outside_any_run", "spawn")
+__all__ = ("Registry", "Run", "RunOutcome", "RunStatus", "run_context", "spawn", "work_context")
 
 T = TypeVar("T")
 
@@ -49,6 +51,19 @@ logger = logging.getLogger("cancelkit")
 _current_run = cast("ContextVar[Run[Any] | None]", _current_recording)
 
 _FINISHED = CancelReason("parent", "the run finished")
+
+
+class Registry(Protocol):
+    """What a run asks of the registry that started it (:class:`Runs`)."""
+
+    @property
+    def child_grace(self) -> float:
+        """Seconds a run waits for its cancelled children when it ends."""
+        ...
+
+    def _retire(self, run: Run[Any], /) -> None:
+        """``run`` has ended: the first to know."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,16 +111,44 @@ class Run(Recording, Generic[T]):
     Obtained from :meth:`Runs.start` or :meth:`Runs.get`; not created directly.
     """
 
+    # Slots, and collections made on first use: a registry holds many idle runs,
+    # and every object of theirs is one more for the garbage collector to walk.
+    __slots__ = (
+        "__weakref__",
+        "_children",
+        "_children_gone",
+        "_claimed",
+        "_closing",
+        "_done_callbacks",
+        "_ended",
+        "_failure",
+        "_is_claimed",
+        "_outcome",
+        "_receipt_built",
+        "_register",
+        "_registry",
+        "_source",
+        "_started_mono",
+        "_stragglers",
+        "ended_at",
+        "id",
+        "owner",
+        "parent",
+        "started_at",
+        "token",
+    )
+
     def __init__(
         self,
         run_id: str,
         owner: object,
         token: CancelToken,
         parent: Run[Any] | None,
-        child_grace: float,
+        registry: Registry,
         register: Callable[[], Awaitable[CancelReason | None]] | None = None,
     ) -> None:
-        self._child_grace = child_grace
+        super().__init__()
+        self._registry = registry
         self._register = register
         self.id = run_id
         self.owner = owner
@@ -116,18 +159,16 @@ class Run(Recording, Generic[T]):
         self._source: str | None = None
         self._receipt_built: StopReceipt | None = None
         self.ended_at: float | None = None
-        self.stragglers: list[str] = []
-        self._children: set[OwnedTask[Any] | Run[Any]] = set()
+        self._stragglers: tuple[str, ...] = ()
+        self._children: set[OwnedTask[Any] | Run[Any]] | None = None
         self._closing = False
         self._children_gone: Waiter | None = None
         self._failure: BaseException | None = None
         self._outcome: RunOutcome[T] | None = None
-        self._ended = Completion()
-        self._claimed = Completion()
+        self._ended: Completion | None = None  # made by the first waiter
         self._is_claimed = register is None
-        if register is None:
-            self._claimed.set()
-        self._done_callbacks: list[Callable[[Run[T]], object]] = []
+        self._claimed = DONE if register is None else Completion()
+        self._done_callbacks: list[Callable[[Run[T]], object]] | None = None
 
     def __repr__(self) -> str:
         return f"<Run {self.id!r} {self.status}>"
@@ -158,7 +199,12 @@ class Run(Recording, Generic[T]):
     @property
     def children(self) -> list[OwnedTask[Any] | Run[Any]]:
         """Tasks and runs started inside this run that are still running."""
-        return list(self._children)
+        return list(self._children or ())
+
+    @property
+    def stragglers(self) -> list[str]:
+        """The children still running when the run ended, past its children's grace."""
+        return list(self._stragglers)
 
     def cancel(self, reason: CancelReason | None = None, *, source: str | None = None) -> bool:
         """Stop the run and everything it started; safe from any task or thread.
@@ -236,6 +282,8 @@ class Run(Recording, Generic[T]):
         """
         if self._outcome is not None:
             callback(self)
+        elif self._done_callbacks is None:
+            self._done_callbacks = [callback]
         else:
             self._done_callbacks.append(callback)
 
@@ -253,13 +301,13 @@ class Run(Recording, Generic[T]):
 
     async def wait(self) -> RunOutcome[T]:
         """Wait for the run to end, children included; never raises its error."""
-        await self._ended.wait()
+        await completion_of(self).wait()
         assert self._outcome is not None
         return self._outcome
 
     async def wait_shielded(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds, not interrupted by cancellation."""
-        return await self._ended.wait_shielded(timeout)
+        return await completion_of(self).wait_shielded(timeout)
 
     async def result(self) -> T:
         """Wait for the run and return its value.
@@ -285,7 +333,9 @@ class Run(Recording, Generic[T]):
             self.token._finish()  # noqa: SLF001 - decides: completed, unless a cancel won
             return value
         finally:
-            await self._close_children(error)
+            if self._children:
+                await self._close_children(error)
+            self._closing = True
 
     async def _claim_id(self) -> None:
         """Claim the id in the shared backend before ``fn`` does anything; a Stop sent
@@ -302,26 +352,25 @@ class Run(Recording, Generic[T]):
 
     async def _close_children(self, error: BaseException | None) -> None:
         self._closing = True
-        if not self._children:
-            return
+        children = self._children
+        assert children is not None
         if self.token.reason is None:  # else its cancel already reached every child token
             reason = CancelReason("error", f"the run failed: {error!r}") if error else _FINISHED
-            for child in list(self._children):
+            for child in list(children):
                 child.cancel(reason)
-        if self._children:
+        if children:
             self._children_gone = make_waiter()
-            await self._children_gone.wait_shielded(self._child_grace)
+            await self._children_gone.wait_shielded(self._registry.child_grace)
             self._children_gone = None
-        self.stragglers = [
-            child.name if isinstance(child, OwnedTask) else f"run {child.id}"
-            for child in self._children
-        ]
-        if self.stragglers:
+        self._stragglers = tuple(
+            child.name if isinstance(child, OwnedTask) else f"run {child.id}" for child in children
+        )
+        if self._stragglers:
             logger.warning(
                 "cancelkit: run %s ended with children still running after %ss: %s",
                 self.id,
-                self._child_grace,
-                ", ".join(self.stragglers),
+                self._registry.child_grace,
+                ", ".join(self._stragglers),
             )
 
     def _spawn(self, coro: Coroutine[Any, Any, T], name: str | None) -> OwnedTask[T]:
@@ -329,43 +378,53 @@ class Run(Recording, Generic[T]):
             close_all([coro])
             raise RuntimeError(f"run {self.id} is ending; it cannot start new work")
         task_name = name or f"{self.id}:{getattr(coro, '__qualname__', 'task')}"
-        handle = start_task(coro, name=task_name, token=self.token.child())
-        self._children.add(handle)
-        handle.add_done_callback(self._child_done)
+        handle = start_task(coro, name=task_name, token=self.token.child(), owner=self)
+        self._child_started(handle)
         return handle
 
-    def _child_ended(self, child: OwnedTask[Any] | Run[Any]) -> None:
-        now = time.monotonic()
-        if isinstance(child, Run):
-            receipt = child._receipt()  # noqa: SLF001 - a run reads its child run
-            self._record(
-                (
-                    now,
-                    "child run",
-                    child.id,
-                    child.status,
-                    receipt.input_tokens,
-                    receipt.output_tokens,
-                    receipt.estimated,
-                    "",
-                )
-            )
-        else:
-            self._record((now, "task", child.name, child.status, None, None, False, ""))
-        self._children.discard(child)
-        if not self._children and self._children_gone is not None:
+    def _child_started(self, child: OwnedTask[Any] | Run[Any]) -> None:
+        children = self._children
+        if children is None:
+            children = self._children = set()
+        children.add(child)
+
+    def _child_run_ended(self, child: Run[Any]) -> None:
+        receipt = child._receipt()
+        self._child_gone(
+            child,
+            (
+                time.monotonic(),
+                "child run",
+                child.id,
+                child.status,
+                receipt.input_tokens,
+                receipt.output_tokens,
+                receipt.estimated,
+                "",
+            ),
+        )
+
+    def _child_gone(self, child: OwnedTask[Any] | Run[Any], entry: Entry) -> None:
+        self._record(entry)
+        children = self._children
+        assert children is not None
+        children.discard(child)
+        if not children and self._children_gone is not None:
             self._children_gone.set()
 
-    def _child_done(self, child: OwnedTask[Any]) -> None:
-        self._child_ended(child)
-        if child.status == "failed" and self._failure is None:
-            reason = CancelReason("error", f"task {child.name} failed: {child.error!r}")
+    def _task_ended(self, task: OwnedTask[Any]) -> None:
+        """A task of this run ended (see :class:`TaskOwner`): its main task, which
+        shares the run's token, settles the run; a child is recorded, and one that
+        failed fails the run."""
+        if task.token is self.token:
+            self._settle(task)
+            return
+        state = task._state  # noqa: SLF001
+        self._child_gone(task, (time.monotonic(), "task", task.name, state, None, None, False, ""))
+        if state == "failed" and self._failure is None:
+            reason = CancelReason("error", f"task {task.name} failed: {task.error!r}")
             if self.token.cancel(reason):
-                self._failure = child.error
-
-    def _adopt(self, run: Run[Any]) -> None:
-        self._children.add(run)
-        run.add_done_callback(self._child_ended)
+                self._failure = task.error
 
     def _end_sync(self, main: OwnedTask[T]) -> None:
         """A sync run's ending (``SyncRun.finish``), in its thread: no loop, and no
@@ -376,14 +435,15 @@ class Run(Recording, Generic[T]):
     def _settle(self, main: OwnedTask[T]) -> None:
         outcome: RunOutcome[T]
         partial = self._partial
+        state = main._state  # noqa: SLF001 - ended: its status, without the property
         if self._failure is not None:
             outcome = RunOutcome(
                 self.id, "failed", self.token.reason, None, self._failure, partial, self
             )
-        elif main.status == "completed":
+        elif state == "completed":
             value = main._value  # noqa: SLF001
             outcome = RunOutcome(self.id, "completed", None, value, None, partial, self)
-        elif main.status == "cancelled":
+        elif state == "cancelled":
             # The reason is what a cancelled run reports; an error raised while it
             # unwound is dropped, or its traceback would pin every frame (and every
             # closed stream) of the run in the history. What the run chose to hand
@@ -396,26 +456,42 @@ class Run(Recording, Generic[T]):
         self._record((time.monotonic(), "run", self.id, outcome.status, None, None, False, ""))
         self._outcome = outcome
         self.ended_at = time.time()
-        self._claimed.set()
-        self._ended.set()
-        callbacks, self._done_callbacks = self._done_callbacks, []
-        for callback in callbacks:
+        if self._claimed is not DONE:  # wake claimed(): it says whether the id was claimed
+            self._claimed.set()
+        set_ended(self)
+        # The registry knows first, then the parent, then everyone else.
+        self._registry._retire(self)  # noqa: SLF001
+        if self.parent is not None:
+            self.parent._child_run_ended(self)  # noqa: SLF001
+        callbacks, self._done_callbacks = self._done_callbacks, None
+        for callback in callbacks or ():
             try:
                 callback(self)
             except Exception:
                 logger.exception("cancelkit: done callback %r of run %s failed", callback, self.id)
 
 
-@contextmanager
-def outside_any_run() -> Iterator[None]:
-    """Start work here that belongs to no run: not the ambient run's child, not
-    sharing its worker threads (``Background`` uses it for an object's own work)."""
-    run, quota = _current_run.set(None), _quota.set(None)
-    try:
-        yield
-    finally:
-        _quota.reset(quota)
-        _current_run.reset(run)
+def work_context(
+    token: CancelToken, run: Run[Any] | None, quota: ThreadQuota | None
+) -> contextvars.Context:
+    """A copy of the current context for work done for ``token``: it is
+    ``current_token()`` there, ``run`` the run the work belongs to (``None``: none,
+    as for an object's own work in ``Background``), and ``quota`` its share of the
+    worker threads. One copy, its variables set in one call."""
+    context = contextvars.copy_context()
+    context.run(_enter, token, run, quota)
+    return context
+
+
+def run_context(run: Run[Any], quota: ThreadQuota | None) -> contextvars.Context:
+    """:func:`work_context` for code that works for ``run``, with its token."""
+    return work_context(run.token, run, quota)
+
+
+def _enter(token: CancelToken, run: Run[Any] | None, quota: ThreadQuota | None) -> None:
+    _current.set(token)
+    _current_run.set(run)
+    _quota.set(quota)
 
 
 def spawn(coro: Coroutine[Any, Any, T], *, name: str | None = None) -> OwnedTask[T]:

@@ -21,8 +21,9 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack
 
+from ._backends import loop_caller
 from ._exceptions import CancelReason
-from ._run import Run, _current_run
+from ._run import Run, _current_run, run_context
 from ._runs_backend import RunInfo
 from ._sync_run import SyncRun, run_in_thread
 from ._tasks import start_task
@@ -168,27 +169,26 @@ class Runs:
             def register() -> Awaitable[CancelReason | None]:
                 return backend.register(shared_id, shared_owner)
 
-        run: Run[T] = Run(run_id, owner, token, parent, self.child_grace, register)
+        run: Run[T] = Run(run_id, owner, token, parent, self, register)
         self._register(run)
-        reset = _current_run.set(run)
         # A top-level run gets its own share of the worker threads; children share it.
-        quota = _quota.set(ThreadQuota(self._threads_per_run)) if parent is None else None
+        quota = ThreadQuota(self._threads_per_run) if parent is None else _quota.get()
         try:
-            main = start_task(run._body(fn, args), name=f"run:{run_id}", token=token)  # noqa: SLF001
+            start_task(
+                run._body(fn, args),  # noqa: SLF001
+                name=f"run:{run_id}",
+                token=token,
+                owner=run,  # its main task settles it
+                context=run_context(run, quota),
+            )
         except BaseException:
             with self._lock:
                 del self._active[run_id]
             raise
-        finally:
-            if quota is not None:
-                _quota.reset(quota)
-            _current_run.reset(reset)
-        run.add_done_callback(self._retire)  # first: the registry knows before anyone else
-        main.add_done_callback(run._settle)  # noqa: SLF001
         if backend is not None:
             token.on_cancel(lambda reason: backend.note_cancelled(run_id, reason))
         if parent is not None:
-            parent._adopt(run)  # noqa: SLF001
+            parent._child_started(run)  # noqa: SLF001
         return run
 
     def start_sync(
@@ -215,9 +215,8 @@ class Runs:
             )
         ambient = _current.get()
         token = ambient.child(timeout) if ambient is not None else CancelToken(timeout)
-        run: Run[Any] = Run(run_id, owner, token, None, self.child_grace)
+        run: Run[Any] = Run(run_id, owner, token, None, self)
         self._register(run)
-        run.add_done_callback(self._retire)
         return SyncRun(run)
 
     def run_sync(
@@ -382,13 +381,14 @@ class Runs:
         self._closed = True
         runs = self.active
         reason = CancelReason("shutdown", "the service is shutting down")
-        for run in runs:
-            run.cancel(reason, source="Runs.shutdown")
+        with loop_caller().holding():  # one shallow call cancels all their tasks
+            for run in runs:
+                run.cancel(reason, source="Runs.shutdown")
         deadline = time.monotonic() + limit
         stragglers = [
             run.id
             for run in runs
-            if not await run.wait_shielded(max(0.0, deadline - time.monotonic()))
+            if not run.done() and not await run.wait_shielded(max(0.0, deadline - time.monotonic()))
         ]
         if stragglers:
             logger.warning(

@@ -17,15 +17,12 @@ between completing and a Stop, on the token).
 
 from __future__ import annotations
 
-import contextvars
 import threading
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, TypeVarTuple, Unpack
 
 from ._receipt import record
-from ._run import Run, RunOutcome, _current_run
+from ._run import Run, RunOutcome, run_context
 from ._tasks import OwnedTask
-from ._threads import _quota
-from ._token import _current
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -55,8 +52,7 @@ class SyncRun(Generic[T]):
         self.run = run
         """The :class:`Run` (``id``, ``status``, ``reason``, ``outcome``...)."""
         self._main: OwnedTask[T] = OwnedTask(f"run:{run.id}", run.token)
-        self._context = contextvars.copy_context()
-        self._context.run(_enter, run)
+        self._context = run_context(run, None)  # its threads are its caller's
         self._thread: str | None = None
 
     def __repr__(self) -> str:
@@ -117,12 +113,6 @@ class SyncRun(Generic[T]):
         if outcome is None:
             raise RuntimeError(f"run {self.run.id} is still running; finish() it first")
         return outcome.result()
-
-
-def _enter(run: Run[Any]) -> None:
-    _current.set(run.token)
-    _current_run.set(run)
-    _quota.set(None)
 
 
 def run_in_thread(sync_run: SyncRun[T], fn: Callable[..., T], args: tuple[Any, ...]) -> T:

@@ -11,20 +11,19 @@ way to stop it, and cancellation honours anyio shielded cleanup on both backends
 from __future__ import annotations
 
 import contextvars
-import functools
 import inspect
 import logging
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from ._backends import current
-from ._completion import Completion
+from ._completion import Completion, completion_of, set_ended
 from ._exceptions import Cancelled, CancelReason, RunCancelled
 from ._token import CancelToken, _current
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-__all__ = ("OwnedTask", "RunStatus", "run_shielded", "start_task")
+__all__ = ("OwnedTask", "RunStatus", "TaskOwner", "run_shielded", "start_task")
 
 T = TypeVar("T")
 
@@ -39,6 +38,17 @@ or ``failed``."""
 _Ending = Literal["running", "cancelled", "completed", "failed"]
 
 
+class TaskOwner(Protocol):
+    """Who started a task and hears of its end first (a run, a ``Background``).
+
+    One owner object serves all its tasks, so a task costs no callback object.
+    """
+
+    def _task_ended(self, task: OwnedTask[Any], /) -> None:
+        """``task`` has ended (in the loop's thread, before its other callbacks)."""
+        ...
+
+
 class OwnedTask(Generic[T]):
     """A task owned by a run or a :class:`Background`: its name, token, state, ending.
 
@@ -47,16 +57,26 @@ class OwnedTask(Generic[T]):
     event loop). Ending states: ``completed``, ``cancelled``, ``failed``.
     """
 
-    __slots__ = ("_callbacks", "_ended", "_error", "_state", "_value", "name", "token")
+    __slots__ = (
+        "_callbacks",
+        "_ended",
+        "_error",
+        "_owner",
+        "_state",
+        "_value",
+        "name",
+        "token",
+    )
 
-    def __init__(self, name: str, token: CancelToken) -> None:
+    def __init__(self, name: str, token: CancelToken, owner: TaskOwner | None = None) -> None:
         self.name = name
         self.token = token
+        self._owner = owner
         self._state: _Ending = "running"
         self._value: T | None = None
         self._error: BaseException | None = None
-        self._ended = Completion()
-        self._callbacks: list[Callable[[OwnedTask[T]], object]] = []
+        self._ended: Completion | None = None  # made by the first waiter
+        self._callbacks: list[Callable[[OwnedTask[T]], object]] | None = None  # made on demand
 
     def __repr__(self) -> str:
         return f"<OwnedTask {self.name!r} {self.status}>"
@@ -94,7 +114,7 @@ class OwnedTask(Generic[T]):
             Exception: the error the task failed with (a cancelled task's ending is
                 not an error here: see :meth:`result`).
         """
-        await self._ended.wait()
+        await completion_of(self).wait()
         if self._error is not None:
             raise self._error
 
@@ -104,7 +124,7 @@ class OwnedTask(Generic[T]):
         Returns:
             Whether the task has ended.
         """
-        return await self._ended.wait_shielded(timeout)
+        return await completion_of(self).wait_shielded(timeout)
 
     async def result(self) -> T:
         """Wait for the task and return its value.
@@ -113,7 +133,7 @@ class OwnedTask(Generic[T]):
             RunCancelled: the task was cancelled (with the token's reason).
             Exception: the task's own error.
         """
-        await self._ended.wait()
+        await completion_of(self).wait()
         if self._state == "cancelled":
             assert self.token.reason is not None
             raise RunCancelled(self.token.reason)
@@ -125,6 +145,8 @@ class OwnedTask(Generic[T]):
         """Call ``callback(handle)`` in the loop's thread when the task ends."""
         if self.done():
             callback(self)
+        elif self._callbacks is None:
+            self._callbacks = [callback]
         else:
             self._callbacks.append(callback)
 
@@ -142,32 +164,52 @@ class OwnedTask(Generic[T]):
             self._state = "completed"
             self._value = value
         self._error = error
-        self._ended.set()
+        set_ended(self)
+        owner = self._owner
+        if owner is not None:
+            self._owner = None
+            owner._task_ended(self)  # noqa: SLF001 - the owner's hook, see TaskOwner
         callbacks = self._callbacks
         if callbacks:
-            self._callbacks = []
+            self._callbacks = None
             for callback in callbacks:
                 callback(self)
 
 
-def start_task(coro: Coroutine[Any, Any, T], *, name: str, token: CancelToken) -> OwnedTask[T]:
+def start_task(
+    coro: Coroutine[Any, Any, T],
+    *,
+    name: str,
+    token: CancelToken,
+    owner: TaskOwner | None = None,
+    context: contextvars.Context | None = None,
+) -> OwnedTask[T]:
     """Start ``coro`` as a loose task of the current event loop, stopped by ``token``.
 
     Inside the task, ``current_token()`` is ``token``; other context variables are
     copied from the caller.
+
+    Args:
+        coro: the task's coroutine.
+        name: the task's name.
+        token: cancelling it cancels the task.
+        owner: told first when the task ends (see :class:`TaskOwner`).
+        context: the context to run in, already holding ``token`` as the current
+            token (a run sets its own variables in it); by default a copy of the
+            caller's.
 
     Raises:
         TypeError: ``coro`` is not a coroutine.
     """
     if not inspect.iscoroutine(coro):
         raise TypeError(f"expected a coroutine, got {type(coro).__name__}")
-    handle: OwnedTask[T] = OwnedTask(name, token)
-    context = contextvars.copy_context()
-    context.run(_current.set, token)
+    handle: OwnedTask[T] = OwnedTask(name, token, owner)
+    if context is None:
+        context = contextvars.copy_context()
+        context.run(_current.set, token)
     backend = current()
-    call = backend.loop_caller()
-    target = backend.spawn(coro, name=name, context=context, on_end=handle._finish)  # noqa: SLF001
-    token.on_cancel(functools.partial(call.cancel, target))
+    target = backend.spawn(coro, name=name, context=context, ending=handle)
+    token._add_callback(backend.loop_caller().stopper(target))  # noqa: SLF001
     return handle
 
 

@@ -25,6 +25,7 @@ from ._validate import seconds
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._backends import Waiter
     from ._timers import Deadline
 
 __all__ = ("CancelHandle", "CancelToken", "current_token", "link")
@@ -59,6 +60,7 @@ class CancelHandle:
 
 
 _keys = itertools.count()
+_SHARED = -1  # the key of the shared waiter's registration (see CancelToken.wait)
 
 
 class CancelToken:
@@ -89,6 +91,8 @@ class CancelToken:
         "_finished",
         "_lock",
         "_reason",
+        "_waiter",
+        "_waiting",
     )
 
     def __init__(self, timeout: float | None = None) -> None:
@@ -101,9 +105,12 @@ class CancelToken:
         # Children are held weakly; a dropped child's reference removes itself.
         self._children: set[weakref.ref[CancelToken]] | None = None
         self._deadline: Deadline | None = None
-        delay = seconds(timeout, "timeout")
-        if delay is not None:
-            self._deadline = schedule(self, delay)
+        self._waiter: Waiter | None = None  # one wake-up shared by a loop's waiters
+        self._waiting = 0  # how many tasks wait on it
+        if timeout is not None:  # most tokens have none: no validation call then
+            delay = seconds(timeout, "timeout")
+            if delay is not None:
+                self._deadline = schedule(self, delay)
 
     def __repr__(self) -> str:
         state = f"cancelled ({self._reason})" if self._reason else "active"
@@ -157,25 +164,28 @@ class CancelToken:
             reason = _DEFAULT_REASON
         elif not isinstance(reason, CancelReason):
             raise TypeError(f"reason must be a CancelReason, not {type(reason).__name__}")
+        if not self._decided.acquire(False):
+            return False  # cancelled or finished already
+        now = time.monotonic()
         callbacks: list[Callable[[CancelReason], object]] = []
         pending = [self]
-        won = False
-        now = time.monotonic()
-        # Iterative, so a deep chain of children cannot hit the recursion limit.
+        # Iterative, so a deep chain of children cannot hit the recursion limit; and
+        # spelled out here, as this runs once per token of a cancelled tree.
         while pending:
             token = pending.pop()
-            if not token._decided.acquire(False):
+            if token is not self and not token._decided.acquire(False):
                 continue  # cancelled or finished already
             token._reason = reason
             token._cancelled_at = now
-            if token is self:
-                won = True
-            deadline, token._deadline = token._deadline, None
+            token._waiter = None
+            deadline = token._deadline
             if deadline is not None:
+                token._deadline = None
                 deadline.discard()
-            token._take_registered(callbacks, pending, blocking=False)
+            if token._callbacks is not None or token._children is not None:
+                token._take_registered(callbacks, pending, blocking=False)
         _run_callbacks(callbacks, reason)
-        return won
+        return True
 
     def _take_registered(
         self,
@@ -230,6 +240,7 @@ class CancelToken:
         self._finished = True
         with self._lock:
             self._callbacks = None
+        self._waiter = None
         deadline, self._deadline = self._deadline, None
         if deadline is not None:
             deadline.discard()
@@ -281,20 +292,30 @@ class CancelToken:
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         key = next(_keys)
+        return CancelHandle(self if self._add_callback(callback, key) else None, key)
+
+    def _add_callback(
+        self, callback: Callable[[CancelReason], object], key: int | None = None
+    ) -> bool:
+        """``on_cancel`` without a handle (for callbacks kept until the end).
+
+        Returns:
+            Whether ``callback`` is registered (False: it has run, or never will).
+        """
         if self._reason is None:
             with self._lock:
                 if self._finished:
-                    return CancelHandle(None, key)
+                    return False
                 if self._callbacks is None:
                     self._callbacks = {}
-                self._callbacks[key] = callback
+                self._callbacks[next(_keys) if key is None else key] = callback
             self._after_registration()
-            return CancelHandle(self, key)
+            return True
         try:
             callback(self._reason)
         except Exception:
             logger.exception("cancelkit: on_cancel callback %r failed", callback)
-        return CancelHandle(None, key)
+        return False
 
     def _remove_callback(self, key: int) -> bool:
         with self._lock:
@@ -315,14 +336,53 @@ class CancelToken:
         reason = self._reason
         if reason is not None:
             return reason
-        waiter = make_waiter()
-        handle = self.on_cancel(lambda _reason: waiter.set())
-        try:
-            await waiter.wait()
-        finally:
-            handle.remove()
+        waiter = self._waiter
+        if waiter is not None and waiter.here():
+            self._waiting += 1  # only the loop that owns the shared waiter counts
+            shared = True
+        else:
+            waiter = make_waiter()
+            shared = waiter.shareable and self._share(waiter)
+        if shared:
+            try:
+                await waiter.wait()
+            finally:
+                self._leave_shared(waiter)
+        else:
+            handle = self.on_cancel(waiter.wake)
+            try:
+                await waiter.wait()
+            finally:
+                handle.remove()
         assert self._reason is not None
         return self._reason
+
+    def _share(self, waiter: Waiter) -> bool:
+        """Make ``waiter`` the one every task of its loop waiting on the token parks
+        on, registered once, so a cancel wakes them all in one call (as trio's
+        ``Event.set()`` does); the last waiter to leave takes it back (see
+        :meth:`_leave_shared`). Only for waiters that many tasks may share (trio's).
+
+        Returns:
+            False if another loop's waiter is shared already, or the token finished.
+        """
+        with self._lock:
+            if self._waiter is not None or self._finished:
+                return False
+            self._waiter, self._waiting = waiter, 1
+            if self._callbacks is None:
+                self._callbacks = {}
+            self._callbacks[_SHARED] = waiter.wake
+        self._after_registration()
+        return True
+
+    def _leave_shared(self, waiter: Waiter) -> None:
+        if self._waiter is not waiter:
+            return  # cancelled or finished meanwhile: the registration is gone
+        self._waiting -= 1
+        if self._waiting == 0:
+            self._waiter = None
+            self._remove_callback(_SHARED)
 
     def child(self, timeout: float | None = None) -> CancelToken:
         """A new token cancelled together with this one, with the same reason.

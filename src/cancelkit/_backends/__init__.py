@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = (
     "Backend",
     "BackendName",
+    "Finishing",
     "Waiter",
     "current",
     "current_backend",
@@ -47,6 +48,17 @@ class Waiter(Protocol):
     def set(self) -> None:
         """Wake the waiting task; safe from any thread, idempotent."""
 
+    def wake(self, reason: CancelReason, /) -> None:
+        """``set()``, as a token's ``on_cancel`` callback."""
+
+    @property
+    def shareable(self) -> bool:
+        """Whether several tasks of its loop may wait on it at once (trio's events);
+        asyncio's may not: a cancelled waiter cancels the future it waits on."""
+
+    def here(self) -> bool:
+        """Whether it belongs to the event loop running the current task."""
+
     @property
     def is_set(self) -> bool:
         """Whether the waiter has been set (as seen from the owning loop)."""
@@ -63,6 +75,15 @@ class Waiter(Protocol):
         Returns:
             True if the waiter was set in time.
         """
+
+
+class Finishing(Protocol):
+    """What a loose task reports its end to (an :class:`~cancelkit.OwnedTask`): the
+    object itself, not a bound method of it, so a task costs one object less."""
+
+    def _finish(self, value: Any, error: BaseException | None, cancelled: bool, /) -> None:
+        """The task ended: with ``value``, with ``error``, or ``cancelled``."""
+        ...
 
 
 class Backend(Protocol):
@@ -87,10 +108,10 @@ class Backend(Protocol):
         *,
         name: str,
         context: contextvars.Context,
-        on_end: Callable[[Any, BaseException | None, bool], None],
+        ending: Finishing,
     ) -> Any:
-        """Start ``coro`` as a loose task; ``on_end(value, error, cancelled)`` runs in
-        the loop's thread when it ends. Returns what ``loop_caller().cancel()``
+        """Start ``coro`` as a loose task; ``ending._finish(value, error, cancelled)``
+        runs in the loop's thread when it ends. Returns what ``loop_caller().cancel()``
         takes to stop it (a task, a cancel scope)."""
         ...
 

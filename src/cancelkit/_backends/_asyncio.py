@@ -34,8 +34,11 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
 
     from .._adopt import Adopted
+    from . import Finishing
 
-__all__ = ("BACKEND", "AsyncioWaiter", "cancel_tasks", "task_states")
+__all__ = ("BACKEND", "AsyncioWaiter", "cancel_task", "task_states")
+
+_get_running_loop = asyncio.events._get_running_loop  # noqa: SLF001 - the fast check
 
 
 class AsyncioWaiter:
@@ -55,6 +58,14 @@ class AsyncioWaiter:
             return
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to wake
             self._loop.call_soon_threadsafe(self._wake)
+
+    def wake(self, _reason: CancelReason, /) -> None:
+        self.set()
+
+    shareable = False
+
+    def here(self) -> bool:
+        return _get_running_loop() is self._loop
 
     def _wake(self) -> None:
         self._is_set = True
@@ -146,31 +157,23 @@ def _in_anyio_shield(task: asyncio.Future[Any], state: Any) -> bool:
     return False
 
 
-def cancel_tasks(tasks: list[tuple[asyncio.Future[Any], CancelReason | None]]) -> None:
-    """Cancel asyncio tasks the way a task group would: honouring anyio shields.
+def cancel_task(task: asyncio.Future[Any], reason: CancelReason | None) -> None:
+    """Cancel an asyncio task the way a task group would: honouring anyio shields.
 
     The reason travels as the cancellation's message (``task.cancel(reason)``), so
     whoever catches the ``CancelledError`` can say why. A task inside a shielded
     scope is cancelled as soon as it leaves the shield: the check is repeated once
     per loop iteration until then, as anyio itself does.
     """
-    states = task_states.data if task_states is not None else {}
-    ref = weakref.ref
-    deferred = []
-    for task, reason in tasks:
-        if task.done():
-            continue
-        state = states.get(ref(task)) if states else None
+    if task.done():
+        return
+    states = task_states.data if task_states is not None else None
+    if states:
+        state = states.get(weakref.ref(task))
         if state is not None and _in_anyio_shield(task, state):
-            deferred.append((task, reason))
-        else:
-            task.cancel(reason)
-    if deferred:
-        deferred[0][0].get_loop().call_soon(cancel_tasks, deferred)
-
-
-def _in_task(loop: asyncio.AbstractEventLoop) -> bool:
-    return asyncio.current_task(loop) is not None
+            task.get_loop().call_soon(cancel_task, task, reason)
+            return
+    task.cancel(reason)
 
 
 _callers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopCaller[Any]] = (
@@ -178,12 +181,25 @@ _callers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopCaller[Any]] 
 )
 
 
-def _done(on_end: Callable[[Any, BaseException | None, bool], None], task: Any) -> None:
+def _no_loop() -> None:
+    return None
+
+
+_last_caller: tuple[Callable[[], object], LoopCaller[Any] | None] = (_no_loop, None)
+
+
+def _remember(loop: asyncio.AbstractEventLoop, caller: LoopCaller[Any]) -> None:
+    """Keep the last loop's caller, for the next call (the loop held weakly)."""
+    global _last_caller  # replaced whole: thread-safe
+    _last_caller = (weakref.ref(loop), caller)
+
+
+def _done(ending: Finishing, task: Any) -> None:
     if task.cancelled():
-        on_end(None, None, True)
+        ending._finish(None, None, True)  # noqa: SLF001 - see Finishing
         return
     error = task.exception()
-    on_end(None if error else task.result(), error, False)
+    ending._finish(None if error else task.result(), error, False)  # noqa: SLF001
 
 
 def _foreign_cancel(exc: asyncio.CancelledError, index: int) -> RunCancelled:
@@ -239,7 +255,8 @@ class _AsyncioGather:
     def cancel_all(self) -> None:
         if not self.ours:
             self.ours = {i for i, task in enumerate(self.tasks) if not task.done()}
-        cancel_tasks([(task, None) for task in self.tasks])
+        for task in self.tasks:
+            cancel_task(task, None)
 
     async def wait_all(self) -> None:
         """Wait for every task to end; further cancels of the caller are held off."""
@@ -339,15 +356,21 @@ class _Asyncio:
 
     def loop_caller(self) -> LoopCaller[Any]:
         loop = asyncio.get_running_loop()
+        last_loop, last_caller = _last_caller  # most calls come from the last loop
+        if last_loop() is loop and last_caller is not None:
+            return last_caller
         caller = _callers.get(loop)
         if caller is None:
             caller = _callers[loop] = LoopCaller(
                 loop.call_soon,
                 loop.call_soon_threadsafe,
                 (RuntimeError,),
-                functools.partial(_in_task, loop),
-                cancel_tasks,
+                # The task running on this loop, or None: asyncio.current_task(loop)
+                # without its Python frame (this runs once per cancelled task).
+                functools.partial(asyncio.tasks._current_tasks.get, loop),  # type: ignore[attr-defined]  # noqa: SLF001
+                cancel_task,
             )
+        _remember(loop, caller)
         return caller
 
     def spawn(
@@ -356,10 +379,11 @@ class _Asyncio:
         *,
         name: str,
         context: contextvars.Context,
-        on_end: Callable[[Any, BaseException | None, bool], None],
+        ending: Finishing,
     ) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name, context=context)
-        task.add_done_callback(functools.partial(_done, on_end))
+        # In the task's own context: the default would copy the caller's, one more object.
+        task.add_done_callback(functools.partial(_done, ending), context=context)
         return task
 
     async def gather(
@@ -390,7 +414,8 @@ class _Asyncio:
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        cancel_tasks([(task, reason) for task in adopted.running if not task.done()])
+        for task in list(adopted.running):
+            cancel_task(task, reason)
         # The cancelled tasks may start others as they unwind (a stream's close in
         # the background, a framework's cleanup): those are adopted too, and waited
         # for, not cancelled, so the cleanup they do is not cut short.
@@ -398,7 +423,8 @@ class _Asyncio:
             while running := [task for task in adopted.running if not task.done()]:
                 left = deadline - loop.time()
                 if left <= 0:
-                    cancel_tasks([(task, reason) for task in running])
+                    for task in running:
+                        cancel_task(task, reason)
                     return [task.get_name() for task in running]
                 await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_COMPLETED)
         return []

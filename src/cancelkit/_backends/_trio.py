@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import trio
 
 from .._exceptions import Cancelled, as_failure, attach_other_errors, gather_timeout
-from .._loop_caller import LoopCaller, cancel_each
+from .._loop_caller import LoopCaller, cancel_scope
 
 if TYPE_CHECKING:
     import contextvars
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from .._adopt import Adopted
     from .._exceptions import CancelReason
+    from . import Finishing
 
 __all__ = ("BACKEND", "TrioWaiter")
 
@@ -44,12 +45,25 @@ class TrioWaiter:
         with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(self._event.set)
 
+    def wake(self, _reason: CancelReason, /) -> None:
+        self.set()
+
+    shareable = True
+
+    def here(self) -> bool:
+        try:
+            return trio.lowlevel.current_trio_token() is self._token
+        except RuntimeError:
+            return False
+
     @property
     def is_set(self) -> bool:
         return self._event.is_set()
 
-    async def wait(self) -> None:
-        await self._event.wait()
+    def wait(self) -> Coroutine[Any, Any, None]:
+        # The event's own coroutine, not one around it: a frame less for every
+        # task a cancel wakes.
+        return self._event.wait()
 
     async def wait_shielded(self, timeout: float, *, rearm: bool = True) -> bool:
         with trio.CancelScope(shield=True), trio.move_on_after(timeout):
@@ -69,7 +83,7 @@ _callers: weakref.WeakKeyDictionary[Any, LoopCaller[Any]] = weakref.WeakKeyDicti
 
 
 async def _body(
-    on_end: Callable[[Any, BaseException | None, bool], None],
+    ending: Finishing,
     coro: Coroutine[Any, Any, Any],
     scope: trio.CancelScope,
 ) -> None:
@@ -85,7 +99,7 @@ async def _body(
     except BaseException as exc:  # a system task must not crash trio  # noqa: BLE001
         error, cancelled = exc, False
     finally:
-        on_end(value, error, cancelled)
+        ending._finish(value, error, cancelled)  # noqa: SLF001 - see Finishing
 
 
 async def _gather(
@@ -158,7 +172,7 @@ class _Trio:
                 token.run_sync_soon,
                 (trio.RunFinishedError,),
                 _in_task,
-                cancel_each,
+                cancel_scope,
             )
         return caller
 
@@ -168,10 +182,10 @@ class _Trio:
         *,
         name: str,
         context: contextvars.Context,
-        on_end: Callable[[Any, BaseException | None, bool], None],
+        ending: Finishing,
     ) -> trio.CancelScope:
         scope = trio.CancelScope()
-        trio.lowlevel.spawn_system_task(_body, on_end, coro, scope, name=name, context=context)
+        trio.lowlevel.spawn_system_task(_body, ending, coro, scope, name=name, context=context)
         return scope
 
     async def gather(

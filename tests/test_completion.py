@@ -1,0 +1,100 @@
+"""Completion: a one-shot "it has ended", made by its first waiter, set without a lock."""
+
+from __future__ import annotations
+
+import threading
+
+import anyio
+import pytest
+
+from cancelkit import Runs, SyncRun
+from cancelkit._completion import Completion, completion_of, set_ended
+
+BACKENDS = ("asyncio", "trio")
+
+
+class _Thing:
+    """An ending as a task or run is one: done() and a completion made on demand."""
+
+    def __init__(self) -> None:
+        self._ended: Completion | None = None
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def end(self) -> None:
+        self._done = True
+        set_ended(self)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_set_from_another_thread_racing_a_new_waiter_wakes_it(backend: str) -> None:
+    async def main() -> None:
+        for _ in range(300):
+            completion = Completion()
+            setter = threading.Thread(target=completion.set)
+            setter.start()  # races the waiter being added below
+            with anyio.fail_after(5):
+                await completion.wait()
+            setter.join()
+            assert completion.is_set
+
+    anyio.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_ending_in_another_thread_racing_its_first_waiter_wakes_it(backend: str) -> None:
+    async def main() -> None:
+        for _ in range(300):
+            thing = _Thing()
+            ender = threading.Thread(target=thing.end)
+            ender.start()  # races the completion being made by the waiter below
+            with anyio.fail_after(5):
+                await completion_of(thing).wait()
+            ender.join()
+
+    anyio.run(main, backend=backend)
+
+
+@pytest.mark.anyio
+async def test_nothing_is_made_until_somebody_waits() -> None:
+    thing = _Thing()
+    thing.end()
+    assert thing._ended is None
+    with anyio.fail_after(1):
+        await completion_of(thing).wait()  # made already set: it has ended
+    assert thing._ended is not None
+    assert await completion_of(thing).wait_shielded(0) is True
+
+
+def _finish_while_two_loops_wait(sync_run: SyncRun[str]) -> dict[str, object]:
+    ready = threading.Barrier(3)
+    values: dict[str, object] = {}
+
+    def wait_on(backend: str) -> None:
+        async def main() -> None:
+            ready.wait()
+            with anyio.fail_after(5):
+                outcome = await sync_run.run.wait()
+            values[backend] = outcome.value
+
+        anyio.run(main, backend=backend)
+
+    threads = [threading.Thread(target=wait_on, args=(b,)) for b in BACKENDS]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    sync_run.finish("value")
+    for thread in threads:
+        thread.join(10)
+    return values
+
+
+def test_a_sync_run_awaited_from_two_loops_in_two_threads_wakes_both() -> None:
+    """A sync run's end is set by the thread that drives it; waiters on two loops
+    make its completion at the same moment, each is woken on its own loop."""
+    runs = Runs()
+    for _ in range(20):
+        values = _finish_while_two_loops_wait(runs.start_sync())
+        assert values == {"asyncio": "value", "trio": "value"}
