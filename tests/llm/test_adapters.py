@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
+import httpcore2
 import pytest
 
 from cancelkit import CancelReason, CancelToken, RunCancelled, Runs
@@ -149,3 +150,23 @@ async def test_an_already_cancelled_token_makes_no_request(
 async def test_bad_max_tokens_is_refused_before_any_request(model: Model) -> None:
     with pytest.raises(ValueError, match="max_tokens"):
         model.stream([Message.user("hi")], max_tokens=0)
+
+
+async def test_completed_calls_share_one_connection(
+    model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply read to its end gives its connection back to the client's pool: the
+    next call reuses it instead of opening another."""
+    opened: list[object] = []
+    original = httpcore2.AsyncHTTPConnection.__init__
+
+    def counting(self: httpcore2.AsyncHTTPConnection, *args: Any, **kwargs: Any) -> None:
+        opened.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(httpcore2.AsyncHTTPConnection, "__init__", counting)
+    for _ in range(3):
+        async with model.stream([Message.user("hi [[tokens:5]]")]) as events:
+            kinds = [type(event) async for event in events]
+        assert kinds[-1] is Done
+    assert len(opened) == 1
