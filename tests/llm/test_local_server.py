@@ -288,3 +288,43 @@ def test_the_model_command_serves() -> None:
         process.wait(10)
         if process.stdout is not None:
             process.stdout.close()
+
+
+async def test_labelled_requests_and_tokens_after_a_moment(server: LocalModelServer) -> None:
+    client = anthropic_client(server)
+    label = f"probe-{time.monotonic_ns()}"  # the server is shared by the module's tests
+    content = f"Tell me [[tokens:20]] [[label:{label}]]"
+    message = await client.messages.create(
+        model="local", max_tokens=100, messages=[{"role": "user", "content": content}]
+    )
+    await client.close()
+    assert message.usage.output_tokens == 20
+    [record] = server.app.labelled(label)
+    assert record.first_token_at is not None
+    middle = record.token_times[9]
+    async with httpx2.AsyncClient(base_url=server.base_url) as http:
+        answer = await http.get("/stats/requests", params={"label": label, "after": middle})
+        [summary] = answer.json()["requests"]
+        assert summary["id"] == record.id
+        assert summary["label"] == label
+        assert summary["tokens_after"] == record.tokens_after(middle)
+        assert summary["tokens_after"] == sum(t > middle for t in record.token_times)
+        assert (await http.get("/stats/requests", params={"label": "nobody"})).json() == {
+            "requests": []
+        }
+        assert (await http.get("/stats/requests")).status_code == 400
+        bad = await http.get("/stats/requests", params={"label": label, "after": "nan"})
+        assert bad.status_code == 400
+
+
+def test_token_times_are_bounded_and_tokens_after_stays_exact_at_the_end() -> None:
+    from cancelkit.llm.local._records import TOKEN_TIMES_KEPT, RequestRecord  # noqa: PLC0415
+
+    record = RequestRecord("r", "anthropic", True, 0.0)
+    total = 5 * TOKEN_TIMES_KEPT + 7
+    for index in range(total):
+        record.add_tokens(float(index), 1)
+    assert len(record.token_times) <= 2 * TOKEN_TIMES_KEPT
+    assert record.folded_tokens + len(record.token_times) == total
+    assert record.tokens_after(total - 11.5) == 11  # exact near the end
+    assert record.tokens_after(-1.0) == total  # folded tokens all count as after

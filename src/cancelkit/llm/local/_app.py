@@ -3,7 +3,9 @@
 Every streamed reply is generated at a set rate while a watcher listens for the
 client going away (``http.disconnect``); the moment it does, generation stops, so at
 most the chunk being produced is wasted. The server counts what it generated, and
-what it generated after a disconnect, per request and in total: ``GET /stats``.
+what it generated after a disconnect, per request and in total: ``GET /stats``;
+one request: ``GET /stats/requests/{id}``; the requests of one ``[[label:TEXT]]``,
+with the tokens each generated after a moment: ``GET /stats/requests?label=TEXT&after=T``.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import secrets
 import time
+import urllib.parse
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -94,6 +98,28 @@ class LocalModelApp:
         """The record of one request, by the id sent in its response headers."""
         return self.records.get(request_id)
 
+    def labelled(self, label: str) -> list[RequestRecord]:
+        """The records of the requests whose prompt had ``[[label:LABEL]]``, oldest first
+        (of the last ``history`` requests)."""
+        return [record for record in self.records.values() if record.label == label]
+
+    def _labelled(self, query: bytes) -> tuple[int, dict[str, Any]]:
+        """``GET /stats/requests?label=L[&after=T]``: the records labelled L, each with
+        ``tokens_after`` T (a ``time.monotonic()`` moment) when T is given."""
+        params = urllib.parse.parse_qs(query.decode("latin-1"))
+        label = params.get("label", [""])[0]
+        after: float | None = None
+        if "after" in params:
+            try:
+                after = float(params["after"][0])
+            except ValueError:
+                after = math.nan
+            if not math.isfinite(after):
+                return 400, {"error": "after must be a time.monotonic() value (seconds)"}
+        if not label:
+            return 400, {"error": "give ?label=TEXT (and optionally &after=MONOTONIC_SECONDS)"}
+        return 200, {"requests": [record.summary(after) for record in self.labelled(label)]}
+
     def reset(self) -> None:
         """Zero the counters and forget the records."""
         self.counters = Counters()
@@ -109,10 +135,16 @@ class LocalModelApp:
         method, path = scope["method"], scope["path"]
         if method == "GET" and path == "/stats":
             await _json(send, 200, self.stats())
+        elif method == "GET" and path == "/stats/requests":
+            status, body = self._labelled(scope.get("query_string", b""))
+            await _json(send, status, body)
         elif method == "GET" and path.startswith("/stats/requests/"):
             found = self.records.get(path.rsplit("/", 1)[-1])
-            body = {k: v for k, v in asdict(found).items() if k != "token_times"} if found else None
-            await _json(send, 200 if found else 404, body or {"error": "unknown request id"})
+            await _json(
+                send,
+                200 if found else 404,
+                found.summary() if found else {"error": "unknown request id"},
+            )
         elif method == "POST" and path == "/stats/reset":
             self.reset()
             await _json(send, 200, {"ok": True})
@@ -147,7 +179,9 @@ class LocalModelApp:
             await _json(send, 400, wire.error(400, str(exc)), headers)
             return
 
-        record = RequestRecord(request_id, wire.name, request.stream, time.monotonic())
+        record = RequestRecord(
+            request_id, wire.name, request.stream, time.monotonic(), label=reply.label
+        )
         record.tokens_planned = reply.output_tokens
         self.records[request_id] = record
         while len(self.records) > self._history:
@@ -213,7 +247,7 @@ class LocalModelApp:
             record.first_token_at = now
         record.tokens_generated += tokens
         self.counters.tokens_generated += tokens
-        record.token_times.extend([now] * tokens)
+        record.add_tokens(now, tokens)
         if record.disconnected_at is not None:
             record.tokens_after_disconnect += tokens
             self.counters.tokens_after_disconnect += tokens

@@ -12,6 +12,9 @@ Directives in the most recent user text steer a reply (documented in the README)
 - ``[[tool:NAME {"json": "arguments"}]]`` call tool NAME (repeat for parallel calls);
   once the conversation ends in tool results, the model answers in text instead;
 - ``[[rate:R]]`` R tokens per second for this request;
+- ``[[label:TEXT]]`` names the request in the server's records (``GET
+  /stats/requests?label=TEXT``), so a benchmark finds the requests of one session;
+  TEXT is up to 100 characters (letters, digits, ``_.:-``) and changes nothing else;
 - ``[[fault:429 retry-after=S times=N]]``, ``[[fault:529 times=N]]`` reject the first N
   identical requests (every one without ``times``), with ``retry-after`` seconds;
 - ``[[fault:slow-first-token=S]]`` wait S seconds before the first token;
@@ -64,6 +67,7 @@ CORPUS = (
 )
 
 _DIRECTIVE = re.compile(r"\[\[(\w[\w-]*):?\s*(.*?)\]\]", re.DOTALL)
+_LABEL = re.compile(r"[\w.:-]{1,100}", re.ASCII)
 
 
 class RequestError(ValueError):
@@ -157,6 +161,7 @@ class Plan:
     first_token_latency: float | None = None
     fault: Fault = field(default_factory=lambda: Fault("none"))
     ignore_max_tokens: bool = False
+    label: str | None = None
 
     @property
     def output_tokens(self) -> int:
@@ -242,6 +247,13 @@ def plan(
             wanted = int(TOKENS.parse(argument, "[[tokens:N]]"))
         elif name == "rate":
             result.rate = RATE.parse(argument, "[[rate:R]]")
+        elif name == "label":
+            if not _LABEL.fullmatch(argument):
+                raise RequestError(
+                    "[[label:TEXT]] needs 1 to 100 letters, digits or _.:- characters,"
+                    f" not {argument[:120]!r}"
+                )
+            result.label = argument
         elif name == "tool":
             tool_name, _, raw = argument.partition(" ")
             try:
