@@ -1,23 +1,50 @@
-"""Load on the demo service: 200 sessions, a third stopped, a third gone, a third done.
+"""Load on the demo service, beside the naive one: where Stop lands, and what it costs.
 
-Run: ``python bench/bench_web.py`` (``--sessions N`` to change the load). Starts the real
-``cancelkit demo`` command (local model at 50 tokens/s, SQLite) on a free port and
-drives it with httpx2, each session with its own cookie: it starts a run whose agent
-saves a note (a staged write) and streams a long answer, and then
+Run: ``python bench/bench_web.py`` (``--sizes 50,100,200,400 --repeats 3 --stops 60``
+by default; ``--quick`` for a fast check; ``--peers cancelkit`` for one peer).
 
-- presses Stop at a random moment (with its event stream still open), or
-- closes its event stream at a random moment (a closed tab), or
-- reads to the end.
+One local model server (``cancelkit model``, 50 tokens/s, one token a chunk) runs in
+a process of its own for the whole bench. Against it, in turn, for each size and each
+repeat, a fresh service is started in its own process and driven by httpx2 sessions,
+each with its own cookie:
 
-Reported: Stop latency (the cancel request until the run's final event, which is sent
-once every layer has stopped), tokens saved, and after the run the live tasks and
-threads of the service and the database's verdict: no partial writes.
+- **cancelkit**: the real ``cancelkit demo`` (SQLite, one process) on that model
+  server (``--base-url``);
+- **naive**: ``_naive_service.py``, the same routes written the usual way (a dict of
+  asyncio tasks, ``task.cancel()``, the ``anthropic`` SDK, SQLite).
+
+Each session starts a run whose agent saves a note (a tool call) and then streams a
+300-token answer, follows its events, and a third of them press Stop at a random
+moment, a third close their stream at a random moment (a closed tab; runs are started
+with ``stop_when_unwatched`` as the demo's page does), a third read to the end. The
+same seed gives both peers the same moments. Then **60 concurrent Stops**: 60
+sessions streaming press Stop at the same moment.
+
+Measured, per run, and reported as the median of the repeats:
+
+- client Stop latency: the cancel request until the run's final event;
+- service Stop latency (cancelkit only, the service's own measure): the cancel until
+  every layer stopped, the ``stopped_in_ms`` of each stopped run's receipt (also
+  ``/api/stats`` ``stop_latency_ms``, which has p50 and max only);
+- service CPU per streamed token: the service process's user+system CPU time
+  (``/proc/<pid>/stat``) from the start of the load until the model server has no
+  open stream, over the tokens the clients received. The model server is another
+  process and is not counted;
+- tokens generated after the Stop moment, counted by the model server (its records
+  of the session's requests, by ``[[label:...]]``, and the time of each token): per
+  Stop from the moment the client sent the cancel request, per closed tab from the
+  moment it closed its stream;
+- the database's outcome by session kind and partial writes (cancelkit: a note or a
+  reply without a committed run; naive: a note of a run that was stopped), and what
+  is left in the service after the load (active runs, tasks, abandoned threads).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import random
 import signal
 import socket
@@ -27,180 +54,502 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 
-from _harness import Row, report
+from _harness import Row, save
+from cancelkit.llm.local import count_tokens
 
-PROMPT = 'Research [[tool:save_note {"text": "session %d"}]] [[tokens:300]]'
+PROMPT = 'Research [[tool:save_note {"text": "session %d"}]] [[tokens:%d]] [[label:%s]]'
+REPLY_TOKENS = 300
+MODEL_RATE = 50.0
+PEERS = ("cancelkit", "naive")
+NAIVE = Path(__file__).with_name("_naive_service.py")
+SESSION_SECONDS = 60.0  # a bound on one session: a 300-token reply takes about 6 s
+DRAIN_SECONDS = 20.0  # a bound on waiting for the model server's streams to end
 
 
-def start(data: Path) -> tuple[str, subprocess.Popen[bytes]]:
+def free_port() -> int:
+    """A free TCP port on the loopback."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cancelkit",
-            "demo",
-            "--port",
-            str(port),
-            "--data",
-            str(data),
-            "--model-rate",
-            "50",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(400):
-        try:
-            httpx2.get(url + "/api/stats", timeout=1)
-            return url, process
-        except httpx2.HTTPError:
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), from /proc."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()  # the name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Process:
+    """A child process in a session of its own, stopped with its whole group."""
+
+    def __init__(self, argv: list[str], ready_url: str, *, stdin: int | None = None) -> None:
+        self.popen = subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx2.get(ready_url, timeout=1).status_code == 200:
+                    return
+            except httpx2.HTTPError:
+                pass
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{argv[1:4]} did not start")
             time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("the demo did not start")
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return self.popen.pid
+
+    def stop(self) -> None:
+        """SIGTERM to the group, then SIGKILL after 15 s; idempotent."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        if self.popen.stdin is not None:
+            self.popen.stdin.close()
 
 
-async def session(url: str, index: int, kind: str, rng: random.Random, out: dict[str, Any]) -> None:
-    async with httpx2.AsyncClient(base_url=url, timeout=60) as client:
-        reply = await client.post("/api/runs", json={"prompt": PROMPT % index})
-        run_id = reply.json()["id"]
-        out[run_id] = {"kind": kind}
-        stop_after = rng.randint(5, 120)
-        deltas = 0
-        async with client.stream("GET", f"/api/runs/{run_id}/events") as response:
+def start_model() -> tuple[str, Process]:
+    """The local model server, tied to this process (it exits when the bench does)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "cancelkit", "model", "--port", str(port)]
+    argv += ["--rate", str(MODEL_RATE), "--exit-with-parent", str(os.getpid())]
+    return url, Process(argv, url + "/health", stdin=subprocess.PIPE)
+
+
+def start_service(peer: str, model_url: str, data: Path) -> tuple[str, Process]:
+    """A fresh service of ``peer`` on ``model_url``, its database in ``data``."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    if peer == "cancelkit":
+        argv = [sys.executable, "-m", "cancelkit", "demo", "--port", str(port)]
+        argv += ["--data", str(data), "--base-url", model_url]
+        argv += ["--max-runs", "100000", "--max-runs-per-session", "100"]
+    else:
+        argv = [sys.executable, str(NAIVE), "--port", str(port)]
+        argv += ["--model-url", model_url, "--data", str(data)]
+    return url, Process(argv, url + "/api/stats")
+
+
+@dataclass
+class Session:
+    """One browser session: what it did and saw."""
+
+    index: int
+    kind: str  # stop, disconnect (a closed tab), complete
+    label: str
+    stop_after: int  # deltas before it presses Stop or closes its stream
+    reply_tokens: int = REPLY_TOKENS  # the answer's length (after the tool call)
+    run_id: str | None = None
+    moment: float | None = None  # time.monotonic() of its Stop or close
+    stop_sent: float | None = None  # time.perf_counter() of its cancel request
+    done_at: float | None = None  # time.perf_counter() of the run's final event
+    final: dict[str, Any] | None = None
+    tokens: int = 0  # tokens received
+    error: str | None = None
+    tokens_after: int | None = None  # generated after ``moment``, by the model server
+    arrived: bool = False  # (concurrent Stops) counted as streaming, or as gone
+
+
+@dataclass
+class Together:
+    """The 60 concurrent Stops: every session presses Stop once all are streaming."""
+
+    expected: int
+    arrived: int = 0
+    go: anyio.Event = field(default_factory=anyio.Event)
+
+    def arrive(self) -> None:
+        """One more session is streaming; the last one gives the signal."""
+        self.arrived += 1
+        if self.arrived >= self.expected:
+            self.go.set()
+
+
+async def press_stop(client: httpx2.AsyncClient, session: Session) -> None:
+    """The Stop button: the moment is taken just before the cancel request."""
+    session.moment = time.monotonic()
+    session.stop_sent = time.perf_counter()
+    await client.post(f"/api/runs/{session.run_id}/cancel")
+
+
+async def drive(url: str, session: Session, together: Together | None) -> None:
+    """Start a run, follow its events, and Stop, close or read to the end."""
+    async with httpx2.AsyncClient(base_url=url, timeout=SESSION_SECONDS) as client:
+        prompt = PROMPT % (session.index, session.reply_tokens, session.label)
+        body = {"prompt": prompt, "stop_when_unwatched": True}
+        reply = await client.post("/api/runs", json=body)
+        if reply.status_code not in (200, 201):
+            session.error = f"start: {reply.status_code}"
+            return
+        session.run_id = reply.json()["id"]
+        deltas, event = 0, ""
+        async with (
+            anyio.create_task_group() as group,
+            client.stream("GET", f"/api/runs/{session.run_id}/events") as response,
+        ):
             async for line in response.aiter_lines():
-                if line == "event: delta":
+                if line.startswith("event: "):
+                    event = line[7:]
+                    continue
+                if not line.startswith("data: "):
+                    continue
+                if event == "delta":
                     deltas += 1
-                    if deltas == stop_after and kind == "stop":
-                        out[run_id]["stop_sent"] = time.perf_counter()
-                        await client.post(f"/api/runs/{run_id}/cancel")
-                    elif deltas == stop_after and kind == "disconnect":
+                    session.tokens += count_tokens(json.loads(line[6:])["text"])
+                    if deltas != session.stop_after:
+                        continue
+                    if session.kind == "disconnect":
+                        session.moment = time.monotonic()
                         break
-                elif line.startswith("data: ") and '"status"' in line:
-                    out[run_id]["done_at"] = time.perf_counter()
-                    out[run_id]["final"] = json.loads(line[6:])
+                    if session.kind == "stop" and together is None:
+                        await press_stop(client, session)
+                    elif session.kind == "stop" and together is not None:
+                        session.arrived = True
+                        together.arrive()
+                        group.start_soon(_stop_together, client, session, together)
+                elif event == "done":
+                    session.done_at = time.perf_counter()
+                    session.final = json.loads(line[6:])
                     break
+            group.cancel_scope.cancel()  # a Stop that never came is not waited for
 
 
-async def load(url: str, sessions: int) -> dict[str, Any]:
-    rng = random.Random(42)
-    kinds = ["stop", "disconnect", "complete"] * (sessions // 3 + 1)
-    out: dict[str, Any] = {}
-    async with anyio.create_task_group() as group:
-        for index in range(sessions):
-            group.start_soon(session, url, index, kinds[index], rng, out)
-    return out
+async def _stop_together(client: httpx2.AsyncClient, session: Session, together: Together) -> None:
+    await together.go.wait()
+    await press_stop(client, session)
+
+
+async def load(url: str, sessions: list[Session], together: Together | None) -> None:
+    """Drive every session at once; each is bounded, and so is the whole."""
+    with anyio.fail_after(SESSION_SECONDS * 2):
+        async with anyio.create_task_group() as outer:
+            if together is not None:  # the signal comes however many got there
+                outer.start_soon(_give_signal_by, together, SESSION_SECONDS / 2)
+            async with anyio.create_task_group() as group:
+                for session in sessions:
+                    group.start_soon(_bounded, url, session, together)
+            outer.cancel_scope.cancel()
+
+
+async def _give_signal_by(together: Together, seconds: float) -> None:
+    with anyio.move_on_after(seconds):
+        await together.go.wait()
+    together.go.set()
+
+
+async def _bounded(url: str, session: Session, together: Together | None) -> None:
+    try:
+        with anyio.fail_after(SESSION_SECONDS):
+            await drive(url, session, together)
+    except (TimeoutError, httpx2.HTTPError) as exc:
+        session.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if together is not None and not session.arrived:
+            together.arrive()  # a session that never got there holds nobody up
+            session.arrived = True
+
+
+def plan(size: int, seed: int, tag: str, tokens: int = REPLY_TOKENS) -> list[Session]:
+    """``size`` sessions, a third of each kind, with Stop/close moments from ``seed``
+    (the same for every peer): after 5 to 120 deltas of a 300-token answer (the
+    first 5 are the tool-call turn), proportionally for another length."""
+    rng = random.Random(seed)
+    kinds = ("stop", "disconnect", "complete")
+    latest = max(5, min(120, tokens * 2 // 5))
+    return [
+        Session(index, kinds[index % 3], f"{tag}-{index}", rng.randint(5, latest), tokens)
+        for index in range(size)
+    ]
+
+
+def together_plan(size: int, tag: str, tokens: int = REPLY_TOKENS) -> list[Session]:
+    """``size`` sessions that all press Stop once every one has had 20 deltas."""
+    return [Session(index, "stop", f"{tag}-{index}", 20, tokens) for index in range(size)]
+
+
+@dataclass
+class Measurement:
+    """One run of one peer under one load."""
+
+    peer: str
+    sessions: list[Session]
+    elapsed: float
+    cpu: float  # seconds of the service process
+    before: dict[str, Any]
+    after: dict[str, Any]
+    outcomes: dict[str, dict[str, int]]
+    partial_writes: int
+
+    def metrics(self) -> dict[str, float | None]:
+        """The numbers of this run, by name (``None``: this peer cannot tell)."""
+        stops = [s for s in self.sessions if s.kind == "stop"]
+        client = [
+            (s.done_at - s.stop_sent) * 1e3
+            for s in stops
+            if s.stop_sent is not None and s.done_at is not None
+        ]
+        service = [
+            float(s.final["receipt"]["stopped_in_ms"])
+            for s in stops
+            if s.final and s.final.get("receipt") and s.final["receipt"].get("stopped_in_ms")
+        ]
+        after_stop = [s.tokens_after for s in stops if s.tokens_after is not None]
+        closed = [
+            s.tokens_after for s in self.sessions if s.kind == "disconnect" and s.tokens_after
+        ]
+        streamed = sum(s.tokens for s in self.sessions)
+        latency = self.after.get("stop_latency_ms") or {}
+        threads = self.after.get("worker_threads") or {}
+        return {
+            "client Stop p50 (ms)": _quantile(client, 50),
+            "client Stop p99 (ms)": _quantile(client, 99),
+            "service Stop p50 (ms)": _quantile(service, 50),
+            "service Stop p99 (ms)": _quantile(service, 99),
+            "/api/stats stop p50 (ms)": latency.get("p50"),
+            "/api/stats stop max (ms)": latency.get("max"),
+            "CPU per streamed token (us)": self.cpu / streamed * 1e6 if streamed else None,
+            "tokens after Stop, per Stop": statistics.mean(after_stop) if after_stop else None,
+            "tokens after Stop, worst Stop": max(after_stop) if after_stop else None,
+            "tokens after Stop, all Stops": sum(after_stop) if after_stop else None,
+            "tokens after close, all tabs": float(sum(closed)),
+            "tokens streamed to clients": float(streamed),
+            "sessions failed": float(sum(s.error is not None for s in self.sessions)),
+            "partial writes": float(self.partial_writes),
+            "left: active runs": self.after.get("active_runs"),
+            "left: tasks above baseline": self.after["tasks"] - self.before["tasks"]
+            if "tasks" in self.after
+            else None,
+            "left: abandoned threads": threads.get("abandoned_running"),
+        }
+
+
+def _quantile(values: list[float], percent: int) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1 or percent == 50:
+        return statistics.median(values)
+    return statistics.quantiles(values, n=100, method="inclusive")[percent - 1]
+
+
+def measure(
+    peer: str, model_url: str, sessions: list[Session], together: Together | None
+) -> Measurement:
+    """Start a fresh ``peer`` service, put the load on it, and stop it."""
+    data = Path(tempfile.mkdtemp(prefix=f"ck-bench-web-{peer}-"))
+    url, service = start_service(peer, model_url, data)
+    try:
+        before = httpx2.get(url + "/api/stats").json()
+        cpu_start, started = cpu_seconds(service.pid), time.perf_counter()
+        anyio.run(load, url, sessions, together)
+        elapsed = time.perf_counter() - started
+        _drain(model_url, url)
+        cpu = cpu_seconds(service.pid) - cpu_start
+        time.sleep(0.5)  # what is left is what stays
+        after = httpx2.get(url + "/api/stats").json()
+    finally:
+        service.stop()
+    with httpx2.Client(base_url=model_url, timeout=10) as model:
+        for session in sessions:
+            if session.moment is not None:
+                params = {"label": session.label, "after": repr(session.moment)}
+                found = model.get("/stats/requests", params=params).json()["requests"]
+                session.tokens_after = sum(r["tokens_after"] for r in found)
+    outcomes, partial = _database(peer, data, sessions)
+    return Measurement(peer, sessions, elapsed, cpu, before, after, outcomes, partial)
+
+
+def _drain(model_url: str, url: str) -> None:
+    """Wait (bounded) until the model server streams nothing and the service runs
+    nothing: the closed tabs' runs may still be generating."""
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while time.monotonic() < deadline:
+        streams = httpx2.get(model_url + "/stats").json()["open_streams"]
+        if streams == 0 and httpx2.get(url + "/api/stats").json()["active_runs"] == 0:
+            return
+        time.sleep(0.1)
+
+
+def _database(peer: str, data: Path, sessions: list[Session]) -> tuple[dict[str, Any], int]:
+    """Outcome by session kind, and partial writes, from the service's database."""
+    outcomes: dict[str, dict[str, int]] = {}
+    if peer == "cancelkit":
+        with contextlib.closing(sqlite3.connect(data / "demo.db")) as db:
+            ledger = dict(db.execute("SELECT run_id, status FROM cancelkit_runs").fetchall())
+            notes = {r for (r,) in db.execute("SELECT run_id FROM demo_notes").fetchall()}
+            replies = {r for (r,) in db.execute("SELECT run_id FROM cancelkit_replies").fetchall()}
+        committed = {run for run, status in ledger.items() if status == "committed"}
+        partial = len((notes ^ committed) | (replies ^ committed))
+        status_of = {s.index: ledger.get(s.run_id or "", "missing") for s in sessions}
+    else:  # no ledger: what the client saw; a note of a stopped run is a partial write
+        with contextlib.closing(sqlite3.connect(data / "naive.db")) as db:
+            notes = {r for (r,) in db.execute("SELECT run_id FROM notes").fetchall()}
+        status_of = {
+            s.index: (s.final or {}).get("status", "not seen (tab closed)") for s in sessions
+        }
+        partial = sum(
+            s.run_id in notes for s in sessions if (s.final or {}).get("status") == "cancelled"
+        )
+    for session in sessions:
+        kind = outcomes.setdefault(session.kind, {})
+        kind[status_of[session.index]] = kind.get(status_of[session.index], 0) + 1
+    return outcomes, partial
+
+
+TARGETS = {
+    "service Stop p50 (ms)": "< 20 ms at 200",
+    "service Stop p99 (ms)": "< 50 ms at 200",
+    "client Stop p99 (ms)": "< 100 ms at 200",
+    "CPU per streamed token (us)": "<= 100 us",
+    "tokens after Stop, worst Stop": "<= 1 chunk",
+}
+
+
+def rows_of(scenario: str, runs: dict[str, list[Measurement]]) -> list[Row]:
+    """One row per metric and peer: the median of the repeats (``best``: the least),
+    with its ratio to the naive peer's where both have the number."""
+    rows: list[Row] = []
+    names = list(next(iter(runs.values()))[0].metrics())
+    for name in names:
+        group: list[Row] = []
+        for peer, measured in runs.items():
+            values = [v for m in measured if (v := m.metrics()[name]) is not None]
+            if values:
+                unit = "ms" if "(ms)" in name else "us" if "(us)" in name else "n"
+                target = TARGETS.get(name) if peer == "cancelkit" else None
+                median = statistics.median(values)
+                group.append(
+                    Row(f"{scenario}: {name}", peer, unit, median, min(values), target=target)
+                )
+                group[-1].samples = values
+        base = next((row.median for row in group if row.contestant == "naive"), None)
+        if base and len(group) > 1:
+            for row in group:
+                row.baseline, row.ratio = "naive", row.median / base
+        rows += group
+    return rows
+
+
+def describe(scenario: str, runs: dict[str, list[Measurement]]) -> None:
+    """What the table does not hold: outcomes by kind and what the service kept."""
+    for peer, measured in runs.items():
+        last = measured[-1]
+        print(
+            f"{scenario}, {peer} (last repeat): {len(last.sessions)} sessions in"
+            f" {last.elapsed:.1f}s, service CPU {last.cpu:.2f}s;"
+            f" outcome by session kind: {last.outcomes}"
+        )
 
 
 def main() -> None:
+    """Parse the flags, run every scenario for every peer, print and save the table."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--sizes", default="50,100,200,400", help="sessions per load")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per size (median)")
+    parser.add_argument("--stops", type=int, default=60, help="concurrent Stops (0: skip)")
+    parser.add_argument("--peers", default=",".join(PEERS), help="cancelkit,naive")
+    parser.add_argument("--quick", action="store_true", help="12 sessions, 6 Stops, once")
     args = parser.parse_args()
-    data = Path(tempfile.mkdtemp(prefix="ck-bench-web-"))
-    url, process = start(data)
-    try:
-        baseline = httpx2.get(url + "/api/stats").json()
-        started = time.perf_counter()
-        out = anyio.run(load, url, args.sessions)
-        elapsed = time.perf_counter() - started
-        deadline = time.monotonic() + 15
-        while True:  # let the disconnected runs finish unwinding
-            after = httpx2.get(url + "/api/stats").json()
-            if after["active_runs"] == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        time.sleep(1.0)
-        after = httpx2.get(url + "/api/stats").json()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(20)
+    sizes = [int(size) for size in args.sizes.split(",") if size]
+    repeats, stops = args.repeats, args.stops
+    if args.quick:
+        sizes, repeats, stops = [12], 1, 6
+    peers = [peer for peer in args.peers.split(",") if peer]
+    if not set(peers) <= set(PEERS) or repeats < 1 or not all(size > 0 for size in sizes):
+        parser.error(f"--peers from {PEERS}, --repeats and --sizes positive")
+    print(f"load before the bench: {os.getloadavg()} on {os.cpu_count()} cores")
+    results = run(sizes, repeats, stops, peers)
+    print(f"load after the bench: {os.getloadavg()}")
+    rows = [row for scenario, runs in results.items() for row in rows_of(scenario, runs)]
+    print_table(rows, peers, repeats)
+    print(f"\nwritten: {save('web', rows)}")
 
-    stop_ms = [
-        (v["done_at"] - v["stop_sent"]) * 1e3
-        for v in out.values()
-        if "stop_sent" in v and "done_at" in v
-    ]
-    db = sqlite3.connect(data / "demo.db")
-    ledger = dict(db.execute("SELECT run_id, status FROM cancelkit_runs").fetchall())
-    notes = {run for (run,) in db.execute("SELECT run_id FROM demo_notes").fetchall()}
-    replies = {run for (run,) in db.execute("SELECT run_id FROM cancelkit_replies").fetchall()}
-    partial = [
-        run
-        for run, status in ledger.items()
-        if (status == "committed") != (run in notes) or (status == "committed") != (run in replies)
-    ]
-    outcomes: dict[str, dict[str, int]] = {}
-    for run_id, value in out.items():
-        status = ledger.get(run_id, "missing")
-        outcomes.setdefault(value["kind"], {}).setdefault(status, 0)
-        outcomes[value["kind"]][status] += 1
-    print(
-        f"{args.sessions} sessions in {elapsed:.1f}s; database outcome by session kind: {outcomes}"
-    )
-    print(
-        f"service after the load: {after['active_runs']} active runs, {after['tasks']} tasks "
-        f"(before: {baseline['tasks']}), {after['threads']} threads "
-        f"(before: {baseline['threads']}), "
-        f"worker pool {after['worker_threads']}"
-    )
-    print(
-        f"partial writes: {len(partial)}; tokens generated {after['tokens_generated']}, "
-        f"saved by Stop {after['tokens_saved_by_stop']}, "
-        f"after disconnect {after['tokens_after_disconnect']}"
-    )
-    server_ms = after["stop_latency_ms"]
-    rows = [
-        Row(
-            "Stop: cancel request -> run's final event (client)",
-            "p50",
-            "ms",
-            statistics.median(stop_ms),
-            min(stop_ms),
-        ),
-        Row(
-            "Stop: cancel request -> run's final event (client)",
-            "p99",
-            "ms",
-            statistics.quantiles(stop_ms, n=100)[98],
-            min(stop_ms),
-        ),
-        Row(
-            "Stop: cancel -> every layer stopped (server)",
-            "p50",
-            "ms",
-            server_ms["p50"],
-            server_ms["p50"],
-        ),
-        Row(
-            "Stop: cancel -> every layer stopped (server)",
-            "max",
-            "ms",
-            server_ms["max"],
-            server_ms["max"],
-        ),
-        Row("after the load", "active runs", "n", after["active_runs"], after["active_runs"]),
-        Row("after the load", "tasks above baseline", "n", after["tasks"] - baseline["tasks"], 0),
-        Row(
-            "after the load",
-            "abandoned threads",
-            "n",
-            after["worker_threads"]["abandoned_running"],
-            0,
-        ),
-        Row("after the load", "partial writes", "n", len(partial), 0),
-        Row("tokens", "saved by Stop", "tok", after["tokens_saved_by_stop"], 0),
-        Row("tokens", "generated after disconnect", "tok", after["tokens_after_disconnect"], 0),
-    ]
-    report("web", rows)
+
+def print_table(rows: list[Row], peers: list[str], repeats: int) -> None:
+    """Per scenario, one line per metric: each peer's median (best of the repeats)."""
+    print(f"\nmedian of {repeats} run(s) (best in brackets); '-': the peer cannot tell")
+    scenario = None
+    cells = {(row.comparison, row.contestant): row for row in rows}
+    for comparison in dict.fromkeys(row.comparison for row in rows):
+        head, _, metric = comparison.partition(": ")
+        if head != scenario:
+            scenario = head
+            print(f"\n{head:<34}" + "".join(f"{peer:>22}" for peer in peers) + "  target")
+        line = f"  {metric:<32}"
+        target = ""
+        for peer in peers:
+            row = cells.get((comparison, peer))
+            line += f"{_cell(row.median, row.best):>22}" if row else f"{'-':>22}"
+            target = target or (row.target or "" if row else "")
+        print(line + "  " + target)
+
+
+def _cell(median: float, best: float) -> str:
+    if median == best:
+        return f"{median:,.1f}"
+    return f"{median:,.1f} ({best:,.1f})"
+
+
+def run(
+    sizes: list[int], repeats: int, stops: int, peers: list[str], tokens: int = REPLY_TOKENS
+) -> dict[str, dict[str, list[Measurement]]]:
+    """Every scenario, peers interleaved within each repeat; the model server is
+    started first and stopped last, however the bench ends.
+
+    Returns:
+        By scenario (``"N sessions"``, ``"N concurrent Stops"``), by peer, one
+        measurement per repeat.
+    """
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    model_url, model = start_model()
+    results: dict[str, dict[str, list[Measurement]]] = {}
+    try:
+        for size in sizes:
+            runs = results.setdefault(f"{size} sessions", {peer: [] for peer in peers})
+            for repeat in range(repeats):
+                for peer in peers:
+                    sessions = plan(size, repeat, f"{peer}-{size}-{repeat}", tokens)
+                    runs[peer].append(measure(peer, model_url, sessions, None))
+            describe(f"{size} sessions", runs)
+        if stops:
+            scenario = f"{stops} concurrent Stops"
+            runs = results.setdefault(scenario, {peer: [] for peer in peers})
+            for repeat in range(repeats):
+                for peer in peers:
+                    sessions = together_plan(stops, f"{peer}-together-{repeat}", tokens)
+                    runs[peer].append(measure(peer, model_url, sessions, Together(stops)))
+            describe(scenario, runs)
+    finally:
+        model.stop()
+        signal.signal(signal.SIGTERM, previous)
+    return results
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # so that every ``finally`` stops what it started
 
 
 if __name__ == "__main__":

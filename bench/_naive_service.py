@@ -1,0 +1,157 @@
+"""The naive peer of bench_web: the agent service as it is written without cancelkit.
+
+What a competent developer writes in an afternoon, on the same stack as the demo
+(FastAPI, uvicorn, the official ``anthropic`` SDK against the same model server, SQLite):
+a ``dict[str, asyncio.Task]`` of runs; ``task.cancel()`` on Stop; the run's events in
+an ``asyncio.Queue`` that ``GET /api/runs/{id}/events`` streams as Server-Sent Events.
+The same routes as the demo's, so one load generator drives both:
+
+- ``POST /api/runs`` ``{"prompt": ...}`` -> ``{"id": ...}`` (other fields are ignored);
+- ``GET /api/runs/{id}/events``: ``delta`` events, then ``done`` ``{"status": ...}``;
+- ``POST /api/runs/{id}/cancel`` -> ``{"cancelled": bool}``;
+- ``GET /api/stats``: active runs and live tasks, for the bench's leftover check.
+
+Its agent loop is the textbook one: stream a turn; if the model asked for tools, run
+them (``save_note`` writes its note at once, in a thread) and stream the next turn.
+Nothing here is sabotaged: Stop cancels the task, and the SDK's ``async with`` closes
+the model stream on the way out. What it does not do is what nobody writes in 60
+lines: stop a run whose viewer closed the tab, make the note depend on the run
+completing, or say how long a Stop took.
+
+Run: ``python bench/_naive_service.py --port P --model-url URL --data DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anthropic
+import uvicorn
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+SYSTEM = "You are a research assistant. Use the tools, then answer."
+TOOLS: Any = [
+    {
+        "name": "save_note",
+        "description": "Save a note",
+        "input_schema": {
+            "type": "object",
+            "properties": {"text": {"type": "string"}},
+            "required": ["text"],
+        },
+    }
+]
+
+
+class StartRun(BaseModel):
+    """The body of ``POST /api/runs``."""
+
+    prompt: str
+
+
+def create_app(model_url: str, database: Path) -> FastAPI:
+    """The naive service: runs as tasks in a dict, events through a queue per run."""
+    app = FastAPI()
+    client = anthropic.AsyncAnthropic(base_url=model_url, api_key="local")
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        db.execute("CREATE TABLE IF NOT EXISTS notes (run_id TEXT, text TEXT)")
+        db.commit()
+    runs: dict[str, asyncio.Task[None]] = {}
+    queues: dict[str, asyncio.Queue[tuple[str, dict[str, Any]]]] = {}
+
+    def save_note(run_id: str, text: str) -> None:  # a connection per call: threads
+        with contextlib.closing(sqlite3.connect(database)) as db, db:
+            db.execute("INSERT INTO notes VALUES (?, ?)", (run_id, text))
+
+    async def agent(run_id: str, prompt: str, events: asyncio.Queue[Any]) -> None:
+        messages: list[Any] = [{"role": "user", "content": prompt}]
+        status = "failed"
+        try:
+            for _turn in range(5):
+                async with client.messages.stream(
+                    model="local", max_tokens=2048, system=SYSTEM, messages=messages, tools=TOOLS
+                ) as stream:
+                    async for text in stream.text_stream:
+                        events.put_nowait(("delta", {"text": text}))
+                    message = await stream.get_final_message()
+                messages.append({"role": "assistant", "content": message.content})
+                calls = [block for block in message.content if block.type == "tool_use"]
+                if not calls:
+                    break
+                results = []
+                for call in calls:
+                    arguments: Any = call.input
+                    await asyncio.to_thread(save_note, run_id, str(arguments.get("text")))
+                    results.append({"type": "tool_result", "tool_use_id": call.id, "content": "ok"})
+                messages.append({"role": "user", "content": results})
+            status = "completed"
+        except asyncio.CancelledError:
+            status = "cancelled"
+            raise
+        finally:
+            events.put_nowait(("done", {"status": status}))
+
+    @app.post("/api/runs", status_code=201)
+    async def start_run(body: StartRun) -> dict[str, str]:
+        run_id = uuid.uuid4().hex
+        queues[run_id] = asyncio.Queue()
+        runs[run_id] = task = asyncio.create_task(agent(run_id, body.prompt, queues[run_id]))
+        task.add_done_callback(lambda _task: runs.pop(run_id, None))
+        return {"id": run_id}
+
+    @app.get("/api/runs/{run_id}/events")
+    async def run_events(run_id: str) -> StreamingResponse:
+        events = queues.get(run_id)
+        if events is None:
+            raise HTTPException(404, "no such run")
+
+        async def stream() -> AsyncIterator[str]:
+            while True:
+                name, data = await events.get()
+                yield f"event: {name}\ndata: {json.dumps(data)}\n\n"
+                if name == "done":
+                    queues.pop(run_id, None)
+                    return
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    @app.post("/api/runs/{run_id}/cancel")
+    async def cancel_run(run_id: str) -> dict[str, bool]:
+        task = runs.get(run_id)
+        if task is None or task.done():
+            return {"cancelled": False}
+        return {"cancelled": task.cancel()}
+
+    @app.get("/api/stats")
+    async def stats() -> dict[str, int]:
+        return {"active_runs": len(runs), "tasks": len(asyncio.all_tasks())}
+
+    return app
+
+
+def main() -> None:
+    """Serve the naive service in the foreground (the bench stops it with SIGTERM)."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model-url", required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    args = parser.parse_args()
+    args.data.mkdir(parents=True, exist_ok=True)
+    app = create_app(args.model_url, args.data / "naive.db")
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
