@@ -303,6 +303,7 @@ class Measurement:
     after: dict[str, Any]
     outcomes: dict[str, dict[str, int]]
     partial_writes: int
+    load: float  # the machine's 1-minute load average as the run started
 
     def metrics(self) -> dict[str, float | None]:
         """The numbers of this run, by name (``None``: this peer cannot tell)."""
@@ -356,13 +357,26 @@ def _quantile(values: list[float], percent: int) -> float | None:
 
 
 def measure(
-    peer: str, model_url: str, sessions: list[Session], together: Together | None
+    peer: str,
+    model_url: str,
+    sessions: list[Session],
+    together: Together | None,
+    profile: Path | None = None,
 ) -> Measurement:
-    """Start a fresh ``peer`` service, put the load on it, and stop it."""
+    """Start a fresh ``peer`` service, put the load on it, and stop it.
+
+    With ``profile``, py-spy samples the service during the load (a slower service
+    then: for where its time goes, not for the numbers) into ``profile`` (collapsed
+    stacks, ``<peer>-<first label>.txt``).
+    """
     data = Path(tempfile.mkdtemp(prefix=f"ck-bench-web-{peer}-"))
     url, service = start_service(peer, model_url, data)
+    spy: subprocess.Popen[bytes] | None = None
     try:
         before = httpx2.get(url + "/api/stats").json()
+        if profile is not None:
+            spy = _profiler(service.pid, profile / f"{sessions[0].label}.txt")
+        machine_load = os.getloadavg()[0]
         cpu_start, started = cpu_seconds(service.pid), time.perf_counter()
         anyio.run(load, url, sessions, together)
         elapsed = time.perf_counter() - started
@@ -371,6 +385,9 @@ def measure(
         time.sleep(0.5)  # what is left is what stays
         after = httpx2.get(url + "/api/stats").json()
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+            spy.wait(30)
         service.stop()
     with httpx2.Client(base_url=model_url, timeout=10) as model:
         for session in sessions:
@@ -379,7 +396,17 @@ def measure(
                 found = model.get("/stats/requests", params=params).json()["requests"]
                 session.tokens_after = sum(r["tokens_after"] for r in found)
     outcomes, partial = _database(peer, data, sessions)
-    return Measurement(peer, sessions, elapsed, cpu, before, after, outcomes, partial)
+    return Measurement(peer, sessions, elapsed, cpu, before, after, outcomes, partial, machine_load)
+
+
+def _profiler(pid: int, output: Path) -> subprocess.Popen[bytes]:
+    """``py-spy record`` of ``pid`` (idle threads left out), started before it returns."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    argv = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--output", str(output)]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # it attaches
+    return process
 
 
 def _drain(model_url: str, url: str) -> None:
@@ -459,7 +486,8 @@ def describe(scenario: str, runs: dict[str, list[Measurement]]) -> None:
         last = measured[-1]
         print(
             f"{scenario}, {peer} (last repeat): {len(last.sessions)} sessions in"
-            f" {last.elapsed:.1f}s, service CPU {last.cpu:.2f}s;"
+            f" {last.elapsed:.1f}s, service CPU {last.cpu:.2f}s, machine load"
+            f" {', '.join(f'{m.load:.1f}' for m in measured)} (1-min, per repeat);"
             f" outcome by session kind: {last.outcomes}"
         )
 
@@ -472,6 +500,13 @@ def main() -> None:
     parser.add_argument("--stops", type=int, default=60, help="concurrent Stops (0: skip)")
     parser.add_argument("--peers", default=",".join(PEERS), help="cancelkit,naive")
     parser.add_argument("--quick", action="store_true", help="12 sessions, 6 Stops, once")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="sample each service with py-spy (pip install py-spy) into DIR: slows it",
+    )
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",") if size]
     repeats, stops = args.repeats, args.stops
@@ -481,7 +516,7 @@ def main() -> None:
     if not set(peers) <= set(PEERS) or repeats < 1 or not all(size > 0 for size in sizes):
         parser.error(f"--peers from {PEERS}, --repeats and --sizes positive")
     print(f"load before the bench: {os.getloadavg()} on {os.cpu_count()} cores")
-    results = run(sizes, repeats, stops, peers)
+    results = run(sizes, repeats, stops, peers, profile=args.profile)
     print(f"load after the bench: {os.getloadavg()}")
     rows = [row for scenario, runs in results.items() for row in rows_of(scenario, runs)]
     print_table(rows, peers, repeats)
@@ -514,7 +549,12 @@ def _cell(median: float, best: float) -> str:
 
 
 def run(
-    sizes: list[int], repeats: int, stops: int, peers: list[str], tokens: int = REPLY_TOKENS
+    sizes: list[int],
+    repeats: int,
+    stops: int,
+    peers: list[str],
+    tokens: int = REPLY_TOKENS,
+    profile: Path | None = None,
 ) -> dict[str, dict[str, list[Measurement]]]:
     """Every scenario, peers interleaved within each repeat; the model server is
     started first and stopped last, however the bench ends.
@@ -532,7 +572,7 @@ def run(
             for repeat in range(repeats):
                 for peer in peers:
                     sessions = plan(size, repeat, f"{peer}-{size}-{repeat}", tokens)
-                    runs[peer].append(measure(peer, model_url, sessions, None))
+                    runs[peer].append(measure(peer, model_url, sessions, None, profile))
             describe(f"{size} sessions", runs)
         if stops:
             scenario = f"{stops} concurrent Stops"
@@ -540,7 +580,8 @@ def run(
             for repeat in range(repeats):
                 for peer in peers:
                     sessions = together_plan(stops, f"{peer}-together-{repeat}", tokens)
-                    runs[peer].append(measure(peer, model_url, sessions, Together(stops)))
+                    together = Together(stops)
+                    runs[peer].append(measure(peer, model_url, sessions, together, profile))
             describe(scenario, runs)
     finally:
         model.stop()
