@@ -22,10 +22,12 @@ sessions streaming press Stop at the same moment.
 
 Measured, per run, and reported as the median of the repeats:
 
-- client Stop latency: the cancel request until the run's final event;
+- client Stop latency: the cancel request until the run's final event (and until
+  the cancel request's own response, for where the time goes);
 - service Stop latency (cancelkit only, the service's own measure): the cancel until
   every layer stopped, the ``stopped_in_ms`` of each stopped run's receipt (also
-  ``/api/stats`` ``stop_latency_ms``, which has p50 and max only);
+  ``/api/stats`` ``stop_latency_ms``, which has p50 and max only), and from the same
+  receipts when the model stream was closed and the staged writes rolled back;
 - service CPU per streamed token: the service process's user+system CPU time
   (``/proc/<pid>/stat``) from the start of the load until the model server has no
   open stream, over the tokens the clients received. The model server is another
@@ -166,6 +168,7 @@ class Session:
     run_id: str | None = None
     moment: float | None = None  # time.monotonic() of its Stop or close
     stop_sent: float | None = None  # time.perf_counter() of its cancel request
+    stop_answered: float | None = None  # time.perf_counter() of the cancel's response
     done_at: float | None = None  # time.perf_counter() of the run's final event
     final: dict[str, Any] | None = None
     tokens: int = 0  # tokens received
@@ -194,6 +197,7 @@ async def press_stop(client: httpx2.AsyncClient, session: Session) -> None:
     session.moment = time.monotonic()
     session.stop_sent = time.perf_counter()
     await client.post(f"/api/runs/{session.run_id}/cancel")
+    session.stop_answered = time.perf_counter()
 
 
 async def drive(url: str, session: Session, together: Together | None) -> None:
@@ -313,11 +317,17 @@ class Measurement:
             for s in stops
             if s.stop_sent is not None and s.done_at is not None
         ]
+        answered = [
+            (s.stop_answered - s.stop_sent) * 1e3
+            for s in stops
+            if s.stop_sent is not None and s.stop_answered is not None
+        ]
         service = [
             float(s.final["receipt"]["stopped_in_ms"])
             for s in stops
             if s.final and s.final.get("receipt") and s.final["receipt"].get("stopped_in_ms")
         ]
+        layers = _layers([s.final["receipt"] for s in stops if s.final and s.final.get("receipt")])
         after_stop = [s.tokens_after for s in stops if s.tokens_after is not None]
         closed = [
             s.tokens_after for s in self.sessions if s.kind == "disconnect" and s.tokens_after
@@ -328,8 +338,14 @@ class Measurement:
         return {
             "client Stop p50 (ms)": _quantile(client, 50),
             "client Stop p99 (ms)": _quantile(client, 99),
+            "cancel request answered p50 (ms)": _quantile(answered, 50),
+            "cancel request answered p99 (ms)": _quantile(answered, 99),
             "service Stop p50 (ms)": _quantile(service, 50),
             "service Stop p99 (ms)": _quantile(service, 99),
+            "receipt: model stream closed p50 (ms)": _quantile(layers.get("stream", []), 50),
+            "receipt: model stream closed p99 (ms)": _quantile(layers.get("stream", []), 99),
+            "receipt: writes rolled back p50 (ms)": _quantile(layers.get("transaction", []), 50),
+            "receipt: writes rolled back p99 (ms)": _quantile(layers.get("transaction", []), 99),
             "/api/stats stop p50 (ms)": latency.get("p50"),
             "/api/stats stop max (ms)": latency.get("max"),
             "CPU per streamed token (us)": self.cpu / streamed * 1e6 if streamed else None,
@@ -346,6 +362,21 @@ class Measurement:
             else None,
             "left: abandoned threads": threads.get("abandoned_running"),
         }
+
+
+def _layers(receipts: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Per layer kind, when the last of its kind in each run had stopped after the
+    Stop (ms): where a Stop's time goes, in the service's own words."""
+    found: dict[str, list[float]] = {}
+    for receipt in receipts:
+        latest: dict[str, float] = {}
+        for layer in receipt.get("layers", ()):
+            after = layer.get("after_stop_ms")
+            if after is not None:
+                latest[layer["layer"]] = max(after, latest.get(layer["layer"], after))
+        for kind, after in latest.items():
+            found.setdefault(kind, []).append(after)
+    return found
 
 
 def _quantile(values: list[float], percent: int) -> float | None:
