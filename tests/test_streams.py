@@ -113,6 +113,16 @@ async def test_awaiting_in_the_block_after_the_stop_ends_it_as_the_stop() -> Non
     assert len(producer.closed_in) == 1
 
 
+async def test_leaving_the_block_cleanly_after_the_token_fired_is_no_error() -> None:
+    producer = Producer()
+    token = CancelToken()
+    async with guard_stream(producer.tokens(), token=token) as tokens:
+        async for _ in tokens:
+            token.cancel(USER)
+            break
+    assert producer.closed_in == [anyio.get_current_task().id]
+
+
 async def test_an_already_cancelled_token_stops_before_reading() -> None:
     producer = Producer()
     token = CancelToken()

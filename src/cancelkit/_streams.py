@@ -19,6 +19,7 @@ import anyio
 from ._backends import loop_caller
 from ._exceptions import RunCancelled
 from ._receipt import record
+from ._sync_streams import shutdown_http
 from ._token import CancelHandle, CancelToken
 from ._validate import seconds
 
@@ -80,8 +81,13 @@ class GuardedStream(Generic[T]):
         return self
 
     def _interrupt(self) -> None:
-        """The token fired (on the loop's thread): interrupt the wait for an item, if
-        the block is waiting; otherwise the next ``__anext__`` sees the token first."""
+        """The token fired (on the loop's thread): an HTTP response's connection is
+        shut down at once, so the provider stops generating before this task even
+        runs again; the wait for an item, if the block is waiting, is interrupted
+        (otherwise the next ``__anext__`` sees the token first). The stream is closed
+        in the iterating task, as always."""
+        if not self._closed:
+            shutdown_http(self._stream)
         if self._waiting and self._scope is not None:
             self._scope.cancel()
 
@@ -131,7 +137,8 @@ class GuardedStream(Generic[T]):
             scope, self._scope = self._scope, None
             # A cancellation of ours that reached the block's end (it awaited after the
             # RunCancelled) is the token's doing: say so, as the iteration did.
-            if scope is not None and scope.__exit__(exc_type, exc, tb):
+            swallowed = scope is not None and scope.__exit__(exc_type, exc, tb)
+            if swallowed and exc is not None:  # (trio's scope says True for no error too)
                 self._raise_if_cancelled()
 
     async def _close(self) -> None:

@@ -116,6 +116,21 @@ async def test_a_token_fired_from_another_thread_stops_the_stream(
     assert await disconnected(server, stream.request_id) == 0
 
 
+async def test_the_server_sees_the_stop_before_the_stream_is_read_again(
+    model: Model, server: LocalModelServer
+) -> None:
+    """The token shuts the connection down when it fires: the provider stops
+    generating even while the iterating task is busy elsewhere (the close is still
+    the iterating task's, when it leaves the block)."""
+    token = CancelToken()
+    async with model.stream([Message.user("[[tokens:5000]] [[rate:200]]")], token=token) as stream:
+        await stream.__anext__()
+        token.cancel(USER)
+        await disconnected(server, stream.request_id)  # the block is still open
+        with pytest.raises(RunCancelled):
+            await stream.__anext__()
+
+
 async def test_stopping_the_run_stops_its_stream(model: Model, server: LocalModelServer) -> None:
     streams = []
 
