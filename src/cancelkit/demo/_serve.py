@@ -29,6 +29,7 @@ from uvicorn.server import HANDLED_SIGNALS
 
 from .. import CancelReason
 from ..llm import AnthropicModel, Model, OpenAIModel
+from ..llm._network import asyncio_transport
 from ..stores import SQLiteStore
 from ._agent import build_agent, setup_tables
 from ._app import create_app
@@ -121,20 +122,25 @@ def _api_key(options: DemoOptions) -> str:
 def model_for(options: DemoOptions, local_url: str | None) -> Model:
     """The model client: the provider's SDK, on ``local_url`` for the local model.
 
-    Its connection pool keeps a connection per call the service may have in flight (a
-    run and its sub-agent's), so that a connection given back after a reply serves the
-    next call instead of being closed: the SDKs keep 100, fewer than a busy demo uses.
+    Its connection pool reads asyncio's sockets without churn
+    (:func:`~cancelkit.llm._network.asyncio_transport`), and keeps a connection per
+    call the service may have in flight (a run and its sub-agent's), so that a
+    connection given back after a reply serves the next call instead of being closed:
+    the SDKs keep 100, fewer than a busy demo uses.
     """
     import httpx2  # noqa: PLC0415 - comes with the SDKs
 
     key = _api_key(options)
     limits = httpx2.Limits(max_connections=None, max_keepalive_connections=2 * options.limits.runs)
+    transport = asyncio_transport(limits)
     if options.provider == "openai":
         import openai  # noqa: PLC0415
 
         url = options.base_url or (local_url + "/v1" if local_url else None)
         client = openai.AsyncOpenAI(
-            base_url=url, api_key=key, http_client=openai.DefaultAsyncHttpxClient(limits=limits)
+            base_url=url,
+            api_key=key,
+            http_client=openai.DefaultAsyncHttpxClient(transport=transport),
         )
         return OpenAIModel(client, options.model or "local")
     import anthropic  # noqa: PLC0415
@@ -142,7 +148,9 @@ def model_for(options: DemoOptions, local_url: str | None) -> Model:
     url = options.base_url or local_url
     return AnthropicModel(
         anthropic.AsyncAnthropic(
-            base_url=url, api_key=key, http_client=anthropic.DefaultAsyncHttpxClient(limits=limits)
+            base_url=url,
+            api_key=key,
+            http_client=anthropic.DefaultAsyncHttpxClient(transport=transport),
         ),
         options.model or "local",
     )
