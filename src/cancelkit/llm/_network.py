@@ -7,9 +7,10 @@ its timeout. A streamed reply is read one small chunk at a time (a token, at ten
 tokens a second per call), so under a few hundred streams that churn was a fifth of
 the demo service's CPU. :func:`asyncio_transport` is httpx2's own transport with a
 network backend of its own on asyncio: the socket keeps reading into a buffer (paused
-only when the buffer is large), a read that must wait waits on one future, and its
-timeout is a timer set only then. On any other event loop (trio) the pool uses
-httpcore2's own backend, as before.
+only when the buffer is large), a read that must wait waits on one future, and the
+reads' timeout is one timer per connection, moved on by each read rather than set and
+cancelled per read. On any other event loop (trio) the pool uses httpcore2's own
+backend, as before.
 """
 
 from __future__ import annotations
@@ -41,6 +42,35 @@ class _Protocol(asyncio.Protocol):
         self.paused = False
         self.waiter: asyncio.Future[None] | None = None
         self.drained: asyncio.Future[None] | None = None
+        self.deadline = 0.0  # of the read waiting now
+        self.expired = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def wait(self, timeout: float | None) -> asyncio.Future[None]:
+        """A future set when data, the end or an error arrives, or (with
+        ``expired``) when ``timeout`` seconds pass first."""
+        loop = asyncio.get_running_loop()
+        self.expired = False
+        waiter = self.waiter = loop.create_future()
+        if timeout is not None:
+            self.deadline = loop.time() + timeout
+            if self._timer is None:  # else the armed timer looks at the new deadline
+                self._timer = loop.call_at(self.deadline, self._expire)
+        else:
+            self.deadline = float("inf")
+        return waiter
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self.waiter is None or self.waiter.done():
+            return  # no read waits: the next one arms a timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() < self.deadline:  # a later read moved the deadline on
+            if self.deadline != float("inf"):
+                self._timer = loop.call_at(self.deadline, self._expire)
+            return
+        self.expired = True
+        self._wake()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -61,6 +91,9 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.ended = True
         self.error = exc
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._wake()
         self.resume_writing()
 
@@ -109,13 +142,12 @@ class _Stream(httpcore2.AsyncNetworkStream):
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         protocol = self._protocol
-        if not protocol.buffer and not protocol.ended:
-            waiter = protocol.waiter = asyncio.get_running_loop().create_future()
+        while not protocol.buffer and not protocol.ended:
             try:
-                await _bounded(waiter, timeout)
+                await protocol.wait(timeout)
             finally:
                 protocol.waiter = None
-            if not protocol.buffer and not protocol.ended:
+            if protocol.expired and not protocol.buffer and not protocol.ended:
                 raise httpcore2.ReadTimeout(f"no data within {timeout}s")
         if protocol.buffer:
             data = bytes(protocol.buffer[:max_bytes])
