@@ -7,6 +7,9 @@ the server at once, a lost connection and a read timeout.
 
 from __future__ import annotations
 
+import asyncio
+import pathlib
+import ssl
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -113,3 +116,36 @@ async def test_a_silent_server_is_a_read_timeout(server: LocalModelServer) -> No
                     pass
     finally:
         await client.close()
+
+
+# A self-signed certificate for 127.0.0.1 and its key, for these tests only (made once
+# with: openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes
+# -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -days 36500 ...).
+TLS = pathlib.Path(__file__).parent / "tls"
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the transport's own connections
+async def test_https_through_the_transports_own_connections() -> None:
+    cert_file, key_file = TLS / "cert.pem", TLS / "key.pem"
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert_file, key_file)
+
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(reply, "127.0.0.1", 0, ssl=served)
+    port = server.sockets[0].getsockname()[1]
+    trusted = ssl.create_default_context(cafile=str(cert_file))
+    try:
+        transport = asyncio_transport(httpx2.Limits(), verify=trusted)
+        async with httpx2.AsyncClient(transport=transport) as client:
+            answer = await client.get(f"https://127.0.0.1:{port}/")
+        assert (answer.status_code, answer.text) == (200, "hello")
+        assert answer.extensions["network_stream"].get_extra_info("ssl_object") is not None
+    finally:
+        server.close()
+        await server.wait_closed()

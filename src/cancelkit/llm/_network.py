@@ -255,10 +255,10 @@ class _Transport(httpx2.AsyncHTTPTransport):
     """httpx2's transport (HTTP/1.1, certificates verified as by default), its pool
     reading asyncio's sockets with :class:`_Stream`."""
 
-    def __init__(self, limits: httpx2.Limits) -> None:
+    def __init__(self, limits: httpx2.Limits, verify: SSLContext | bool) -> None:
         super().__init__(limits=limits)
         self._pool = httpcore2.AsyncConnectionPool(
-            ssl_context=httpx2.create_ssl_context(),
+            ssl_context=httpx2.create_ssl_context(verify=verify),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -266,7 +266,10 @@ class _Transport(httpx2.AsyncHTTPTransport):
         )
 
 
-def asyncio_transport(limits: httpx2.Limits) -> httpx2.AsyncHTTPTransport:
+def asyncio_transport(
+    limits: httpx2.Limits, *, verify: SSLContext | bool = True
+) -> httpx2.AsyncHTTPTransport:
     """A transport for an SDK's async client (``http_client=httpx2.AsyncClient(
-    transport=...)``) that reads asyncio's sockets without churn (see above)."""
-    return _Transport(limits)
+    transport=...)``) that reads asyncio's sockets without churn (see above);
+    ``verify`` as httpx2's (``True``: the default certificates)."""
+    return _Transport(limits, verify)
