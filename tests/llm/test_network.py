@@ -14,6 +14,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import anthropic
+import anyio
 import httpx2
 import pytest
 
@@ -100,18 +101,22 @@ async def test_a_lost_connection_is_unavailable(model: AnthropicModel) -> None:
 
 
 async def test_a_silent_server_is_a_read_timeout(server: LocalModelServer) -> None:
+    """Also on a connection whose earlier reads had a longer timeout."""
     client = anthropic.AsyncAnthropic(
         base_url=server.base_url,
         api_key="local",
         max_retries=0,
-        timeout=0.3,
+        timeout=30,
         http_client=httpx2.AsyncClient(transport=asyncio_transport(httpx2.Limits())),
     )
+    model = AnthropicModel(client, "local")
     try:
-        with pytest.raises(ModelUnavailable):
-            async with AnthropicModel(client, "local").stream(
-                [Message.user("[[tokens:5]] [[rate:1]]")]
-            ) as stream:
+        async with model.stream([Message.user("[[tokens:5]]")]) as stream:
+            async for _ in stream:
+                pass
+        model = AnthropicModel(client.with_options(timeout=0.3), "local")
+        with anyio.fail_after(10), pytest.raises(ModelUnavailable):
+            async with model.stream([Message.user("[[tokens:5]] [[rate:1]]")]) as stream:
                 async for _ in stream:
                     pass
     finally:

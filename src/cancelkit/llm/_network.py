@@ -54,7 +54,10 @@ class _Protocol(asyncio.Protocol):
         waiter = self.waiter = loop.create_future()
         if timeout is not None:
             self.deadline = loop.time() + timeout
-            if self._timer is None:  # else the armed timer looks at the new deadline
+            # An armed timer due no later looks at the new deadline when it fires.
+            if self._timer is None or self.deadline < self._timer.when():
+                if self._timer is not None:
+                    self._timer.cancel()
                 self._timer = loop.call_at(self.deadline, self._expire)
         else:
             self.deadline = float("inf")
