@@ -11,14 +11,27 @@ from cancelkit.llm._sse import END, EventStream, json_payload
 pytestmark = pytest.mark.anyio
 
 
+class Body:
+    """An unencoded response's byte stream."""
+
+    def __init__(self, chunks: tuple[bytes, ...]) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self) -> Any:
+        for chunk in self.chunks:
+            yield chunk
+
+
 class Response:
     """The part of an ``httpx2.Response`` an EventStream reads: its body, in chunks."""
 
     def __init__(self, *chunks: bytes) -> None:
         self.chunks = chunks
+        self.headers: dict[str, str] = {}
+        self.stream = Body(chunks)
         self.closed = False
 
-    async def aiter_bytes(self) -> Any:
+    async def aiter_bytes(self) -> Any:  # httpx2's decoding iteration
         for chunk in self.chunks:
             yield chunk
 
@@ -73,3 +86,10 @@ async def test_an_error_event_is_raised_after_the_events_before_it() -> None:
         await events.__anext__()
     await events.aclose()
     assert response.closed
+
+
+async def test_an_encoded_body_is_read_through_its_decoding() -> None:
+    response = Response(b'data: {"n": 1}\n\n')
+    response.headers["content-encoding"] = "gzip"
+    response.stream = Body((b"\x1f\x8b not what the events are",))
+    assert [event async for event in EventStream(response, decode)] == [{"n": 1, "name": None}]

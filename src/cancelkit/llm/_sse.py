@@ -87,7 +87,7 @@ class EventStream:
     async def __anext__(self) -> dict[str, Any]:
         while not self._ready:
             if self._chunks is None:
-                self._chunks = self.response.aiter_bytes()
+                self._chunks = _body(self.response)
             chunks: AsyncIterator[bytes] = self._chunks
             try:
                 chunk = await chunks.__anext__()
@@ -129,6 +129,18 @@ class EventStream:
         if chunks is not None:
             chunks.close()
         self.response.close()
+
+
+def _body(response: Any) -> AsyncIterator[bytes]:
+    """The response's body as it arrives. Not encoded (the providers' event streams
+    are not), straight from its byte stream, without the two layers of generators
+    that decode and re-chunk it; encoded, through httpx2's decoding. The response is
+    closed by :meth:`EventStream.aclose` either way (the guard calls it at the end)."""
+    if response.headers.get("content-encoding", "identity").lower() in ("identity", ""):
+        body: AsyncIterator[bytes] = aiter(response.stream)
+        return body
+    chunks: AsyncIterator[bytes] = response.aiter_bytes()
+    return chunks
 
 
 def json_payload(data: bytes) -> dict[str, Any] | None:
