@@ -80,6 +80,49 @@ async def test_a_token_fired_from_another_thread_interrupts_the_wait() -> None:
     assert producer.closed_in == [anyio.get_current_task().id]
 
 
+async def test_a_token_fired_while_the_body_works_stops_at_the_next_item() -> None:
+    """Only the wait for an item is interrupted: the body's own awaits run to their
+    end, and the next item is not read (no chunk after the Stop)."""
+    producer = Producer()
+    token = CancelToken()
+    slept = False
+    with pytest.raises(RunCancelled):
+        async with guard_stream(producer.tokens(), token=token) as tokens:
+            async for _ in tokens:
+                token.cancel(USER)
+                await anyio.sleep(0.01)
+                slept = True
+    assert slept
+    assert producer.produced == 1
+    assert producer.closed_in == [anyio.get_current_task().id]
+
+
+async def test_awaiting_in_the_block_after_the_stop_ends_it_as_the_stop() -> None:
+    """A body that catches the interruption and awaits again is stopped there too,
+    and the block ends with the token's reason, not a stray cancellation."""
+    producer = Producer()
+    token = CancelToken()
+    threading.Timer(0.02, token.cancel, args=(USER,)).start()
+    with pytest.raises(RunCancelled) as info:
+        async with guard_stream(producer.tokens(delay=10), token=token) as tokens:
+            with pytest.raises(RunCancelled):
+                async for _ in tokens:
+                    pass
+            await anyio.sleep(10)
+    assert info.value.reason is USER
+    assert len(producer.closed_in) == 1
+
+
+async def test_leaving_the_block_cleanly_after_the_token_fired_is_no_error() -> None:
+    producer = Producer()
+    token = CancelToken()
+    async with guard_stream(producer.tokens(), token=token) as tokens:
+        async for _ in tokens:
+            token.cancel(USER)
+            break
+    assert producer.closed_in == [anyio.get_current_task().id]
+
+
 async def test_an_already_cancelled_token_stops_before_reading() -> None:
     producer = Producer()
     token = CancelToken()

@@ -19,6 +19,7 @@ import anyio
 from ._backends import loop_caller
 from ._exceptions import RunCancelled
 from ._receipt import record
+from ._sync_streams import shutdown_http
 from ._token import CancelHandle, CancelToken
 from ._validate import seconds
 
@@ -59,6 +60,7 @@ class GuardedStream(Generic[T]):
         self._scope: anyio.CancelScope | None = None
         self._handle: CancelHandle | None = None
         self._closed = False
+        self._waiting = False
 
     @property
     def closed(self) -> bool:
@@ -70,12 +72,23 @@ class GuardedStream(Generic[T]):
             raise RuntimeError("guard_stream() blocks cannot be entered twice")
         self._iterator = aiter(self._stream)
         if self._token is not None:
+            # One scope for the whole block, not one per item: it is cancelled only
+            # while __anext__ waits, so the rest of the block is never interrupted.
+            self._scope = anyio.CancelScope()
+            self._scope.__enter__()
             call = loop_caller()
             self._handle = self._token.on_cancel(lambda _reason: call.now_or_soon(self._interrupt))
         return self
 
     def _interrupt(self) -> None:
-        if self._scope is not None:
+        """The token fired (on the loop's thread): an HTTP response's connection is
+        shut down at once, so the provider stops generating before this task even
+        runs again; the wait for an item, if the block is waiting, is interrupted
+        (otherwise the next ``__anext__`` sees the token first). The stream is closed
+        in the iterating task, as always."""
+        if not self._closed:
+            shutdown_http(self._stream)
+        if self._waiting and self._scope is not None:
             self._scope.cancel()
 
     def __aiter__(self) -> GuardedStream[T]:
@@ -91,16 +104,18 @@ class GuardedStream(Generic[T]):
         if self._iterator is None or self._closed:
             raise RuntimeError("iterate guard_stream() inside its `async with` block")
         self._raise_if_cancelled()
-        with anyio.CancelScope() as scope:
-            self._scope = scope
-            try:
-                return await self._iterator.__anext__()
-            except StopAsyncIteration:
-                self._exhausted = True
-                await self._close()
-                raise
-            finally:
-                self._scope = None
+        self._waiting = True
+        try:
+            return await self._iterator.__anext__()
+        except StopAsyncIteration:
+            self._exhausted = True
+            await self._close()
+            raise
+        except anyio.get_cancelled_exc_class():
+            if self._scope is None or not self._scope.cancel_called:
+                raise  # a cancellation from outside: the block's exit closes the stream
+        finally:
+            self._waiting = False
         await self._close()  # reached only when the token interrupted the wait
         self._raise_if_cancelled()
         raise AssertionError("unreachable: the scope is only cancelled by the token")
@@ -116,7 +131,15 @@ class GuardedStream(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._close()
+        try:
+            await self._close()
+        finally:
+            scope, self._scope = self._scope, None
+            # A cancellation of ours that reached the block's end (it awaited after the
+            # RunCancelled) is the token's doing: say so, as the iteration did.
+            swallowed = scope is not None and scope.__exit__(exc_type, exc, tb)
+            if swallowed and exc is not None:  # (trio's scope says True for no error too)
+                self._raise_if_cancelled()
 
     async def _close(self) -> None:
         if self._closed:
@@ -175,8 +198,11 @@ def guard_stream(
     Leaving the block for any reason closes the stream (``aclose()``, or ``close()``,
     sync or async) shielded from cancellation and bounded by ``grace``. If ``token``
     is cancelled while waiting for an item, the wait is interrupted, the stream is
-    closed, and :class:`RunCancelled` is raised with the token's reason. Inside a
-    run, the close is reported to the run's receipt.
+    closed, and :class:`RunCancelled` is raised with the token's reason (an await of
+    the block after that is cancelled too, and the block ends with the same
+    :class:`RunCancelled`); fired while the body works, the body's awaits are left
+    alone and the next item is not read. Inside a run, the close is reported to the
+    run's receipt.
 
     Some streams must be stopped by another call than their own ``aclose()``: an
     openai-agents ``result.stream_events()`` waits for the whole run to finish when

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import socket
 import threading
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from ._exceptions import Cancelled
 from ._receipt import record
@@ -34,38 +34,60 @@ if TYPE_CHECKING:
 
     from ._exceptions import CancelReason
 
-__all__ = ("SyncGuardedStream", "guard_sync_stream", "http_socket")
+__all__ = ("SyncGuardedStream", "guard_sync_stream", "http_socket", "shutdown_http")
 
 T = TypeVar("T")
 
 logger = logging.getLogger("cancelkit")
 
 
-def http_socket(stream: object) -> socket.socket | None:
+class ConnectionSocket(Protocol):
+    """A connection's socket as the transports hand it out: a ``socket.socket``, or
+    a wrapper of one (asyncio's ``TransportSocket``, trio's socket); all shut down."""
+
+    def shutdown(self, how: int, /) -> object: ...
+
+
+def http_socket(stream: object) -> ConnectionSocket | None:
     """The socket an SDK stream or an ``httpx``/``httpx2`` response reads from.
 
     Found through the response's ``network_stream`` extension (httpcore's), on the
-    stream itself or its ``response``. ``None`` when there is none, or when the
-    connection is HTTP/2: its socket carries other requests' streams too.
+    stream itself or its ``response``: a ``socket.socket`` (sync clients), asyncio's
+    ``TransportSocket`` or trio's socket (async clients). ``None`` when there is none, when
+    the connection is HTTP/2 (its socket carries other requests' streams too), or when
+    the response is closed (its connection may already serve another request).
     """
     for candidate in (stream, getattr(stream, "response", None)):
         extensions = getattr(candidate, "extensions", None)
         if not isinstance(extensions, dict):
             continue
+        if getattr(candidate, "is_closed", False):
+            return None
         if getattr(candidate, "http_version", "HTTP/1.1") == "HTTP/2":
             return None
         network = extensions.get("network_stream")
         get_info = getattr(network, "get_extra_info", None)
         found = get_info("socket") if callable(get_info) else None
-        return found if isinstance(found, socket.socket) else None
+        return found if callable(getattr(found, "shutdown", None)) else None
     return None
 
 
-def _shutdown(sock: socket.socket) -> None:
-    # socket.socket's own method, also for an ssl.SSLSocket: its override drops the
-    # TLS object the reader is using; this only tells the kernel.
+def shutdown_http(stream: object) -> bool:
+    """Shut the connection of an HTTP/1.1 response (an SDK stream's) down, from any
+    thread, without closing it: the server sees the client gone at once, and a reader
+    blocked on it wakes. Its owner closes it as usual. False: no socket to shut down.
+    """
+    sock = http_socket(stream)
+    if sock is None:
+        return False
     with contextlib.suppress(OSError):  # already closed: nothing is reading from it
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        if isinstance(sock, socket.socket):
+            # socket.socket's own method, also for an ssl.SSLSocket: its override
+            # drops the TLS object the reader is using; this only tells the kernel.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        else:
+            sock.shutdown(socket.SHUT_RDWR)
+    return True
 
 
 class SyncGuardedStream(Generic[T]):
@@ -124,9 +146,7 @@ class SyncGuardedStream(Generic[T]):
             if self._close_call is not None:
                 self._close_call()
                 return
-            sock = http_socket(self._stream)
-            if sock is not None:
-                _shutdown(sock)
+            shutdown_http(self._stream)
         finally:
             self._lock.release()
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
+import httpcore2
 import pytest
 
 from cancelkit import CancelReason, CancelToken, RunCancelled, Runs
@@ -115,6 +116,21 @@ async def test_a_token_fired_from_another_thread_stops_the_stream(
     assert await disconnected(server, stream.request_id) == 0
 
 
+async def test_the_server_sees_the_stop_before_the_stream_is_read_again(
+    model: Model, server: LocalModelServer
+) -> None:
+    """The token shuts the connection down when it fires: the provider stops
+    generating even while the iterating task is busy elsewhere (the close is still
+    the iterating task's, when it leaves the block)."""
+    token = CancelToken()
+    async with model.stream([Message.user("[[tokens:5000]] [[rate:200]]")], token=token) as stream:
+        await stream.__anext__()
+        token.cancel(USER)
+        await disconnected(server, stream.request_id)  # the block is still open
+        with pytest.raises(RunCancelled):
+            await stream.__anext__()
+
+
 async def test_stopping_the_run_stops_its_stream(model: Model, server: LocalModelServer) -> None:
     streams = []
 
@@ -149,3 +165,23 @@ async def test_an_already_cancelled_token_makes_no_request(
 async def test_bad_max_tokens_is_refused_before_any_request(model: Model) -> None:
     with pytest.raises(ValueError, match="max_tokens"):
         model.stream([Message.user("hi")], max_tokens=0)
+
+
+async def test_completed_calls_share_one_connection(
+    model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply read to its end gives its connection back to the client's pool: the
+    next call reuses it instead of opening another."""
+    opened: list[object] = []
+    original = httpcore2.AsyncHTTPConnection.__init__
+
+    def counting(self: httpcore2.AsyncHTTPConnection, *args: Any, **kwargs: Any) -> None:
+        opened.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(httpcore2.AsyncHTTPConnection, "__init__", counting)
+    for _ in range(3):
+        async with model.stream([Message.user("hi [[tokens:5]]")]) as events:
+            kinds = [type(event) async for event in events]
+        assert kinds[-1] is Done
+    assert len(opened) == 1

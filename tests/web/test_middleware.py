@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx2
@@ -103,3 +103,36 @@ def test_a_quiet_stream_is_cancelled_when_its_client_goes(server: str) -> None:
 def test_a_completed_request_is_not_cancelled(server: str) -> None:
     with httpx2.Client(base_url=server) as client:
         assert client.get("/quick").json() == {"cancelled": False}
+
+
+@pytest.mark.anyio
+async def test_the_request_is_there_for_the_app_without_a_turn_of_the_loop() -> None:
+    """The body an app asks for first is already read: no checkpoint, so not even a
+    cancelled scope around the app's ``receive()`` stops it."""
+    got: list[dict[str, object]] = []
+    sent: list[dict[str, object]] = []
+
+    async def app(_scope: dict[str, object], receive: Any, send: Any) -> None:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            got.append(await receive())
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    request = {"type": "http.request", "body": b'{"prompt": "hi"}', "more_body": False}
+    messages = [request]
+
+    async def receive() -> dict[str, object]:
+        if messages:
+            return messages.pop()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "headers": []}
+    with anyio.fail_after(5):
+        await CancelOnDisconnect(app)(scope, receive, send)
+    assert got == [request]
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]

@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .. import BackendUnavailable, CancelReason, thread_stats
 from ..agent import AgentRun
 from ..web import CancelOnDisconnect, LimitBody
-from ._events import Event, describe, payload, sse, summarize
+from ._events import Event, batches, describe, sse, summarize
 from ._page import CONTENT_SECURITY_POLICY, PAGE
 from ._state import COOKIE
 
@@ -191,7 +191,7 @@ def create_app(state: DemoState) -> Any:
 
     def follow(
         run_id: str,
-        source: AsyncGenerator[Event, None],
+        source: AsyncGenerator[list[Event], None],
         request: Request,
         owner: str,
         *,
@@ -207,9 +207,9 @@ def create_app(state: DemoState) -> Any:
             try:
                 if started_here:
                     yield sse("run", {"id": run_id})
-                async with contextlib.aclosing(source) as items:
-                    async for name, data in items:
-                        yield sse(name, data)
+                async with contextlib.aclosing(source) as sent:
+                    async for batch in sent:  # one write for what is ready
+                        yield b"".join([sse(name, data) for name, data in batch])
             except BackendUnavailable as exc:  # following a run of another worker
                 logger.warning("cancelkit demo: following %s: %s", run_id, exc)
                 yield sse("error", {"message": UNAVAILABLE})
@@ -251,7 +251,7 @@ def create_app(state: DemoState) -> Any:
         headers = {"X-Run-Id": run.id}
         if "set-cookie" in cookie.headers:
             headers["Set-Cookie"] = cookie.headers["set-cookie"]
-        return follow(run.id, _local(run), request, owner, started_here=True, headers=headers)
+        return follow(run.id, batches(run), request, owner, started_here=True, headers=headers)
 
     @app.get("/api/runs/{run_id}")
     async def run_status(run_id: str, request: Request, response: Response) -> dict[str, Any]:
@@ -276,7 +276,7 @@ def create_app(state: DemoState) -> Any:
         owner = session(request, response)
         found = await find(run_id, owner)
         if isinstance(found, AgentRun):
-            source = _local(found)
+            source = batches(found)
         else:
             assert state.feeds is not None
             source = state.feeds.follow(
@@ -289,15 +289,6 @@ def create_app(state: DemoState) -> Any:
         return await _stats(state)
 
     return WorkerHeader(LimitBody(CancelOnDisconnect(app), state.limits.body_bytes), state.worker)
-
-
-async def _local(run: AgentRun) -> AsyncGenerator[Event, None]:
-    """The events of a run of this process, as they are sent."""
-    async with contextlib.aclosing(run.follow()) as events:
-        async for event in events:
-            item = payload(event)
-            if item is not None:
-                yield item
 
 
 async def _shared(run: AgentRun) -> None:

@@ -11,6 +11,7 @@ hold a run rebuilds that answer from the registry's record and the run's stream
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -19,11 +20,12 @@ from ..agent import AgentResult, ToolFinished
 from ..llm import TextDelta, ToolCall, Usage
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import AsyncGenerator, Iterable
 
     from .. import RunInfo
+    from ..agent import AgentRun
 
-__all__ = ("ENDED", "Event", "describe", "payload", "sse", "summarize")
+__all__ = ("ENDED", "Event", "batches", "describe", "payload", "sse", "summarize")
 
 #: One event as it travels: its name and its JSON-able data.
 Event = tuple[str, dict[str, Any]]
@@ -35,6 +37,31 @@ ENDED = frozenset({"completed", "cancelled", "failed"})
 def sse(name: str, data: Any) -> bytes:
     """One Server-Sent Event."""
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def batches(run: AgentRun) -> AsyncGenerator[list[Event], None]:
+    """A run's events, as they are sent: each batch is what the run had emitted and
+    not yet sent when its follower looked, with consecutive text deltas as one.
+
+    A follower that keeps up gets each event alone and at once (the first token, the
+    ``done``, are never held back); one that fell behind catches up in one write, not
+    one per token. Readers of ``delta`` events concatenate their texts either way.
+    """
+    batch: list[Event] = []
+    seen = 0
+    async with contextlib.aclosing(run.follow()) as events:
+        async for event in events:
+            seen += 1
+            item = payload(event)
+            if item is not None:
+                if item[0] == "delta" and batch and batch[-1][0] == "delta":
+                    item = "delta", {"text": batch[-1][1]["text"] + item[1]["text"]}
+                    batch[-1] = item
+                else:
+                    batch.append(item)
+            if seen >= len(run.events) and batch:  # the next event needs a wait, or is the end
+                yield batch
+                batch = []
 
 
 def _unreachable(error: BaseException | None) -> bool:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .. import BackendUnavailable, Background
-from ._events import ENDED, Event, payload, summarize
+from ._events import ENDED, Event, batches, summarize
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -134,19 +134,18 @@ class RunFeeds:
         handle.add_done_callback(self._tees.discard)
 
     async def _tee(self, run: AgentRun) -> None:
-        async with contextlib.aclosing(run.follow()) as events:
-            async for event in events:
-                item = payload(event)
-                if item is not None:
-                    self._put(run.id, item)
+        async with contextlib.aclosing(batches(run)) as sent:
+            async for batch in sent:
+                self._put(run.id, batch)
 
-    def _put(self, run_id: str, item: Event) -> None:
-        if len(self._queue) >= _MAX_QUEUED:
-            self.dropped += 1
-            if self.dropped == 1:
-                logger.warning("cancelkit demo: Redis is not keeping up; dropping run events")
-            return
-        self._queue.append((run_id, item[0], json.dumps(item[1])))
+    def _put(self, run_id: str, batch: list[Event]) -> None:
+        for name, data in batch:
+            if len(self._queue) >= _MAX_QUEUED:
+                self.dropped += 1
+                if self.dropped == 1:
+                    logger.warning("cancelkit demo: Redis is not keeping up; dropping run events")
+                return
+            self._queue.append((run_id, name, json.dumps(data)))
         self._idle.clear()
         self._wake.set()
 
@@ -201,8 +200,9 @@ class RunFeeds:
         run_id: str,
         info: Callable[[], Awaitable[RunInfo | None]],
         closing: CancelToken,
-    ) -> AsyncGenerator[Event, None]:
-        """A run's events from the start of its stream, until its ``done``.
+    ) -> AsyncGenerator[list[Event], None]:
+        """A run's events from the start of its stream, until its ``done``: what each
+        read brought, in one batch.
 
         Ends early, without ``done``, when ``closing`` is cancelled (this worker is
         shutting down) or the run is no longer known. A run that ended without its
@@ -224,15 +224,19 @@ class RunFeeds:
             )
             if reply:
                 quiet_since = None
+                batch: list[Event] = []
                 for entry_id, fields in reply[0][1]:
                     last = entry_id
                     event = _decode(fields)
-                    if event is None:
-                        continue
-                    seen.append(event)
-                    yield event
-                    if event[0] == "done":
-                        return
+                    if event is not None:
+                        batch.append(event)
+                        if event[0] == "done":
+                            break
+                seen += batch
+                if batch:
+                    yield batch
+                if batch and batch[-1][0] == "done":
+                    return
                 continue
             record = await info()
             if record is not None and record.status not in ENDED:
@@ -243,7 +247,7 @@ class RunFeeds:
                 quiet_since = now
             elif now - quiet_since >= self.settle:
                 if record is not None:
-                    yield "done", summarize(record, seen)
+                    yield [("done", summarize(record, seen))]
                 return
 
     # -- followers, counted in every worker -------------------------------------------

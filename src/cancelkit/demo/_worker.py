@@ -42,6 +42,7 @@ from ._serve import (
     _secret,
     exit_status,
     model_for,
+    settle_heap,
 )
 from ._state import DemoState, Limits
 
@@ -150,6 +151,7 @@ async def _serve(spec: WorkerSpec, secret: bytes) -> tuple[bool, list[int]]:
     listening = socket.socket(fileno=spec.listen_fd)
     try:
         await setup_tables(agent, store)
+        settle_heap()
         await server.serve(sockets=[listening])
         return server.started, server.signals
     finally:

@@ -9,7 +9,9 @@ exception classes are mapped to cancelkit's).
 
 The client may be the SDK's async one (``async with model.stream(...)``) or its sync
 one (``with model.stream(...)``, for sync code: WSGI, Django, scripts): the create
-call is the same, the first returns a coroutine and the second the stream itself.
+call is the same, the first returns a coroutine and the second the response itself.
+The call is made ``with_raw_response``, and its events are read by
+:class:`~cancelkit.llm._sse.EventStream` (see there why), decoded by the adapter.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ._errors import sdk_errors
+from ._sse import EventStream
 from ._stream import ModelStream
 from ._tokens import estimate_tokens
 
@@ -76,22 +79,20 @@ class SDKModel(ABC, Generic[ClientT]):
         async def open_stream(limit: int) -> AsyncIterable[Any]:
             opened = self._create(payload, limit)
             if not inspect.isawaitable(opened):
-                _close(opened)
+                opened.http_response.close()
                 raise TypeError(
                     f"{type(self).__name__} has a sync client: use `with model.stream(...)`"
                 )
-            stream: AsyncIterable[Any] = await opened
-            return stream
+            return EventStream((await opened).http_response, self._decode)
 
         def open_sync(limit: int) -> Iterable[Any]:
             opened = self._create(payload, limit)
-            if inspect.isawaitable(opened):
-                _close(opened)  # a coroutine never awaited sends nothing
+            if inspect.iscoroutine(opened):
+                opened.close()  # a coroutine never awaited sends nothing
                 raise TypeError(
                     f"{type(self).__name__} has an async client: use `async with model.stream(...)`"
                 )
-            stream: Iterable[Any] = opened
-            return stream
+            return EventStream(opened.http_response, self._decode)
 
         text = (system or "") + "".join(m.size_text() for m in messages)
         return ModelStream(
@@ -114,15 +115,19 @@ class SDKModel(ABC, Generic[ClientT]):
 
     @abstractmethod
     def _create(self, payload: dict[str, Any], max_tokens: int) -> Any:
-        """The SDK's streamed create call with this ``max_tokens``: a coroutine of
-        its stream (an async client) or the stream (a sync client)."""
+        """The SDK's streamed create call ``with_raw_response``, with this
+        ``max_tokens``: a coroutine of its response (an async client) or the
+        response (a sync client), its body not read yet."""
+
+    @abstractmethod
+    def _decode(self, name: str | None, data: bytes, response: Any) -> dict[str, Any] | None:
+        """One Server-Sent Event of the reply (its name, its data) as the payload the
+        translator reads, ``None`` to skip it, or :data:`~cancelkit.llm._sse.END`.
+
+        Raises:
+            Exception: the SDK's own error for an error event (it is mapped).
+        """
 
     @abstractmethod
     def _translator(self) -> Translator:
         """A fresh translator of the provider's events, for one call."""
-
-
-def _close(opened: object) -> None:
-    close = getattr(opened, "close", None)
-    if callable(close):
-        close()

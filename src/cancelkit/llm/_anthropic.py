@@ -11,6 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ._adapter import SDKModel
+from ._sse import json_payload
 from ._stream import Translator
 from ._types import Done, ModelEvent, StopReason, TextDelta, ToolCall, Usage
 
@@ -54,26 +55,29 @@ def _content(message: Message) -> list[dict[str, Any]] | str:
 
 
 class _AnthropicTranslator(Translator):
+    """Reads the Messages API's stream events, as JSON objects."""
+
     def __init__(self) -> None:
         super().__init__()
         self._tool: tuple[str, str] | None = None
         self._json: list[str] = []
 
-    def feed(self, event: Any) -> list[ModelEvent]:
-        kind = event.type
+    def feed(self, event: dict[str, Any]) -> list[ModelEvent]:
+        kind = event.get("type")
         if kind == "content_block_delta":
-            delta = event.delta
-            if delta.type == "text_delta":
-                self.output_chars += len(delta.text)
-                return [TextDelta(delta.text)]
-            if delta.type == "input_json_delta":
-                self.output_chars += len(delta.partial_json)
-                self._json.append(delta.partial_json)
+            delta = event["delta"]
+            if delta["type"] == "text_delta":
+                text: str = delta["text"]
+                self.output_chars += len(text)
+                return [TextDelta(text)]
+            if delta["type"] == "input_json_delta":
+                self.output_chars += len(delta["partial_json"])
+                self._json.append(delta["partial_json"])
             return []
         if kind == "message_start":
-            self.input_tokens = event.message.usage.input_tokens
-        elif kind == "content_block_start" and event.content_block.type == "tool_use":
-            self._tool = (event.content_block.id, event.content_block.name)
+            self.input_tokens = event["message"]["usage"]["input_tokens"]
+        elif kind == "content_block_start" and event["content_block"]["type"] == "tool_use":
+            self._tool = (event["content_block"]["id"], event["content_block"]["name"])
             self._json = []
         elif kind == "content_block_stop" and self._tool is not None:
             call_id, name = self._tool
@@ -81,15 +85,32 @@ class _AnthropicTranslator(Translator):
             arguments = json.loads("".join(self._json) or "{}")
             return [ToolCall(call_id, name, arguments)]
         elif kind == "message_delta":
-            self.output_tokens = event.usage.output_tokens
-            if getattr(event.usage, "input_tokens", None) is not None:
-                self.input_tokens = event.usage.input_tokens
-            self.stop_reason = _STOPS.get(event.delta.stop_reason or "", "other")
+            usage = event["usage"]
+            self.output_tokens = usage["output_tokens"]
+            if usage.get("input_tokens") is not None:
+                self.input_tokens = usage["input_tokens"]
+            self.stop_reason = _STOPS.get(event["delta"].get("stop_reason") or "", "other")
         elif kind == "message_stop":
             self.finished = True
-            usage = Usage(self.input_tokens or 0, self.output_tokens or 0)
-            return [usage, Done(self.stop_reason or "other")]
+            usage_now = Usage(self.input_tokens or 0, self.output_tokens or 0)
+            return [usage_now, Done(self.stop_reason or "other")]
         return []
+
+
+def _decode(name: str | None, data: bytes, response: Any) -> dict[str, Any] | None:
+    """An event of the Messages stream, as the SDK reads it: pings and unnamed events
+    skipped, an ``error`` event raised as the SDK's ``APIStatusError``."""
+    if name is None or name == "ping":
+        return None
+    if name == "error":
+        import anthropic  # noqa: PLC0415 - the client is the SDK's: it is installed
+
+        try:
+            body: Any = json.loads(data)
+        except ValueError:
+            body = data.decode(errors="replace")
+        raise anthropic.APIStatusError(f"{body}", response=response, body=body)
+    return json_payload(data)
 
 
 class AnthropicModel(SDKModel["anthropic.AsyncAnthropic | anthropic.Anthropic"]):
@@ -120,7 +141,12 @@ class AnthropicModel(SDKModel["anthropic.AsyncAnthropic | anthropic.Anthropic"])
         return payload
 
     def _create(self, payload: dict[str, Any], max_tokens: int) -> Any:
-        return self.client.messages.create(max_tokens=max_tokens, stream=True, **payload)
+        return self.client.messages.with_raw_response.create(
+            max_tokens=max_tokens, stream=True, **payload
+        )
+
+    def _decode(self, name: str | None, data: bytes, response: Any) -> dict[str, Any] | None:
+        return _decode(name, data, response)
 
     def _translator(self) -> Translator:
         return _AnthropicTranslator()

@@ -11,6 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ._adapter import SDKModel
+from ._sse import END, json_payload
 from ._stream import Translator
 from ._types import Done, ModelEvent, StopReason, TextDelta, ToolCall, Usage
 
@@ -55,32 +56,38 @@ def _messages(system: str | None, messages: Sequence[Message]) -> list[dict[str,
 
 
 class _OpenAITranslator(Translator):
+    """Reads Chat Completions chunks, as JSON objects."""
+
     def __init__(self) -> None:
         super().__init__()
         self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments...]
 
-    def feed(self, chunk: Any) -> list[ModelEvent]:
+    def feed(self, chunk: dict[str, Any]) -> list[ModelEvent]:
         events: list[ModelEvent] = []
-        if chunk.usage is not None:
-            self.input_tokens = chunk.usage.prompt_tokens
-            self.output_tokens = chunk.usage.completion_tokens
-        for choice in chunk.choices:
-            delta = choice.delta
-            if delta.content:
-                self.output_chars += len(delta.content)
-                events.append(TextDelta(delta.content))
-            for call in delta.tool_calls or []:
-                parts = self._calls.setdefault(call.index, ["", "", ""])
-                if call.id:
-                    parts[0] = call.id
-                if call.function is not None:
-                    if call.function.name:
-                        parts[1] = call.function.name
-                    if call.function.arguments:
-                        self.output_chars += len(call.function.arguments)
-                        parts[2] += call.function.arguments
-            if choice.finish_reason is not None:
-                self.stop_reason = _STOPS.get(choice.finish_reason, "other")
+        usage = chunk.get("usage")
+        if usage is not None:
+            self.input_tokens = usage["prompt_tokens"]
+            self.output_tokens = usage["completion_tokens"]
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if content:
+                self.output_chars += len(content)
+                events.append(TextDelta(content))
+            for call in delta.get("tool_calls") or ():
+                parts = self._calls.setdefault(call["index"], ["", "", ""])
+                if call.get("id"):
+                    parts[0] = call["id"]
+                function = call.get("function")
+                if function is not None:
+                    if function.get("name"):
+                        parts[1] = function["name"]
+                    if function.get("arguments"):
+                        self.output_chars += len(function["arguments"])
+                        parts[2] += function["arguments"]
+            finish = choice.get("finish_reason")
+            if finish is not None:
+                self.stop_reason = _STOPS.get(finish, "other")
                 events += [
                     ToolCall(call_id, name, json.loads(arguments or "{}"))
                     for call_id, name, arguments in (self._calls[i] for i in sorted(self._calls))
@@ -97,6 +104,23 @@ class _OpenAITranslator(Translator):
             estimated=self.output_tokens is None,
         )
         return [usage, Done(self.stop_reason)]
+
+
+def _decode(_name: str | None, data: bytes, response: Any) -> dict[str, Any] | None:
+    """A chunk of the stream, as the SDK reads it: ``[DONE]`` ends it, a chunk with an
+    ``error`` is raised as the SDK's ``APIError``."""
+    if data.startswith(b"[DONE]"):
+        return END
+    payload = json_payload(data)
+    if payload is not None and payload.get("error"):
+        import openai  # noqa: PLC0415 - the client is the SDK's: it is installed
+
+        error = payload["error"]
+        message = error.get("message") if isinstance(error, dict) else None
+        if not isinstance(message, str) or not message:
+            message = "An error occurred during streaming"
+        raise openai.APIError(message, response.request, body=error)
+    return payload
 
 
 class OpenAIModel(SDKModel["openai.AsyncOpenAI | openai.OpenAI"]):
@@ -129,12 +153,15 @@ class OpenAIModel(SDKModel["openai.AsyncOpenAI | openai.OpenAI"]):
         return payload
 
     def _create(self, payload: dict[str, Any], max_tokens: int) -> Any:
-        return self.client.chat.completions.create(
+        return self.client.chat.completions.with_raw_response.create(
             max_completion_tokens=max_tokens,
             stream=True,
             stream_options={"include_usage": True},
             **payload,
         )
+
+    def _decode(self, name: str | None, data: bytes, response: Any) -> dict[str, Any] | None:
+        return _decode(name, data, response)
 
     def _translator(self) -> Translator:
         return _OpenAITranslator()

@@ -15,9 +15,12 @@ estimate (and charged to the budget). The SDK's failures come out as
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from .._exceptions import BudgetExceeded, Cancelled, CancelReason, RunCancelled
 from .._receipt import record
@@ -193,6 +196,7 @@ class ModelStream:
             raise RuntimeError("iterate model.stream() inside its `async with` block")
         while not self._pending:
             if self._translator.finished:
+                await self._drain(self._guard)
                 raise StopAsyncIteration
             try:
                 raw = await self._guard.__anext__()
@@ -204,6 +208,17 @@ class ModelStream:
                 raise
             self._fed(raw)
         return self._take()
+
+    async def _drain(self, guard: GuardedStream[Any]) -> None:
+        """The reply is complete: read the response to its end (the provider ends it
+        right after its last event), within the close grace, so that its connection
+        goes back to the client's pool for the next call instead of being dropped.
+        Whatever comes after the last event is not ours to report."""
+        if guard.closed:
+            return
+        with anyio.move_on_after(self._grace), contextlib.suppress(Exception):
+            while True:  # ends with StopAsyncIteration, at once
+                await guard.__anext__()
 
     def __iter__(self) -> ModelStream:
         return self
