@@ -67,7 +67,7 @@ class AgentRun:
     estimated: bool = False
     events: list[Any] = field(default_factory=list)
     started_at: float = field(default_factory=time.monotonic)
-    _changed: anyio.Event = field(default_factory=anyio.Event)
+    _changed: anyio.Event | None = None  # made by a follower about to wait, only
 
     def __post_init__(self) -> None:
         # Followers wait on _changed: the run's end must wake them as an event does.
@@ -89,9 +89,14 @@ class AgentRun:
         self.wake()
 
     def wake(self) -> None:
-        """Wake every follower (an event was added, or the run ended)."""
-        changed, self._changed = self._changed, anyio.Event()
-        changed.set()
+        """Wake every follower (an event was added, or the run ended).
+
+        The event exists only while a follower waits on it: a run emits an event per
+        token, most of them while its followers are busy sending the last ones.
+        """
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     def add_usage(self, usage: Usage | None) -> None:
         """Count one model call's usage, and tell the followers the new total."""
@@ -126,4 +131,6 @@ class AgentRun:
             if self.run.done():
                 yield self.result()
                 return
+            if self._changed is None:
+                self._changed = anyio.Event()
             await self._changed.wait()  # set by emit(), and by the run's end
