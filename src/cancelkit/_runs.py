@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack
 
 from ._backends import loop_caller
 from ._exceptions import CancelReason
+from ._ids import new_id
 from ._run import Run, _current_run, run_context
 from ._runs_backend import RunInfo
 from ._sync_run import SyncRun, run_in_thread
@@ -261,7 +261,7 @@ class Runs:
     def _admit(self, run_id: str | None) -> str:
         """A valid id for a new run (made if ``None``); the registry must be open."""
         if run_id is None:
-            run_id = secrets.token_urlsafe(16)
+            run_id = new_id()
         elif not isinstance(run_id, str):
             raise TypeError(f"run_id must be a str, not {type(run_id).__name__}")
         elif not run_id:
