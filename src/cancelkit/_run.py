@@ -18,14 +18,15 @@ import contextvars
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+import weakref
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from anyio.lowlevel import checkpoint
 
 from ._backends import Waiter, make_waiter
 from ._completion import DONE, Completion, completion_of, set_ended
-from ._exceptions import CancelReason, RunCancelled
+from ._exceptions import CancelReason
+from ._outcome import RunOutcome
 from ._receipt import Entry, Recording, StopReceipt, _current_recording
 from ._tasks import OwnedTask, RunStatus, start_task
 from ._threads import _quota
@@ -66,45 +67,6 @@ class Registry(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class RunOutcome(Generic[T]):
-    """How a run ended.
-
-    Attributes:
-        partial: what the run handed back with :func:`cancelkit.keep_partial` (the
-            text so far, a framework's state), kept however it ended.
-    """
-
-    run_id: str
-    status: RunStatus
-    reason: CancelReason | None
-    value: T | None
-    error: BaseException | None
-    partial: Any = None
-    _run: Run[T] | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def receipt(self) -> StopReceipt:
-        """What the Stop stopped and when, layer by layer (built on first read)."""
-        assert self._run is not None
-        return self._run._receipt()  # noqa: SLF001
-
-    def result(self) -> T:
-        """The run's value, as ``concurrent.futures.Future.result()`` gives it.
-
-        Raises:
-            RunCancelled: the run was cancelled; ``.reason`` says why.
-            Exception: the error the run failed with.
-        """
-        if self.status == "cancelled":
-            assert self.reason is not None
-            raise RunCancelled(self.reason)
-        if self.status == "failed":
-            assert self.error is not None
-            raise self.error
-        return self.value  # type: ignore[return-value]
-
-
 class Run(Recording, Generic[T]):
     """One run: its id, owner, status and reason, and its ending.
 
@@ -120,6 +82,9 @@ class Run(Recording, Generic[T]):
         "_claimed",
         "_closing",
         "_done_callbacks",
+        "_end_error",
+        "_end_reason",
+        "_end_value",
         "_ended",
         "_failure",
         "_is_claimed",
@@ -129,6 +94,7 @@ class Run(Recording, Generic[T]):
         "_registry",
         "_source",
         "_started_mono",
+        "_status",
         "_stragglers",
         "ended_at",
         "id",
@@ -164,7 +130,13 @@ class Run(Recording, Generic[T]):
         self._closing = False
         self._children_gone: Waiter | None = None
         self._failure: BaseException | None = None
-        self._outcome: RunOutcome[T] | None = None
+        # How it ended (status None: it has not); the outcome is made from these
+        # when asked for, and held weakly (see cancelkit._outcome).
+        self._status: RunStatus | None = None
+        self._end_reason: CancelReason | None = None
+        self._end_value: T | None = None
+        self._end_error: BaseException | None = None
+        self._outcome: weakref.ref[RunOutcome[T]] | None = None
         self._ended: Completion | None = None  # made by the first waiter
         self._is_claimed = register is None
         self._claimed = DONE if register is None else Completion()
@@ -176,25 +148,39 @@ class Run(Recording, Generic[T]):
     @property
     def status(self) -> RunStatus:
         """``running``, ``cancelling`` (asked to stop, still unwinding), then how it ended."""
-        if self._outcome is not None:
-            return self._outcome.status
+        status = self._status
+        if status is not None:
+            return status
         return "cancelling" if self.token.cancelled else "running"
 
     @property
     def reason(self) -> CancelReason | None:
         """Why the run was stopped (kind ``error`` for a failed run), else ``None``."""
-        if self._outcome is not None:
-            return self._outcome.reason
+        if self._status is not None:
+            return self._end_reason
         return self.token.reason
 
     def done(self) -> bool:
         """Whether the run has ended, children included (as ``asyncio.Task.done()``)."""
-        return self._outcome is not None
+        return self._status is not None
 
     @property
     def outcome(self) -> RunOutcome[T] | None:
         """How the run ended, or ``None`` while it runs."""
-        return self._outcome
+        held = self._outcome
+        outcome = held() if held is not None else None
+        if outcome is None and self._status is not None:
+            outcome = RunOutcome(
+                self.id,
+                self._status,
+                self._end_reason,
+                self._end_value,
+                self._end_error,
+                self._partial,
+                self,
+            )
+            self._outcome = weakref.ref(outcome)
+        return outcome
 
     @property
     def children(self) -> list[OwnedTask[Any] | Run[Any]]:
@@ -226,14 +212,14 @@ class Run(Recording, Generic[T]):
     @property
     def receipt(self) -> StopReceipt | None:
         """The Stop receipt, once the run has ended (see :class:`StopReceipt`)."""
-        return None if self._outcome is None else self._receipt()
+        return None if self._status is None else self._receipt()
 
     def _receipt(self) -> StopReceipt:
         built = self._receipt_built
         if built is not None:
             return built
-        outcome = self._outcome
-        assert outcome is not None
+        status = self._status
+        assert status is not None
         asked = self.token.cancelled_at
         layers = self._layer_stops(self.started_at, self._started_mono, asked)
         input_tokens = output_tokens = 0
@@ -246,8 +232,8 @@ class Run(Recording, Generic[T]):
         wall = self.started_at - self._started_mono
         built = self._receipt_built = StopReceipt(
             self.id,
-            outcome.status,
-            outcome.reason,
+            status,
+            self._end_reason,
             self._stop_source() if asked is not None else None,
             self.started_at,
             None if asked is None else wall + asked,
@@ -280,7 +266,7 @@ class Run(Recording, Generic[T]):
         objects (a registry, a web layer) learn of a run's end. A callback's error is
         logged, never breaks the run's ending.
         """
-        if self._outcome is not None:
+        if self._status is not None:
             callback(self)
         elif self._done_callbacks is None:
             self._done_callbacks = [callback]
@@ -302,8 +288,9 @@ class Run(Recording, Generic[T]):
     async def wait(self) -> RunOutcome[T]:
         """Wait for the run to end, children included; never raises its error."""
         await completion_of(self).wait()
-        assert self._outcome is not None
-        return self._outcome
+        outcome = self.outcome
+        assert outcome is not None
+        return outcome
 
     async def wait_shielded(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds, not interrupted by cancellation."""
@@ -374,7 +361,7 @@ class Run(Recording, Generic[T]):
             )
 
     def _spawn(self, coro: Coroutine[Any, Any, T], name: str | None) -> OwnedTask[T]:
-        if self._closing or self._outcome is not None:
+        if self._closing or self._status is not None:
             close_all([coro])
             raise RuntimeError(f"run {self.id} is ending; it cannot start new work")
         task_name = name or f"{self.id}:{getattr(coro, '__qualname__', 'task')}"
@@ -433,28 +420,24 @@ class Run(Recording, Generic[T]):
         self._settle(main)
 
     def _settle(self, main: OwnedTask[T]) -> None:
-        outcome: RunOutcome[T]
-        partial = self._partial
+        status: RunStatus
         state = main._state  # noqa: SLF001 - ended: its status, without the property
         if self._failure is not None:
-            outcome = RunOutcome(
-                self.id, "failed", self.token.reason, None, self._failure, partial, self
-            )
+            status, self._end_reason, self._end_error = "failed", self.token.reason, self._failure
         elif state == "completed":
-            value = main._value  # noqa: SLF001
-            outcome = RunOutcome(self.id, "completed", None, value, None, partial, self)
+            status, self._end_value = "completed", main._value  # noqa: SLF001
         elif state == "cancelled":
             # The reason is what a cancelled run reports; an error raised while it
             # unwound is dropped, or its traceback would pin every frame (and every
             # closed stream) of the run in the history. What the run chose to hand
             # back (keep_partial) is kept.
-            outcome = RunOutcome(self.id, "cancelled", self.token.reason, None, None, partial, self)
+            status, self._end_reason = "cancelled", self.token.reason
         else:
             error = main.error
-            reason = CancelReason("error", f"{type(error).__name__}: {error}")
-            outcome = RunOutcome(self.id, "failed", reason, None, error, partial, self)
-        self._record((time.monotonic(), "run", self.id, outcome.status, None, None, False, ""))
-        self._outcome = outcome
+            self._end_reason = CancelReason("error", f"{type(error).__name__}: {error}")
+            status, self._end_error = "failed", error
+        self._record((time.monotonic(), "run", self.id, status, None, None, False, ""))
+        self._status = status
         self.ended_at = time.time()
         if self._claimed is not DONE:  # wake claimed(): it says whether the id was claimed
             self._claimed.set()

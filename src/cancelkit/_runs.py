@@ -157,7 +157,7 @@ class Runs:
             if not self._open:
                 raise RuntimeError("open the registry's backend first: async with runs: ...")
         parent = _current_run.get()
-        if parent is not None and parent._outcome is None and not parent._closing:  # noqa: SLF001
+        if parent is not None and parent._status is None and not parent._closing:  # noqa: SLF001
             token = parent.token.child(timeout)
         else:
             parent = None
