@@ -29,7 +29,7 @@ from ._exceptions import CancelReason
 from ._outcome import RunOutcome
 from ._receipt import Entry, Recording, StopReceipt, _current_recording
 from ._tasks import OwnedTask, RunStatus, start_task
-from ._threads import _quota
+from ._threads import ThreadQuota, _quota
 from ._token import _current
 from ._validate import close_all
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
     from contextvars import ContextVar
 
-    from ._threads import ThreadQuota
+    from ._threads import QuotaSource
     from ._token import CancelToken
 
 __all__ = ("Registry", "Run", "RunOutcome", "RunStatus", "run_context", "spawn", "work_context")
@@ -60,6 +60,11 @@ class Registry(Protocol):
     @property
     def child_grace(self) -> float:
         """Seconds a run waits for its cancelled children when it ends."""
+        ...
+
+    @property
+    def threads_per_run(self) -> int:
+        """Worker threads a top-level run (with its child runs) may hold at once."""
         ...
 
     def _retire(self, run: Run[Any], /) -> None:
@@ -96,6 +101,7 @@ class Run(Recording, Generic[T]):
         "_started_mono",
         "_status",
         "_stragglers",
+        "_threads",
         "ended_at",
         "id",
         "owner",
@@ -141,6 +147,7 @@ class Run(Recording, Generic[T]):
         self._is_claimed = register is None
         self._claimed = DONE if register is None else Completion()
         self._done_callbacks: list[Callable[[Run[T]], object]] | None = None
+        self._threads: ThreadQuota | None = None  # a top-level run's, see thread_quota()
 
     def __repr__(self) -> str:
         return f"<Run {self.id!r} {self.status}>"
@@ -259,6 +266,14 @@ class Run(Recording, Generic[T]):
             "parent": "the parent run",
             "error": "a failure in the run",
         }.get(kind, "the run's token")
+
+    def thread_quota(self) -> ThreadQuota:
+        """This top-level run's share of the worker threads, shared with its child
+        runs (see :class:`~cancelkit._threads.QuotaSource`); made on first use."""
+        quota = self._threads
+        if quota is None:
+            quota = self._threads = ThreadQuota(self._registry.threads_per_run)
+        return quota
 
     def add_done_callback(self, callback: Callable[[Run[T]], object]) -> None:
         """Call ``callback(run)`` once the run has ended (children included), in the
@@ -455,7 +470,7 @@ class Run(Recording, Generic[T]):
 
 
 def work_context(
-    token: CancelToken, run: Run[Any] | None, quota: ThreadQuota | None
+    token: CancelToken, run: Run[Any] | None, quota: QuotaSource | None
 ) -> contextvars.Context:
     """A copy of the current context for work done for ``token``: it is
     ``current_token()`` there, ``run`` the run the work belongs to (``None``: none,
@@ -466,12 +481,12 @@ def work_context(
     return context
 
 
-def run_context(run: Run[Any], quota: ThreadQuota | None) -> contextvars.Context:
+def run_context(run: Run[Any], quota: QuotaSource | None) -> contextvars.Context:
     """:func:`work_context` for code that works for ``run``, with its token."""
     return work_context(run.token, run, quota)
 
 
-def _enter(token: CancelToken, run: Run[Any] | None, quota: ThreadQuota | None) -> None:
+def _enter(token: CancelToken, run: Run[Any] | None, quota: QuotaSource | None) -> None:
     _current.set(token)
     _current_run.set(run)
     _quota.set(quota)

@@ -27,7 +27,7 @@ from ._run import Run, _current_run, run_context
 from ._runs_backend import RunInfo
 from ._sync_run import SyncRun, run_in_thread
 from ._tasks import start_task
-from ._threads import DEFAULT_THREADS_PER_RUN, ThreadQuota, _quota
+from ._threads import DEFAULT_THREADS_PER_RUN, _quota
 from ._token import CancelToken, _current
 from ._validate import close_all, positive_int, seconds
 
@@ -75,7 +75,7 @@ class Runs:
         assert grace is not None
         assert per_run is not None
         self.child_grace = grace
-        self._threads_per_run = per_run
+        self.threads_per_run = per_run
         self._history_size = limit
         self._lock = threading.Lock()
         self._active: dict[str, Run[Any]] = {}
@@ -171,8 +171,9 @@ class Runs:
 
         run: Run[T] = Run(run_id, owner, token, parent, self, register)
         self._register(run)
-        # A top-level run gets its own share of the worker threads; children share it.
-        quota = ThreadQuota(self._threads_per_run) if parent is None else _quota.get()
+        # A top-level run holds its own share of the worker threads (made when first
+        # used); children share it.
+        quota = run if parent is None else _quota.get()
         try:
             start_task(
                 run._body(fn, args),  # noqa: SLF001
