@@ -38,6 +38,44 @@ def test_anyio_private_task_table_is_where_cancelkit_expects_it() -> None:
     assert task_states is _task_states
 
 
+def test_trio_private_cancel_is_where_cancelkit_expects_it() -> None:
+    # The one use of trio private names: if trio moves them, this fails first
+    # (and loose tasks are cancelled through the public, slower cancel()).
+    import trio  # noqa: PLC0415
+
+    from cancelkit._backends._trio import _TrioReason  # noqa: PLC0415
+
+    assert _TrioReason is not None
+    assert callable(trio.CancelScope()._cancel)
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_trio_task_cancelled_by_a_token_sees_the_reason_and_the_canceller() -> None:
+    import trio  # noqa: PLC0415
+
+    from cancelkit import Background  # noqa: PLC0415
+
+    seen: list[str] = []
+
+    async def idle() -> None:
+        try:
+            await trio.sleep(3600)
+        except trio.Cancelled as cancelled:
+            seen.append(str(cancelled))
+            raise
+
+    background = Background("pinned")
+    for _ in range(2):
+        background.spawn(idle())
+    await trio.lowlevel.checkpoint()
+    await background.aclose(reason=CancelReason("user", "closing now"))
+    current = trio.lowlevel.current_task()
+    assert len(seen) == 2
+    for text in seen:
+        assert "closing now" in text
+        assert repr(current) in text
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_cancel_honours_an_anyio_shield_then_lands() -> None:
     runs = Runs()

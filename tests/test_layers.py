@@ -36,6 +36,8 @@ LAYERS: dict[str, int] = {
     "cancelkit._tasks": 2,
     "cancelkit._run": 2,
     "cancelkit._runs": 2,
+    "cancelkit._ids": 2,
+    "cancelkit._outcome": 2,
     "cancelkit._runs_backend": 2,
     "cancelkit._background": 2,
     "cancelkit._streams": 2,

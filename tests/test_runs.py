@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import weakref
 from typing import Any
 
 import anyio
@@ -43,6 +44,38 @@ async def test_a_run_completes_with_its_value() -> None:
     assert run.done()
     assert run.outcome is outcome
     assert len(runs) == 0
+
+
+async def test_a_finished_run_nobody_holds_is_freed_without_the_garbage_collector() -> None:
+    # The run holds its outcome weakly, the outcome holds the run: no cycle, so a
+    # run that leaves the history is freed by reference counting alone.
+    runs = Runs(history=1)
+    run = runs.start(anyio.sleep, 3600)
+    await anyio.lowlevel.checkpoint()
+    run.cancel()
+    outcome = await run.wait()
+    assert run.outcome is outcome
+    assert outcome.receipt.status == "cancelled"
+    gone = weakref.ref(run)
+    del run, outcome
+    gc.disable()
+    try:
+        assert await runs.start(echo, 1).result() == 1  # pushes the first out of history
+        assert gone() is None
+    finally:
+        gc.enable()
+
+
+async def test_an_outcome_dropped_and_asked_for_again_is_equal() -> None:
+    runs = Runs()
+    run = runs.start(echo, 7)
+    first = await run.wait()
+    kept = (first.run_id, first.status, first.value)
+    del first
+    again = run.outcome
+    assert again is not None
+    assert (again.run_id, again.status, again.value) == kept
+    assert again == await run.wait()
 
 
 async def test_ids_are_unguessable_by_default_and_duplicates_refused() -> None:

@@ -257,6 +257,36 @@ async def test_one_run_cannot_take_every_worker_thread() -> None:
     assert gate.peak == 8
 
 
+async def test_a_run_and_its_child_runs_share_one_quota_made_on_first_use() -> None:
+    gate = Gate()
+    runs = Runs(threads_per_run=3)
+
+    async def child() -> None:
+        await to_thread(gate.blocked)
+
+    async def parent() -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(to_thread, gate.blocked)
+            children = [runs.start(child) for _ in range(3)]
+        for run in children:
+            assert (await run.wait()).status == "completed"
+
+    idle = runs.start(anyio.sleep, 0)
+    await idle.wait()
+    assert idle._threads is None  # never called a thread: never made a quota
+    hog = runs.start(parent)
+    await wait_until(lambda: gate.running == 3)
+    await anyio.sleep(0.05)
+    assert gate.running == 3  # the child runs wait for the parent's quota
+    gate.release.set()
+    assert (await hog.wait()).status == "completed"
+    assert gate.calls == 6
+    assert gate.peak == 3
+    assert hog._threads is not None
+    assert hog._threads.limit == 3
+
+
 async def test_abandoned_threads_are_bounded_and_new_calls_refused_past_the_bound() -> None:
     release = threading.Event()
     started: list[int] = []

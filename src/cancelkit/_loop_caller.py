@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from ._exceptions import CancelReason
 
-__all__ = ("LoopCaller", "cancel_scope")
+__all__ = ("LoopCaller", "cancel_scope", "reason_text")
 
 T = TypeVar("T")
 
@@ -187,13 +187,13 @@ class LoopCaller(Generic[T]):
 def cancel_scope(scope: Any, reason: CancelReason | None) -> None:
     """``cancel_one`` for targets whose ``cancel()`` takes a reason as text (trio
     and anyio cancel scopes)."""
-    scope.cancel(_text(reason) if reason is not None else None)
+    scope.cancel(reason_text(reason) if reason is not None else None)
 
 
 _last_text: tuple[CancelReason | None, str] = (None, "")
 
 
-def _text(reason: CancelReason) -> str:
+def reason_text(reason: CancelReason) -> str:
     """``str(reason)``, remembered for the last reason: a cancelled tree passes
     the same one for every task."""
     global _last_text  # a cache of one: the tuple is replaced whole, thread-safe

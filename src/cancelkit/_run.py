@@ -18,17 +18,18 @@ import contextvars
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+import weakref
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from anyio.lowlevel import checkpoint
 
 from ._backends import Waiter, make_waiter
 from ._completion import DONE, Completion, completion_of, set_ended
-from ._exceptions import CancelReason, RunCancelled
+from ._exceptions import CancelReason
+from ._outcome import RunOutcome
 from ._receipt import Entry, Recording, StopReceipt, _current_recording
 from ._tasks import OwnedTask, RunStatus, start_task
-from ._threads import _quota
+from ._threads import ThreadQuota, _quota
 from ._token import _current
 from ._validate import close_all
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
     from contextvars import ContextVar
 
-    from ._threads import ThreadQuota
+    from ._threads import QuotaSource
     from ._token import CancelToken
 
 __all__ = ("Registry", "Run", "RunOutcome", "RunStatus", "run_context", "spawn", "work_context")
@@ -61,48 +62,14 @@ class Registry(Protocol):
         """Seconds a run waits for its cancelled children when it ends."""
         ...
 
+    @property
+    def threads_per_run(self) -> int:
+        """Worker threads a top-level run (with its child runs) may hold at once."""
+        ...
+
     def _retire(self, run: Run[Any], /) -> None:
         """``run`` has ended: the first to know."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class RunOutcome(Generic[T]):
-    """How a run ended.
-
-    Attributes:
-        partial: what the run handed back with :func:`cancelkit.keep_partial` (the
-            text so far, a framework's state), kept however it ended.
-    """
-
-    run_id: str
-    status: RunStatus
-    reason: CancelReason | None
-    value: T | None
-    error: BaseException | None
-    partial: Any = None
-    _run: Run[T] | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def receipt(self) -> StopReceipt:
-        """What the Stop stopped and when, layer by layer (built on first read)."""
-        assert self._run is not None
-        return self._run._receipt()  # noqa: SLF001
-
-    def result(self) -> T:
-        """The run's value, as ``concurrent.futures.Future.result()`` gives it.
-
-        Raises:
-            RunCancelled: the run was cancelled; ``.reason`` says why.
-            Exception: the error the run failed with.
-        """
-        if self.status == "cancelled":
-            assert self.reason is not None
-            raise RunCancelled(self.reason)
-        if self.status == "failed":
-            assert self.error is not None
-            raise self.error
-        return self.value  # type: ignore[return-value]
 
 
 class Run(Recording, Generic[T]):
@@ -120,6 +87,9 @@ class Run(Recording, Generic[T]):
         "_claimed",
         "_closing",
         "_done_callbacks",
+        "_end_error",
+        "_end_reason",
+        "_end_value",
         "_ended",
         "_failure",
         "_is_claimed",
@@ -129,7 +99,9 @@ class Run(Recording, Generic[T]):
         "_registry",
         "_source",
         "_started_mono",
+        "_status",
         "_stragglers",
+        "_threads",
         "ended_at",
         "id",
         "owner",
@@ -164,11 +136,18 @@ class Run(Recording, Generic[T]):
         self._closing = False
         self._children_gone: Waiter | None = None
         self._failure: BaseException | None = None
-        self._outcome: RunOutcome[T] | None = None
+        # How it ended (status None: it has not); the outcome is made from these
+        # when asked for, and held weakly (see cancelkit._outcome).
+        self._status: RunStatus | None = None
+        self._end_reason: CancelReason | None = None
+        self._end_value: T | None = None
+        self._end_error: BaseException | None = None
+        self._outcome: weakref.ref[RunOutcome[T]] | None = None
         self._ended: Completion | None = None  # made by the first waiter
         self._is_claimed = register is None
         self._claimed = DONE if register is None else Completion()
         self._done_callbacks: list[Callable[[Run[T]], object]] | None = None
+        self._threads: ThreadQuota | None = None  # a top-level run's, see thread_quota()
 
     def __repr__(self) -> str:
         return f"<Run {self.id!r} {self.status}>"
@@ -176,25 +155,39 @@ class Run(Recording, Generic[T]):
     @property
     def status(self) -> RunStatus:
         """``running``, ``cancelling`` (asked to stop, still unwinding), then how it ended."""
-        if self._outcome is not None:
-            return self._outcome.status
+        status = self._status
+        if status is not None:
+            return status
         return "cancelling" if self.token.cancelled else "running"
 
     @property
     def reason(self) -> CancelReason | None:
         """Why the run was stopped (kind ``error`` for a failed run), else ``None``."""
-        if self._outcome is not None:
-            return self._outcome.reason
+        if self._status is not None:
+            return self._end_reason
         return self.token.reason
 
     def done(self) -> bool:
         """Whether the run has ended, children included (as ``asyncio.Task.done()``)."""
-        return self._outcome is not None
+        return self._status is not None
 
     @property
     def outcome(self) -> RunOutcome[T] | None:
         """How the run ended, or ``None`` while it runs."""
-        return self._outcome
+        held = self._outcome
+        outcome = held() if held is not None else None
+        if outcome is None and self._status is not None:
+            outcome = RunOutcome(
+                self.id,
+                self._status,
+                self._end_reason,
+                self._end_value,
+                self._end_error,
+                self._partial,
+                self,
+            )
+            self._outcome = weakref.ref(outcome)
+        return outcome
 
     @property
     def children(self) -> list[OwnedTask[Any] | Run[Any]]:
@@ -226,14 +219,14 @@ class Run(Recording, Generic[T]):
     @property
     def receipt(self) -> StopReceipt | None:
         """The Stop receipt, once the run has ended (see :class:`StopReceipt`)."""
-        return None if self._outcome is None else self._receipt()
+        return None if self._status is None else self._receipt()
 
     def _receipt(self) -> StopReceipt:
         built = self._receipt_built
         if built is not None:
             return built
-        outcome = self._outcome
-        assert outcome is not None
+        status = self._status
+        assert status is not None
         asked = self.token.cancelled_at
         layers = self._layer_stops(self.started_at, self._started_mono, asked)
         input_tokens = output_tokens = 0
@@ -246,8 +239,8 @@ class Run(Recording, Generic[T]):
         wall = self.started_at - self._started_mono
         built = self._receipt_built = StopReceipt(
             self.id,
-            outcome.status,
-            outcome.reason,
+            status,
+            self._end_reason,
             self._stop_source() if asked is not None else None,
             self.started_at,
             None if asked is None else wall + asked,
@@ -274,13 +267,21 @@ class Run(Recording, Generic[T]):
             "error": "a failure in the run",
         }.get(kind, "the run's token")
 
+    def thread_quota(self) -> ThreadQuota:
+        """This top-level run's share of the worker threads, shared with its child
+        runs (see :class:`~cancelkit._threads.QuotaSource`); made on first use."""
+        quota = self._threads
+        if quota is None:
+            quota = self._threads = ThreadQuota(self._registry.threads_per_run)
+        return quota
+
     def add_done_callback(self, callback: Callable[[Run[T]], object]) -> None:
         """Call ``callback(run)`` once the run has ended (children included), in the
         loop's thread; at once if it already has. As ``asyncio.Future``'s: how other
         objects (a registry, a web layer) learn of a run's end. A callback's error is
         logged, never breaks the run's ending.
         """
-        if self._outcome is not None:
+        if self._status is not None:
             callback(self)
         elif self._done_callbacks is None:
             self._done_callbacks = [callback]
@@ -302,8 +303,9 @@ class Run(Recording, Generic[T]):
     async def wait(self) -> RunOutcome[T]:
         """Wait for the run to end, children included; never raises its error."""
         await completion_of(self).wait()
-        assert self._outcome is not None
-        return self._outcome
+        outcome = self.outcome
+        assert outcome is not None
+        return outcome
 
     async def wait_shielded(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds, not interrupted by cancellation."""
@@ -374,7 +376,7 @@ class Run(Recording, Generic[T]):
             )
 
     def _spawn(self, coro: Coroutine[Any, Any, T], name: str | None) -> OwnedTask[T]:
-        if self._closing or self._outcome is not None:
+        if self._closing or self._status is not None:
             close_all([coro])
             raise RuntimeError(f"run {self.id} is ending; it cannot start new work")
         task_name = name or f"{self.id}:{getattr(coro, '__qualname__', 'task')}"
@@ -433,28 +435,24 @@ class Run(Recording, Generic[T]):
         self._settle(main)
 
     def _settle(self, main: OwnedTask[T]) -> None:
-        outcome: RunOutcome[T]
-        partial = self._partial
+        status: RunStatus
         state = main._state  # noqa: SLF001 - ended: its status, without the property
         if self._failure is not None:
-            outcome = RunOutcome(
-                self.id, "failed", self.token.reason, None, self._failure, partial, self
-            )
+            status, self._end_reason, self._end_error = "failed", self.token.reason, self._failure
         elif state == "completed":
-            value = main._value  # noqa: SLF001
-            outcome = RunOutcome(self.id, "completed", None, value, None, partial, self)
+            status, self._end_value = "completed", main._value  # noqa: SLF001
         elif state == "cancelled":
             # The reason is what a cancelled run reports; an error raised while it
             # unwound is dropped, or its traceback would pin every frame (and every
             # closed stream) of the run in the history. What the run chose to hand
             # back (keep_partial) is kept.
-            outcome = RunOutcome(self.id, "cancelled", self.token.reason, None, None, partial, self)
+            status, self._end_reason = "cancelled", self.token.reason
         else:
             error = main.error
-            reason = CancelReason("error", f"{type(error).__name__}: {error}")
-            outcome = RunOutcome(self.id, "failed", reason, None, error, partial, self)
-        self._record((time.monotonic(), "run", self.id, outcome.status, None, None, False, ""))
-        self._outcome = outcome
+            self._end_reason = CancelReason("error", f"{type(error).__name__}: {error}")
+            status, self._end_error = "failed", error
+        self._record((time.monotonic(), "run", self.id, status, None, None, False, ""))
+        self._status = status
         self.ended_at = time.time()
         if self._claimed is not DONE:  # wake claimed(): it says whether the id was claimed
             self._claimed.set()
@@ -472,7 +470,7 @@ class Run(Recording, Generic[T]):
 
 
 def work_context(
-    token: CancelToken, run: Run[Any] | None, quota: ThreadQuota | None
+    token: CancelToken, run: Run[Any] | None, quota: QuotaSource | None
 ) -> contextvars.Context:
     """A copy of the current context for work done for ``token``: it is
     ``current_token()`` there, ``run`` the run the work belongs to (``None``: none,
@@ -483,12 +481,12 @@ def work_context(
     return context
 
 
-def run_context(run: Run[Any], quota: ThreadQuota | None) -> contextvars.Context:
+def run_context(run: Run[Any], quota: QuotaSource | None) -> contextvars.Context:
     """:func:`work_context` for code that works for ``run``, with its token."""
     return work_context(run.token, run, quota)
 
 
-def _enter(token: CancelToken, run: Run[Any] | None, quota: ThreadQuota | None) -> None:
+def _enter(token: CancelToken, run: Run[Any] | None, quota: QuotaSource | None) -> None:
     _current.set(token)
     _current_run.set(run)
     _quota.set(quota)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -23,11 +22,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack
 
 from ._backends import loop_caller
 from ._exceptions import CancelReason
+from ._ids import new_id
 from ._run import Run, _current_run, run_context
 from ._runs_backend import RunInfo
 from ._sync_run import SyncRun, run_in_thread
 from ._tasks import start_task
-from ._threads import DEFAULT_THREADS_PER_RUN, ThreadQuota, _quota
+from ._threads import DEFAULT_THREADS_PER_RUN, _quota
 from ._token import CancelToken, _current
 from ._validate import close_all, positive_int, seconds
 
@@ -75,7 +75,7 @@ class Runs:
         assert grace is not None
         assert per_run is not None
         self.child_grace = grace
-        self._threads_per_run = per_run
+        self.threads_per_run = per_run
         self._history_size = limit
         self._lock = threading.Lock()
         self._active: dict[str, Run[Any]] = {}
@@ -157,7 +157,7 @@ class Runs:
             if not self._open:
                 raise RuntimeError("open the registry's backend first: async with runs: ...")
         parent = _current_run.get()
-        if parent is not None and parent._outcome is None and not parent._closing:  # noqa: SLF001
+        if parent is not None and parent._status is None and not parent._closing:  # noqa: SLF001
             token = parent.token.child(timeout)
         else:
             parent = None
@@ -171,8 +171,9 @@ class Runs:
 
         run: Run[T] = Run(run_id, owner, token, parent, self, register)
         self._register(run)
-        # A top-level run gets its own share of the worker threads; children share it.
-        quota = ThreadQuota(self._threads_per_run) if parent is None else _quota.get()
+        # A top-level run holds its own share of the worker threads (made when first
+        # used); children share it.
+        quota = run if parent is None else _quota.get()
         try:
             start_task(
                 run._body(fn, args),  # noqa: SLF001
@@ -261,7 +262,7 @@ class Runs:
     def _admit(self, run_id: str | None) -> str:
         """A valid id for a new run (made if ``None``); the registry must be open."""
         if run_id is None:
-            run_id = secrets.token_urlsafe(16)
+            run_id = new_id()
         elif not isinstance(run_id, str):
             raise TypeError(f"run_id must be a str, not {type(run_id).__name__}")
         elif not run_id:

@@ -30,7 +30,7 @@ import threading
 import warnings
 from collections import deque
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, TypeVarTuple, Unpack
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, TypeVarTuple, Unpack
 
 import anyio
 
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = (
     "DEFAULT_GRACE",
     "Executor",
+    "QuotaSource",
     "ThreadQuota",
     "run_sync_shielded",
     "thread_stats",
@@ -312,8 +313,22 @@ class ThreadQuota:
             self._semaphore = anyio.Semaphore(self.limit)
         return self._semaphore
 
+    def thread_quota(self) -> ThreadQuota:
+        """Itself: a quota is its own :class:`QuotaSource`."""
+        return self
 
-_quota: ContextVar[ThreadQuota | None] = ContextVar("cancelkit_thread_quota", default=None)
+
+class QuotaSource(Protocol):
+    """What holds the worker-thread quota of the code running here: a top-level run,
+    which makes its :class:`ThreadQuota` on first use, so the many runs that never
+    call a thread never have one."""
+
+    def thread_quota(self) -> ThreadQuota:
+        """The quota, made on first use."""
+        ...
+
+
+_quota: ContextVar[QuotaSource | None] = ContextVar("cancelkit_thread_quota", default=None)
 
 
 def _refused(message: str) -> RunCancelled:
@@ -380,10 +395,10 @@ async def to_thread(
     assert patience is not None
     current_backend()  # fail here, not in a thread, when no loop runs
 
-    quota = _quota.get()
-    if quota is None:
+    source = _quota.get()
+    if source is None:
         return await _call_in_thread(fn, args, token, limit, patience)
-    async with quota.semaphore():
+    async with source.thread_quota().semaphore():
         return await _call_in_thread(fn, args, token, limit, patience)
 
 

@@ -13,7 +13,20 @@ from typing import TYPE_CHECKING, Any, Literal
 import trio
 
 from .._exceptions import Cancelled, as_failure, attach_other_errors, gather_timeout
-from .._loop_caller import LoopCaller, cancel_scope
+from .._loop_caller import LoopCaller, cancel_scope, reason_text
+
+
+def _trio_reason_type() -> Any:
+    """trio's own reason record, private (None if it ever moves: then scopes are
+    cancelled through the public ``cancel()``)."""
+    try:
+        from trio._core._run import CancelReason  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - trio reorganised
+        return None
+    return CancelReason
+
+
+_TrioReason: Any = _trio_reason_type()
 
 if TYPE_CHECKING:
     import contextvars
@@ -23,7 +36,7 @@ if TYPE_CHECKING:
     from .._exceptions import CancelReason
     from . import Finishing
 
-__all__ = ("BACKEND", "TrioWaiter")
+__all__ = ("BACKEND", "TrioWaiter", "cancel_trio_scope")
 
 _MISSING: Any = object()
 
@@ -80,6 +93,40 @@ def _in_task() -> bool:
 
 
 _callers: weakref.WeakKeyDictionary[Any, LoopCaller[Any]] = weakref.WeakKeyDictionary()
+
+# The last trio reason made, for (our reason, the cancelling task's id and name):
+# the task's repr is exactly its name and id, so the key never names another task.
+_last_reason: tuple[object, int, str, Any] = (None, 0, "", None)
+
+
+@trio.lowlevel.enable_ki_protection  # as CancelScope.cancel: Ctrl-C waits until it is done
+def cancel_trio_scope(scope: trio.CancelScope, reason: CancelReason | None) -> None:
+    """``cancel_one`` for trio's own scopes (the loose tasks'): ``scope.cancel(text)``
+    without what it repeats for every scope of a cancelled tree, formatting the
+    current task and making trio's reason record: one record is made per reason
+    and cancelling task, and shared by the scopes it cancels. Needs trio's private
+    ``CancelScope._cancel`` (``tests/test_backends.py`` pins it); without it, the
+    public ``cancel()``.
+    """
+    private = getattr(scope, "_cancel", None)
+    if _TrioReason is None or private is None:
+        cancel_scope(scope, reason)
+        return
+    global _last_reason  # a cache of one: the tuple is replaced whole, thread-safe
+    try:
+        task = trio.lowlevel.current_task()
+        task_id, task_name = id(task), task.name
+    except RuntimeError:  # between task steps: trio records no task either
+        task_id, task_name = 0, ""
+    last, last_id, last_name, made = _last_reason
+    if last is not reason or last_id != task_id or last_name != task_name:
+        made = _TrioReason(
+            source="explicit",
+            source_task=f"<Task {task_name!r} at {task_id:#x}>" if task_id else None,
+            reason=None if reason is None else reason_text(reason),
+        )
+        _last_reason = (reason, task_id, task_name, made)
+    private(made)
 
 
 async def _body(
@@ -172,7 +219,7 @@ class _Trio:
                 token.run_sync_soon,
                 (trio.RunFinishedError,),
                 _in_task,
-                cancel_scope,
+                cancel_trio_scope,
             )
         return caller
 
