@@ -48,20 +48,28 @@ async def batches(run: AgentRun) -> AsyncGenerator[list[Event], None]:
     one per token. Readers of ``delta`` events concatenate their texts either way.
     """
     batch: list[Event] = []
+    texts: list[str] = []  # the deltas at the batch's end, joined once (not per token)
     seen = 0
     async with contextlib.aclosing(run.follow()) as events:
         async for event in events:
             seen += 1
             item = payload(event)
-            if item is not None:
-                if item[0] == "delta" and batch and batch[-1][0] == "delta":
-                    item = "delta", {"text": batch[-1][1]["text"] + item[1]["text"]}
-                    batch[-1] = item
-                else:
-                    batch.append(item)
-            if seen >= len(run.events) and batch:  # the next event needs a wait, or is the end
+            if item is not None and item[0] == "delta":
+                texts.append(item[1]["text"])
+            elif item is not None:
+                _end_text(batch, texts)
+                batch.append(item)
+            if seen >= len(run.events) and (batch or texts):  # a wait next, or the end
+                _end_text(batch, texts)
                 yield batch
                 batch = []
+
+
+def _end_text(batch: list[Event], texts: list[str]) -> None:
+    """Close the batch's run of text deltas as one ``delta`` event."""
+    if texts:
+        batch.append(("delta", {"text": "".join(texts)}))
+        texts.clear()
 
 
 def _unreachable(error: BaseException | None) -> bool:
