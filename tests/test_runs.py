@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -457,3 +458,98 @@ async def test_without_a_backend_a_run_is_claimed_at_once_and_stop_find_stay_loc
     assert ended.status == "cancelled"
     assert ended.ended_at is not None
     assert await runs.stop("nowhere") is False
+
+
+async def test_a_stop_from_another_thread_racing_the_start_cancels_the_task_once(
+    anyio_backend: str,
+) -> None:
+    # The run's token is shared (by id) before its task's stopper is in place; a
+    # Stop from another thread in that window is carried out exactly once: the run
+    # ends cancelled, and on asyncio its task saw one cancellation request, not two
+    # (a second would outlive an inner timeout's uncancel()).
+    runs = Runs()
+    requests: list[int] = []
+
+    async def body() -> None:
+        try:
+            await anyio.sleep(3600)
+        finally:
+            if anyio_backend == "asyncio":
+                import asyncio  # noqa: PLC0415
+
+                task = asyncio.current_task()
+                assert task is not None
+                requests.append(task.cancelling())
+
+    go = threading.Event()
+    ids = [f"race-{i}" for i in range(200)]
+
+    def stop_all() -> None:
+        go.wait()
+        deadline = time.monotonic() + 60  # bounded, should the loop never start one
+        for run_id in ids:
+            # Each id as soon as its run is known: often before its task is armed.
+            while not runs.cancel(run_id, USER) and time.monotonic() < deadline:
+                time.sleep(0)
+
+    stopper = threading.Thread(target=stop_all)
+    stopper.start()
+    try:
+        started = []
+        for index, run_id in enumerate(ids):
+            if index == 1:
+                go.set()
+            started.append(runs.start(body, run_id=run_id))
+            await anyio.lowlevel.checkpoint()
+        outcomes = [await run.wait() for run in started]
+    finally:
+        go.set()
+        await anyio.to_thread.run_sync(stopper.join)
+    assert {outcome.status for outcome in outcomes} == {"cancelled"}
+    assert len(requests) == (len(ids) if anyio_backend == "asyncio" else 0)
+    assert set(requests) <= {1}
+
+
+async def test_an_idle_run_keeps_few_objects_for_the_garbage_collector(
+    anyio_backend: str,
+) -> None:
+    # Every object of an idle run is walked by each full collection: a registry of
+    # 100,000 idle runs pays for each one. Against the task a user would start
+    # without cancelkit (asyncio: a bare task; trio: a nursery task), a run adds
+    # its token, itself, its wrapper coroutine and context, and its task's stopper;
+    # on trio also the cancel scope a loose (system) task needs, and its wrapper.
+    count = 500
+    runs = Runs()
+
+    def tracked() -> int:
+        gc.collect()
+        return len(gc.get_objects())
+
+    before = tracked()
+    started = [runs.start(anyio.sleep, 3600) for _ in range(count)]
+    await anyio.sleep(0.01)
+    per_run = (tracked() - before) / count
+    await runs.shutdown()
+    del started
+
+    if anyio_backend == "asyncio":
+        import asyncio  # noqa: PLC0415
+
+        before = tracked()
+        tasks = [asyncio.create_task(anyio.sleep(3600)) for _ in range(count)]
+        await anyio.sleep(0.01)
+        per_task = (tracked() - before) / count
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+    else:
+        import trio  # noqa: PLC0415
+
+        async with trio.open_nursery() as nursery:
+            before = tracked()
+            for _ in range(count):
+                nursery.start_soon(anyio.sleep, 3600)
+            await anyio.sleep(0.01)
+            per_task = (tracked() - before) / count
+            nursery.cancel_scope.cancel()
+    assert per_run - per_task <= (8 if anyio_backend == "asyncio" else 13), (per_run, per_task)

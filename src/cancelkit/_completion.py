@@ -62,11 +62,14 @@ class Completion:
         if self._is_set:
             return
         waiter = make_waiter()
-        self._add(waiter)
+        waiters = self._waiters
+        waiters.append(waiter)  # _add(), spelled out: once per awaited ending
+        if self._is_set:
+            waiter.set()
         try:
             await waiter.wait()
         finally:
-            self._waiters.remove(waiter)
+            waiters.remove(waiter)
 
     async def wait_shielded(self, timeout: float) -> bool:
         """Wait until set or ``timeout`` seconds, ignoring cancellation; whether set."""

@@ -178,9 +178,17 @@ class Recording:
         entries.append(entry)
 
     def _layer_stops(
-        self, started_wall: float, started_mono: float, asked: float | None
+        self,
+        started_wall: float,
+        started_mono: float,
+        asked: float | None,
+        last: Entry | None = None,
     ) -> tuple[LayerStop, ...]:
-        """The entries as :class:`LayerStop` values, on the wall clock."""
+        """The entries (and ``last`` after them) as :class:`LayerStop` values, on
+        the wall clock."""
+        entries = self._entries or []
+        if last is not None:
+            entries = [*entries, last]
         return tuple(
             LayerStop(
                 layer,
@@ -193,9 +201,16 @@ class Recording:
                 estimated,
                 detail,
             )
-            for mono, layer, name, outcome, input_tokens, output_tokens, estimated, detail in (
-                self._entries or ()
-            )
+            for (
+                mono,
+                layer,
+                name,
+                outcome,
+                input_tokens,
+                output_tokens,
+                estimated,
+                detail,
+            ) in entries
         )
 
 

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 from anyio.lowlevel import checkpoint
 
 from ._backends import Waiter, make_waiter
-from ._completion import DONE, Completion, completion_of, set_ended
+from ._completion import DONE, Completion, completion_of
 from ._exceptions import CancelReason
 from ._outcome import RunOutcome
 from ._receipt import Entry, Recording, StopReceipt, _current_recording
-from ._tasks import OwnedTask, RunStatus, start_task
+from ._tasks import OwnedTask, RunStatus, decide_ending, start_task
 from ._threads import ThreadQuota, _quota
 from ._token import _current
 from ._validate import close_all
@@ -91,6 +91,7 @@ class Run(Recording, Generic[T]):
         "_end_reason",
         "_end_value",
         "_ended",
+        "_ended_mono",
         "_failure",
         "_is_claimed",
         "_outcome",
@@ -102,7 +103,6 @@ class Run(Recording, Generic[T]):
         "_status",
         "_stragglers",
         "_threads",
-        "ended_at",
         "id",
         "owner",
         "parent",
@@ -128,9 +128,11 @@ class Run(Recording, Generic[T]):
         self.parent = parent
         self.started_at = time.time()
         self._started_mono = time.monotonic()
-        self._source: str | None = None
+        # Who stopped it (Run.cancel's source, the calling thread), named when a
+        # receipt is read.
+        self._source: tuple[str | None, threading.Thread] | None = None
         self._receipt_built: StopReceipt | None = None
-        self.ended_at: float | None = None
+        self._ended_mono = 0.0  # time.monotonic() of its end, once it has ended
         self._stragglers: tuple[str, ...] = ()
         self._children: set[OwnedTask[Any] | Run[Any]] | None = None
         self._closing = False
@@ -190,6 +192,14 @@ class Run(Recording, Generic[T]):
         return outcome
 
     @property
+    def ended_at(self) -> float | None:
+        """When the run ended (``time.time()``, from the clock it started on), or
+        ``None`` while it runs."""
+        if self._status is None:
+            return None
+        return self.started_at + (self._ended_mono - self._started_mono)
+
+    @property
     def children(self) -> list[OwnedTask[Any] | Run[Any]]:
         """Tasks and runs started inside this run that are still running."""
         return list(self._children or ())
@@ -213,7 +223,7 @@ class Run(Recording, Generic[T]):
         """
         won = self.token.cancel(reason)
         if won:
-            self._source = f"{source or 'Run.cancel'} in thread {threading.current_thread().name}"
+            self._source = (source, threading.current_thread())
         return won
 
     @property
@@ -228,7 +238,14 @@ class Run(Recording, Generic[T]):
         status = self._status
         assert status is not None
         asked = self.token.cancelled_at
-        layers = self._layer_stops(self.started_at, self._started_mono, asked)
+        # The run's own end is the last layer to stop (kept as two fields, not an
+        # entry, as every run ends).
+        layers = self._layer_stops(
+            self.started_at,
+            self._started_mono,
+            asked,
+            (self._ended_mono, "run", self.id, status, None, None, False, ""),
+        )
         input_tokens = output_tokens = 0
         estimated = False
         for layer in layers:
@@ -244,7 +261,7 @@ class Run(Recording, Generic[T]):
             self._stop_source() if asked is not None else None,
             self.started_at,
             None if asked is None else wall + asked,
-            self.ended_at or time.time(),
+            self.started_at + (self._ended_mono - self._started_mono),
             layers,
             self._tools_started,
             self._tools_finished,
@@ -257,7 +274,8 @@ class Run(Recording, Generic[T]):
 
     def _stop_source(self) -> str:
         if self._source is not None:
-            return self._source
+            source, thread = self._source
+            return f"{source or 'Run.cancel'} in thread {thread.name}"
         reason = self.token.reason
         kind = reason.kind if reason is not None else "user"
         return {
@@ -415,12 +433,8 @@ class Run(Recording, Generic[T]):
             self._children_gone.set()
 
     def _task_ended(self, task: OwnedTask[Any]) -> None:
-        """A task of this run ended (see :class:`TaskOwner`): its main task, which
-        shares the run's token, settles the run; a child is recorded, and one that
-        failed fails the run."""
-        if task.token is self.token:
-            self._settle(task)
-            return
+        """A child task of this run ended (see :class:`TaskOwner`): it is recorded,
+        and one that failed fails the run."""
         state = task._state  # noqa: SLF001
         self._child_gone(task, (time.monotonic(), "task", task.name, state, None, None, False, ""))
         if state == "failed" and self._failure is None:
@@ -432,15 +446,20 @@ class Run(Recording, Generic[T]):
         """A sync run's ending (``SyncRun.finish``), in its thread: no loop, and no
         children (``spawn`` needs a loop), so nothing to wait for."""
         self._closing = True
-        self._settle(main)
+        self._settle(main._state, main._value, main._error)  # noqa: SLF001
 
-    def _settle(self, main: OwnedTask[T]) -> None:
+    def _finish(self, value: T | None, error: BaseException | None, cancelled: bool) -> None:
+        """The run's task ended (it is its own task's ending, see ``Finishing``): one
+        object less per run than an :class:`OwnedTask` reporting to it."""
+        state, error = decide_ending(self.token, error, cancelled)
+        self._settle(state, value, error)
+
+    def _settle(self, state: str, value: T | None, error: BaseException | None) -> None:
         status: RunStatus
-        state = main._state  # noqa: SLF001 - ended: its status, without the property
         if self._failure is not None:
             status, self._end_reason, self._end_error = "failed", self.token.reason, self._failure
         elif state == "completed":
-            status, self._end_value = "completed", main._value  # noqa: SLF001
+            status, self._end_value = "completed", value
         elif state == "cancelled":
             # The reason is what a cancelled run reports; an error raised while it
             # unwound is dropped, or its traceback would pin every frame (and every
@@ -448,15 +467,15 @@ class Run(Recording, Generic[T]):
             # back (keep_partial) is kept.
             status, self._end_reason = "cancelled", self.token.reason
         else:
-            error = main.error
             self._end_reason = CancelReason("error", f"{type(error).__name__}: {error}")
             status, self._end_error = "failed", error
-        self._record((time.monotonic(), "run", self.id, status, None, None, False, ""))
+        self._ended_mono = time.monotonic()
         self._status = status
-        self.ended_at = time.time()
         if self._claimed is not DONE:  # wake claimed(): it says whether the id was claimed
             self._claimed.set()
-        set_ended(self)
+        completion = self._ended  # set_ended(), spelled out: once per run
+        if completion is not None:
+            completion.set()
         # The registry knows first, then the parent, then everyone else.
         self._registry._retire(self)  # noqa: SLF001
         if self.parent is not None:

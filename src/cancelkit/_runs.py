@@ -26,7 +26,7 @@ from ._ids import new_id
 from ._run import Run, _current_run, run_context
 from ._runs_backend import RunInfo
 from ._sync_run import SyncRun, run_in_thread
-from ._tasks import start_task
+from ._tasks import launch
 from ._threads import DEFAULT_THREADS_PER_RUN, _quota
 from ._token import CancelToken, _current
 from ._validate import close_all, positive_int, seconds
@@ -175,11 +175,11 @@ class Runs:
         # used); children share it.
         quota = run if parent is None else _quota.get()
         try:
-            start_task(
+            launch(
                 run._body(fn, args),  # noqa: SLF001
                 name=f"run:{run_id}",
                 token=token,
-                owner=run,  # its main task settles it
+                ending=run,  # its task's end settles it
                 context=run_context(run, quota),
             )
         except BaseException:

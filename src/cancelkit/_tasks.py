@@ -23,7 +23,17 @@ from ._token import CancelToken, _current
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-__all__ = ("OwnedTask", "RunStatus", "TaskOwner", "run_shielded", "start_task")
+    from ._backends import Finishing
+
+__all__ = (
+    "OwnedTask",
+    "RunStatus",
+    "TaskOwner",
+    "decide_ending",
+    "launch",
+    "run_shielded",
+    "start_task",
+)
 
 T = TypeVar("T")
 
@@ -151,18 +161,10 @@ class OwnedTask(Generic[T]):
             self._callbacks.append(callback)
 
     def _finish(self, value: T | None, error: BaseException | None, cancelled: bool) -> None:
-        if cancelled or isinstance(error, Cancelled) or not self.token._finish():  # noqa: SLF001
-            self._state = "cancelled"
-            if isinstance(error, Cancelled):
-                self.token.cancel(error.reason)
-                error = None
-            elif self.token._reason is None:  # noqa: SLF001 - cancelled by the loop itself, at its end
-                self.token.cancel(CancelReason("shutdown", "the event loop cancelled the task"))
-        elif error is not None:
-            self._state = "failed"
-        else:
-            self._state = "completed"
+        state, error = decide_ending(self.token, error, cancelled)
+        if state == "completed":
             self._value = value
+        self._state = state
         self._error = error
         set_ended(self)
         owner = self._owner
@@ -174,6 +176,40 @@ class OwnedTask(Generic[T]):
             self._callbacks = None
             for callback in callbacks:
                 callback(self)
+
+
+def decide_ending(
+    token: CancelToken, error: BaseException | None, cancelled: bool
+) -> tuple[_Ending, BaseException | None]:
+    """How a task guarded by ``token`` ended, decided once against a racing cancel:
+    its state, and the error it keeps (``None`` for a :class:`Cancelled` it raised).
+
+    A cancel that won first makes it ``cancelled`` whatever it returned; a task the
+    loop itself cancelled (at its end) gets a ``shutdown`` reason on its token.
+    """
+    if cancelled or isinstance(error, Cancelled) or not token._finish():  # noqa: SLF001
+        if isinstance(error, Cancelled):
+            token.cancel(error.reason)
+            error = None
+        elif token._reason is None:  # noqa: SLF001 - cancelled by the loop itself, at its end
+            token.cancel(CancelReason("shutdown", "the event loop cancelled the task"))
+        return "cancelled", error
+    return ("failed" if error is not None else "completed"), error
+
+
+def launch(
+    coro: Coroutine[Any, Any, Any],
+    *,
+    name: str,
+    token: CancelToken,
+    ending: Finishing,
+    context: contextvars.Context,
+) -> None:
+    """Start ``coro`` as a loose task of the current loop: ``token``'s cancel stops
+    it, ``ending._finish()`` hears how it ended (see :class:`Finishing`)."""
+    backend = current()
+    target = backend.spawn(coro, name=name, context=context, ending=ending)
+    token._arm(backend.loop_caller(), target)  # noqa: SLF001
 
 
 def start_task(
@@ -207,9 +243,7 @@ def start_task(
     if context is None:
         context = contextvars.copy_context()
         context.run(_current.set, token)
-    backend = current()
-    target = backend.spawn(coro, name=name, context=context, ending=handle)
-    token._add_callback(backend.loop_caller().stopper(target))  # noqa: SLF001
+    launch(coro, name=name, token=token, ending=handle, context=context)
     return handle
 
 

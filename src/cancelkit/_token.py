@@ -9,13 +9,14 @@ woken on their own loop.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
 import time
 import weakref
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._backends import make_waiter
 from ._exceptions import Cancelled, CancelReason
@@ -33,6 +34,15 @@ __all__ = ("CancelHandle", "CancelToken", "current_token", "link")
 logger = logging.getLogger("cancelkit")
 
 _DEFAULT_REASON: Final = CancelReason("user")
+
+
+class TaskStopper(Protocol):
+    """What stops a token's task (a loop's :class:`~cancelkit._loop_caller.LoopCaller`)."""
+
+    def cancel(self, target: Any, reason: CancelReason | None = None, /) -> None:
+        """Cancel ``target`` (a task, a cancel scope) with ``reason``."""
+        ...
+
 
 _current: ContextVar[CancelToken | None] = ContextVar("cancelkit_current_token", default=None)
 
@@ -59,6 +69,8 @@ class CancelHandle:
         return token._remove_callback(self._key)
 
 
+_TAKEN: Final = True  # what CancelToken._undecided.pop() returns once decided
+
 _keys = itertools.count()
 _SHARED = -1  # the key of the shared waiter's registration (see CancelToken.wait)
 
@@ -67,7 +79,7 @@ class CancelToken:
     """A cancellation flag with a reason, safe across threads and event loops.
 
     ``cancel()`` never blocks: the first of ``cancel()`` and the end of the guarded
-    work takes a decision lock *without waiting* (a non-blocking acquire is an atomic
+    work takes the decision *without waiting* (one atomic ``dict.pop``: a
     test-and-set), so ``cancel()`` is safe from a signal handler or a garbage-collector
     finalizer that interrupts this very token's own code. Registrations
     (``on_cancel``, children) take a short lock of their own and, once released,
@@ -87,10 +99,12 @@ class CancelToken:
         "_cancelled_at",
         "_children",
         "_deadline",
-        "_decided",
         "_finished",
         "_lock",
         "_reason",
+        "_stop_caller",
+        "_stop_target",
+        "_undecided",
         "_waiter",
         "_waiting",
     )
@@ -99,12 +113,19 @@ class CancelToken:
         self._reason: CancelReason | None = None
         self._cancelled_at = 0.0  # time.monotonic() of the cancel, for receipts
         self._finished = False
-        self._decided = threading.Lock()  # taken once, never released: who decided
+        # Who decides (a cancel, or the end of the guarded work): the one whose
+        # pop() finds the key (a dict's pop is atomic, and a dict of plain values is
+        # not tracked by the garbage collector, unlike a lock).
+        self._undecided: dict[int, None] = {0: None}
         self._lock = threading.Lock()  # guards the two registries below
         self._callbacks: dict[int, Callable[[CancelReason], object]] | None = None
         # Children are held weakly; a dropped child's reference removes itself.
         self._children: set[weakref.ref[CancelToken]] | None = None
         self._deadline: Deadline | None = None
+        # The task the token stops, and what cancels it (see _arm): two slots, not
+        # a callback object, as every task has one.
+        self._stop_caller: TaskStopper | None = None
+        self._stop_target: object = None
         self._waiter: Waiter | None = None  # one wake-up shared by a loop's waiters
         self._waiting = 0  # how many tasks wait on it
         if timeout is not None:  # most tokens have none: no validation call then
@@ -164,7 +185,7 @@ class CancelToken:
             reason = _DEFAULT_REASON
         elif not isinstance(reason, CancelReason):
             raise TypeError(f"reason must be a CancelReason, not {type(reason).__name__}")
-        if not self._decided.acquire(False):
+        if self._undecided.pop(0, _TAKEN) is _TAKEN:
             return False  # cancelled or finished already
         now = time.monotonic()
         callbacks: list[Callable[[CancelReason], object]] = []
@@ -173,7 +194,7 @@ class CancelToken:
         # spelled out here, as this runs once per token of a cancelled tree.
         while pending:
             token = pending.pop()
-            if token is not self and not token._decided.acquire(False):
+            if token is not self and token._undecided.pop(0, _TAKEN) is _TAKEN:
                 continue  # cancelled or finished already
             token._reason = reason
             token._cancelled_at = now
@@ -182,7 +203,11 @@ class CancelToken:
             if deadline is not None:
                 token._deadline = None
                 deadline.discard()
-            if token._callbacks is not None or token._children is not None:
+            if (
+                token._stop_target is not None
+                or token._callbacks is not None
+                or token._children is not None
+            ):
                 token._take_registered(callbacks, pending, blocking=False)
         _run_callbacks(callbacks, reason)
         return True
@@ -204,7 +229,11 @@ class CancelToken:
             return
         registered, self._callbacks = self._callbacks, None
         followers, self._children = self._children, None
+        target, self._stop_target = self._stop_target, None
+        caller, self._stop_caller = self._stop_caller, None
         self._lock.release()
+        if caller is not None:
+            callbacks.append(functools.partial(caller.cancel, target))
         if registered:
             callbacks.extend(registered.values())
         if followers:
@@ -235,11 +264,12 @@ class CancelToken:
             True if the work finished uncancelled (now or before); False if a
             cancel won first.
         """
-        if not self._decided.acquire(False) and not self._finished:
+        if self._undecided.pop(0, _TAKEN) is _TAKEN and not self._finished:
             return False  # a cancel won
         self._finished = True
         with self._lock:
             self._callbacks = None
+            self._stop_caller = self._stop_target = None
         self._waiter = None
         deadline, self._deadline = self._deadline, None
         if deadline is not None:
@@ -256,7 +286,7 @@ class CancelToken:
         Returns:
             True if claimed (now or before); False if a cancel won first.
         """
-        if not self._decided.acquire(False):
+        if self._undecided.pop(0, _TAKEN) is _TAKEN:
             return self._finished
         self._finished = True
         return True
@@ -316,6 +346,20 @@ class CancelToken:
         except Exception:
             logger.exception("cancelkit: on_cancel callback %r failed", callback)
         return False
+
+    def _arm(self, caller: TaskStopper, target: object) -> None:
+        """Have ``caller.cancel(target, reason)`` stop the token's task when the
+        token is cancelled (at once if it is already): the one stopper every task
+        has, kept in two slots rather than as a callback object."""
+        reason = self._reason
+        if reason is not None:
+            caller.cancel(target, reason)
+            return
+        with self._lock:
+            if self._finished:
+                return
+            self._stop_caller, self._stop_target = caller, target
+        self._after_registration()
 
     def _remove_callback(self, key: int) -> bool:
         with self._lock:

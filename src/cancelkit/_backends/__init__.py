@@ -63,8 +63,8 @@ class Waiter(Protocol):
     def is_set(self) -> bool:
         """Whether the waiter has been set (as seen from the owning loop)."""
 
-    async def wait(self) -> None:
-        """Wait until set; cancellable like any await."""
+    def wait(self) -> Awaitable[None]:
+        """Wait until set (await what it returns); cancellable like any await."""
 
     async def wait_shielded(self, timeout: float, *, rearm: bool = True) -> bool:
         """Wait until set or ``timeout`` seconds pass, holding cancellation off.

@@ -15,6 +15,7 @@ import functools
 import sys
 import threading
 import weakref
+from types import MethodType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._exceptions import (
@@ -77,11 +78,14 @@ class AsyncioWaiter:
     def is_set(self) -> bool:
         return self._is_set
 
-    async def wait(self) -> None:
+    def wait(self) -> asyncio.Future[None]:
+        # The loop's future itself, awaited by the caller: no coroutine of our own.
+        fut = self._loop.create_future()
         if self._is_set:
-            return
-        self._fut = fut = self._loop.create_future()
-        await fut
+            fut.set_result(None)
+        else:
+            self._fut = fut
+        return fut
 
     async def wait_shielded(self, timeout: float, *, rearm: bool = True) -> bool:
         # asyncio cannot shield an await inside the current task: a cancel cancels
@@ -382,8 +386,9 @@ class _Asyncio:
         ending: Finishing,
     ) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name, context=context)
-        # In the task's own context: the default would copy the caller's, one more object.
-        task.add_done_callback(functools.partial(_done, ending), context=context)
+        # _done bound to the ending: one object (a partial would be two, with its
+        # arguments), run in the task's own context (the default copies the caller's).
+        task.add_done_callback(MethodType(_done, ending), context=context)
         return task
 
     async def gather(
