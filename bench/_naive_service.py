@@ -155,7 +155,9 @@ def main() -> None:
         exit_with_parent(args.exit_with_parent)
     args.data.mkdir(parents=True, exist_ok=True)
     app = create_app(args.model_url, args.data / "naive.db")
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    # The demo's keep-alive (cancelkit.demo._serve.KEEP_ALIVE_SECONDS): the same server
+    # settings for both peers.
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", timeout_keep_alive=65)
 
 
 if __name__ == "__main__":

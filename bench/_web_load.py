@@ -138,12 +138,14 @@ class Session:
     moment: float | None = None  # time.monotonic() of its Stop or close
     stop_sent: float | None = None  # time.perf_counter() of its cancel request
     stop_answered: float | None = None  # time.perf_counter() of the cancel's response
+    stop_wall: float | None = None  # time.time() of the Stop, beside the receipt's clock
     done_at: float | None = None  # time.perf_counter() of the run's final event
     final: dict[str, Any] | None = None
     tokens: int = 0  # tokens received
     error: str | None = None
     tokens_after: int | None = None  # generated after ``moment``, by the model server
     arrived: bool = False  # (concurrent Stops) counted as streaming, or as gone
+    warm: bool = True  # polls once as the page does: its Stop goes on that connection
 
 
 @dataclass
@@ -164,6 +166,7 @@ class Together:
 async def press_stop(client: httpx2.AsyncClient, session: Session) -> None:
     """The Stop button: the moment is taken just before the cancel request."""
     session.moment = time.monotonic()
+    session.stop_wall = time.time()
     session.stop_sent = time.perf_counter()
     await client.post(f"/api/runs/{session.run_id}/cancel")
     session.stop_answered = time.perf_counter()
@@ -184,6 +187,8 @@ async def drive(url: str, session: Session, together: Together | None) -> None:
             anyio.create_task_group() as group,
             client.stream("GET", f"/api/runs/{session.run_id}/events") as response,
         ):
+            if session.warm:
+                group.start_soon(_poll, client)
             async for line in response.aiter_lines():
                 if line.startswith("event: "):
                     event = line[7:]
@@ -209,6 +214,14 @@ async def drive(url: str, session: Session, together: Together | None) -> None:
                     session.final = json.loads(line[6:])
                     break
             group.cancel_scope.cancel()  # a Stop that never came is not waited for
+
+
+async def _poll(client: httpx2.AsyncClient) -> None:
+    """The page's poll of ``/api/stats`` beside its event stream (it polls every
+    second): on a second connection, left open and idle, which its Stop then uses,
+    as a browser's does. One poll, not one a second: the Stop needs the connection,
+    not the load of the polls."""
+    (await client.get("/api/stats")).raise_for_status()
 
 
 async def _stop_together(client: httpx2.AsyncClient, session: Session, together: Together) -> None:
@@ -259,6 +272,11 @@ def plan(size: int, seed: int, tag: str, tokens: int = REPLY_TOKENS) -> list[Ses
     ]
 
 
-def together_plan(size: int, tag: str, tokens: int = REPLY_TOKENS) -> list[Session]:
-    """``size`` sessions that all press Stop once every one has had 20 deltas."""
-    return [Session(index, "stop", f"{tag}-{index}", 20, tokens) for index in range(size)]
+def together_plan(
+    size: int, tag: str, tokens: int = REPLY_TOKENS, *, warm: bool = True
+) -> list[Session]:
+    """``size`` sessions that all press Stop once every one has had 20 deltas; each
+    on the connection its poll left open (``warm``), else on a new one."""
+    return [
+        Session(index, "stop", f"{tag}-{index}", 20, tokens, warm=warm) for index in range(size)
+    ]

@@ -17,13 +17,20 @@ Each session starts a run whose agent saves a note (a tool call) and then stream
 300-token answer, follows its events, and a third of them press Stop at a random
 moment, a third close their stream at a random moment (a closed tab; runs are started
 with ``stop_when_unwatched`` as the demo's page does), a third read to the end. The
-same seed gives both peers the same moments. Then **60 concurrent Stops**: 60
-sessions streaming press Stop at the same moment.
+same seed gives both peers the same moments. As the page, each session polls
+``/api/stats`` beside its event stream (once, on a second connection, which stays
+open: both services keep idle connections 65 s), and its Stop goes out on that
+connection. Then **60 concurrent Stops**: 60 sessions streaming press Stop at the
+same moment; and again, each Stop on a new connection (a client that had no other
+connection open: 60 connections opened at once).
 
 Measured, per run, and reported as the median of the repeats:
 
 - client Stop latency: the cancel request until the run's final event (and until
   the cancel request's own response, for where the time goes);
+- when the Stop reached the service (cancelkit only): from the client's Stop until
+  the run's token was cancelled (the receipt's ``asked_at``; one machine, one wall
+  clock), the trip of the cancel request and its wait in the service's queue;
 - service Stop latency (cancelkit only, the service's own measure): the cancel until
   every layer stopped, the ``stopped_in_ms`` of each stopped run's receipt (also
   ``/api/stats`` ``stop_latency_ms``, which has p50 and max only), and from the same
@@ -110,6 +117,16 @@ class Measurement:
             if s.final and s.final.get("receipt") and s.final["receipt"].get("stopped_in_ms")
         ]
         layers = _layers([s.final["receipt"] for s in stops if s.final and s.final.get("receipt")])
+        # The same machine's wall clock on both sides: from the client's Stop until
+        # the service cancelled the run (the request's trip and its queueing).
+        reached = [
+            (s.final["receipt"]["asked_at"] - s.stop_wall) * 1e3
+            for s in stops
+            if s.stop_wall is not None
+            and s.final
+            and s.final.get("receipt")
+            and s.final["receipt"].get("asked_at") is not None
+        ]
         after_stop = [s.tokens_after for s in stops if s.tokens_after is not None]
         closed = [
             s.tokens_after for s in self.sessions if s.kind == "disconnect" and s.tokens_after
@@ -122,6 +139,8 @@ class Measurement:
             "client Stop p99 (ms)": _quantile(client, 99),
             "cancel request answered p50 (ms)": _quantile(answered, 50),
             "cancel request answered p99 (ms)": _quantile(answered, 99),
+            "Stop reached the service p50 (ms)": _quantile(reached, 50),
+            "Stop reached the service p99 (ms)": _quantile(reached, 99),
             "service Stop p50 (ms)": _quantile(service, 50),
             "service Stop p99 (ms)": _quantile(service, 99),
             "receipt: model stream closed p50 (ms)": _quantile(layers.get("stream", []), 50),
@@ -373,8 +392,8 @@ def run(
     started first and stopped last, however the bench ends.
 
     Returns:
-        By scenario (``"N sessions"``, ``"N concurrent Stops"``), by peer, one
-        measurement per repeat.
+        By scenario (``"N sessions"``, ``"N concurrent Stops"`` and the same on new
+        connections), by peer, one measurement per repeat.
     """
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     model_url, model = start_model()
@@ -387,12 +406,13 @@ def run(
                     sessions = plan(size, repeat, f"{peer}-{size}-{repeat}", tokens)
                     runs[peer].append(measure(peer, model_url, sessions, None, profile))
             describe(f"{size} sessions", runs)
-        if stops:
-            scenario = f"{stops} concurrent Stops"
+        for warm in (True, False) if stops else ():
+            scenario = f"{stops} concurrent Stops" + ("" if warm else ", new connections")
             runs = results.setdefault(scenario, {peer: [] for peer in peers})
             for repeat in range(repeats):
                 for peer in peers:
-                    sessions = together_plan(stops, f"{peer}-together-{repeat}", tokens)
+                    tag = f"{peer}-together-{'warm' if warm else 'new'}-{repeat}"
+                    sessions = together_plan(stops, tag, tokens, warm=warm)
                     together = Together(stops)
                     runs[peer].append(measure(peer, model_url, sessions, together, profile))
             describe(scenario, runs)

@@ -53,6 +53,13 @@ __all__ = (
 
 API_KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 SECRET_VARIABLE = "CANCELKIT_SECRET"  # noqa: S105 - the name of a variable
+KEEP_ALIVE_SECONDS = 65
+"""How long an idle client connection is kept (uvicorn's default is 5 s). The page
+polls ``/api/stats`` every second on a connection of its own beside the event
+stream, and its Stop goes out on that one, already open: no new connection (on a
+real network a TCP and TLS handshake, one to three round trips) before a Stop can
+arrive. Above the 60 s idle timeout of the usual load balancers, so that they, not
+the service, close an idle connection."""
 
 
 @dataclass
@@ -265,6 +272,7 @@ async def _main(options: DemoOptions, with_local_model: bool, secret: bytes | No
             port=options.port,
             log_level="warning",
             timeout_graceful_shutdown=max(1, int(options.grace)),
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
         server = GracefulServer(
             config, state, on_exit=local.shutting_down if with_local_model else None

@@ -36,6 +36,7 @@ from ._app import create_app
 from ._feeds import RunFeeds
 from ._model_process import model_stats
 from ._serve import (
+    KEEP_ALIVE_SECONDS,
     SECRET_VARIABLE,
     DemoOptions,
     GracefulServer,
@@ -146,6 +147,7 @@ async def _serve(spec: WorkerSpec, secret: bytes) -> tuple[bool, list[int]]:
         lifespan="on",  # the shared registry opens there: a worker without it must not serve
         log_level="warning",
         timeout_graceful_shutdown=max(1, int(options.grace)),
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     server = _WorkerServer(config, state, spec.ready_fd)
     listening = socket.socket(fileno=spec.listen_fd)
