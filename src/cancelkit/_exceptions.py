@@ -12,7 +12,7 @@ Every exception of cancelkit lives here. The hierarchy, and the one rule behind 
      │    ├── ModelUnavailable      the connection failed or was lost (also a ConnectionError)
      │    ├── ModelRateLimited      429, or overloaded (529): try again after ``retry_after``
      │    ├── ModelRejected         any other 4xx: the request is wrong; a retry will not help
-     │    └── ModelServerError      5xx, or an error event mid-stream: the provider failed
+     │    └── ModelServerError      5xx, an error event or a malformed stream: the provider failed
      └── OSError
           └── ConnectionError
                └── StoreUnavailable  the database cannot be reached; nothing written
@@ -195,7 +195,9 @@ class ModelRejected(ModelError):  # noqa: N818 - what the provider did, like Run
 
 
 class ModelServerError(ModelError):
-    """The provider failed (5xx, or an error event in the middle of a stream)."""
+    """The provider failed (5xx, an error event in the middle of a stream, or a stream
+    that is not well-formed Server-Sent Events of JSON: its message says what was
+    wrong and quotes the first bytes)."""
 
 
 class AbandonedThreadWarning(RuntimeWarning):

@@ -83,7 +83,7 @@ class SDKModel(ABC, Generic[ClientT]):
                 raise TypeError(
                     f"{type(self).__name__} has a sync client: use `with model.stream(...)`"
                 )
-            return EventStream((await opened).http_response, self._decode)
+            return EventStream((await opened).http_response, self._decode, self.sdk)
 
         def open_sync(limit: int) -> Iterable[Any]:
             opened = self._create(payload, limit)
@@ -92,7 +92,7 @@ class SDKModel(ABC, Generic[ClientT]):
                 raise TypeError(
                     f"{type(self).__name__} has an async client: use `async with model.stream(...)`"
                 )
-            return EventStream(opened.http_response, self._decode)
+            return EventStream(opened.http_response, self._decode, self.sdk)
 
         text = (system or "") + "".join(m.size_text() for m in messages)
         return ModelStream(

@@ -6,6 +6,12 @@ per call, over hundreds of calls, that parsing was the demo service's largest co
 (about a fifth of its CPU at 200 sessions). The adapters still make the request with
 the SDK (its headers, retries and status errors), through ``with_raw_response``, and
 read the events here: each event's payload as a ``dict``, all a translator needs.
+
+A provider's stream is not trusted to be well formed: an event that never ends is
+held up to :data:`MAX_EVENT_BYTES`, and a stream that is not Server-Sent Events of
+UTF-8 JSON (an event too large, a name or data that is not UTF-8, data that is not
+JSON) is the provider's failure, raised as :class:`~cancelkit.ModelServerError` once
+the events before it are consumed, as the SDKs' own errors are.
 """
 
 from __future__ import annotations
@@ -14,10 +20,26 @@ import json
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from .._exceptions import ModelServerError
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
 
-__all__ = ("END", "EventStream", "json_payload")
+__all__ = ("END", "MAX_EVENT_BYTES", "EventStream", "json_payload")
+
+MAX_EVENT_BYTES = 4 * 1024 * 1024
+"""The most one event may hold, in bytes: its ``data:`` lines, each counted with
+``data:`` and a newline (the least a line takes on the wire), and, while the event
+arrives, the line not ended yet. A reply's events are a few hundred bytes, a tool
+call's whole input a few KiB: 4 MiB is far above any, and bounds what is held for a
+provider that never ends a line or an event. Past it the stream is malformed
+(:class:`~cancelkit.ModelServerError`); an event that does end is refused exactly
+when it counts more, however its bytes were cut into chunks."""
+
+_PER_LINE = len(b"data:\n")  # what a data line counts beside its data
+_NEWLINE = ord("\n")  # an int: `in` is then a memchr, several times faster than b"\n"
+_SAMPLE = 64  # bytes of a malformed stream quoted in the error
+_LIMIT = " (the limit is cancelkit.llm._sse.MAX_EVENT_BYTES)"
 
 END: dict[str, Any] = {}
 """What a provider's ``decode`` returns for its end-of-stream marker (OpenAI's
@@ -32,22 +54,49 @@ class EventStream:
     a sync one's. ``decode(name, data, response)`` turns one event (its ``event:``
     name, its ``data:`` bytes) into its payload, ``None`` to skip it, or :data:`END`;
     an error it raises is raised by the iteration once the events before it are
-    consumed. ``response`` is there for the request id and for the socket a sync
-    guard shuts down.
+    consumed: a ``ValueError`` (data that is not UTF-8 JSON, as :func:`json_payload`
+    raises) or a ``RecursionError`` (JSON nested too deep) as the provider's
+    :class:`~cancelkit.ModelServerError`, any other as itself (the SDK's error of an
+    error event, which the stream maps). A stream that is malformed (see the module)
+    is raised the same way. After an error or :data:`END`, nothing more is parsed or
+    held (the body may still be read to its end, for its connection's reuse).
+    ``response`` is there for the request id and for the socket a sync guard shuts
+    down; ``provider`` names the provider in the errors.
     """
 
-    def __init__(self, response: Any, decode: Callable[[str | None, bytes, Any], Any]) -> None:
+    def __init__(
+        self, response: Any, decode: Callable[[str | None, bytes, Any], Any], provider: str
+    ) -> None:
         self.response = response
+        self.provider = provider
         self._decode = decode
         self._ready: deque[Any] = deque()  # payloads, and an error last
-        self._partial = b""
+        self._partial = b""  # the line not ended, but for _pieces
+        self._pieces: list[bytes] = []  # chunks since, none with a newline
+        self._arrived = 0  # their bytes
         self._name: str | None = None
         self._data: list[bytes] = []
+        self._held = 0  # what the first self._counted lines of self._data count
+        self._counted = 0  # (see MAX_EVENT_BYTES): as of the last chunk, in _hold
         self._ended = False  # END or an error was seen: nothing more is an event
         self._chunks: Any = None
 
     def _feed(self, chunk: bytes) -> None:
-        lines = (self._partial + chunk).split(b"\n")
+        if self._ended:
+            return
+        if _NEWLINE not in chunk:  # a line still arriving: kept in pieces, joined once
+            self._arriving(chunk)
+            return
+        if self._pieces:
+            buffer = b"".join([self._partial, *self._pieces, chunk])
+            self._pieces, self._arrived = [], 0
+        else:
+            buffer = self._partial + chunk
+        # Only an event that may pass the limit is measured: it counts at most what
+        # was held of it after the last chunk and this chunk's bytes (_held is that,
+        # or more: it is not reset when an event ends, only when the next is held).
+        large = len(buffer) + self._held > MAX_EVENT_BYTES
+        lines = buffer.split(b"\n")
         self._partial = lines.pop()
         for line in lines:
             if line[-1:] == b"\r":
@@ -57,22 +106,93 @@ class EventStream:
                     data = line[5:]
                     self._data.append(data[1:] if data[:1] == b" " else data)
                 elif line.startswith(b"event:"):
-                    self._name = line[6:].strip().decode()
+                    try:
+                        self._name = line[6:].strip().decode()
+                    except UnicodeDecodeError as exc:
+                        self._fail(f"an event's name is not UTF-8 ({exc})", line, exc)
+                        return
                 continue  # comments, ids and retries mean nothing to a reply
             data_lines, name = self._data, self._name
-            self._data, self._name = [], None
-            if not data_lines or self._ended:
+            self._data, self._name, self._counted = [], None, 0
+            if not data_lines:
                 continue
+            data = b"\n".join(data_lines)
+            if large and len(data) + (_PER_LINE - 1) * len(data_lines) + 1 > MAX_EVENT_BYTES:
+                self._fail(f"an event is over {MAX_EVENT_BYTES} bytes{_LIMIT}", data)
+                return
             try:
-                payload = self._decode(name, b"\n".join(data_lines), self.response)
+                payload = self._decode(name, data, self.response)
+            except (ValueError, RecursionError) as exc:
+                self._fail(f"an event's data is not readable UTF-8 JSON ({exc})", data, exc)
+                return
             except Exception as exc:  # noqa: BLE001 - raised in turn by the iteration
                 self._ready.append(exc)
-                self._ended = True
-                continue
+                self._end()
+                return
             if payload is END:
-                self._ended = True
-            elif payload is not None:
+                self._end()
+                return
+            if payload is not None:
                 self._ready.append(payload)
+        if self._data:  # (the line not ended is shorter than this chunk: see _arriving)
+            self._hold()
+
+    def _arriving(self, chunk: bytes) -> None:
+        """A chunk without a newline: kept aside, not added to the line not ended, so
+        that a line dribbled in small chunks is copied once, not once per chunk. It
+        counts towards the limit like the rest of that line."""
+        self._pieces.append(chunk)
+        self._arrived += len(chunk)
+        held = self._held if self._data else 0  # (counted as of the last chunk)
+        if held + len(self._partial) + self._arrived > MAX_EVENT_BYTES + 1:
+            what = f"an event or a line passed {MAX_EVENT_BYTES} bytes without ending{_LIMIT}"
+            shown = b"".join(piece[:_SAMPLE] for piece in [self._partial, *self._pieces[:_SAMPLE]])
+            self._fail(what, shown, size=len(self._partial) + self._arrived)
+
+    def _hold(self) -> None:
+        """After a chunk that left an event open: its data lines so far and the line
+        not ended fit :data:`MAX_EVENT_BYTES`, or the stream is malformed. Only the
+        lines that came in this chunk are counted, so that an event cut into many
+        chunks is not summed again for each."""
+        data_lines, counted = self._data, self._counted
+        added = data_lines[counted:]
+        held = (self._held if counted else 0) + sum(map(len, added)) + _PER_LINE * len(added)
+        self._held, self._counted = held, len(data_lines)
+        # + 1: a blank line's "\r", not ended yet (the event's own count decides).
+        if held + len(self._partial) > MAX_EVENT_BYTES + 1:
+            what = f"an event or a line passed {MAX_EVENT_BYTES} bytes without ending{_LIMIT}"
+            shown = b"\n".join(line[:_SAMPLE] for line in data_lines[:_SAMPLE])
+            self._fail(what, shown, size=held + len(self._partial))
+
+    def _end(self) -> None:
+        """Nothing more is an event: what is held is dropped, the rest is not parsed."""
+        self._ended = True
+        self._partial, self._data, self._name, self._counted = b"", [], None, 0
+        self._pieces, self._arrived = [], 0
+
+    def _fail(
+        self,
+        what: str,
+        sample: bytes,
+        cause: BaseException | None = None,
+        *,
+        size: int | None = None,
+    ) -> None:
+        """The stream is malformed: raise that, in turn, as the provider's failure,
+        with the first bytes of ``sample`` (of ``size`` bytes, if not all there)."""
+        headers = getattr(self.response, "headers", None) or {}
+        size = len(sample) if size is None else size
+        quoted = repr(sample[:_SAMPLE])
+        if size > _SAMPLE:
+            quoted += f"... ({size} bytes)"
+        error = ModelServerError(
+            f"{self.provider}: the provider sent a malformed event stream: {what}: {quoted}",
+            provider=self.provider,
+            request_id=headers.get("request-id") or headers.get("x-request-id"),
+        )
+        error.__cause__ = cause
+        self._ready.append(error)
+        self._end()
 
     def _take(self) -> dict[str, Any]:
         item = self._ready.popleft()
@@ -144,6 +264,13 @@ def _body(response: Any) -> AsyncIterator[bytes]:
 
 
 def json_payload(data: bytes) -> dict[str, Any] | None:
-    """An event's data as a JSON object (``None`` when it is not one)."""
+    """An event's data as a JSON object (``None`` when it is JSON but not an object).
+
+    Raises:
+        ValueError: the data is not UTF-8 JSON (``json.JSONDecodeError``,
+            ``UnicodeDecodeError``); :class:`EventStream` raises it as the
+            provider's :class:`~cancelkit.ModelServerError`.
+        RecursionError: the JSON is nested too deep to read (likewise).
+    """
     payload = json.loads(data)
     return payload if isinstance(payload, dict) else None
