@@ -25,7 +25,10 @@ def test_the_web_bench_drives_a_peer_and_counts(peer: str) -> None:
     results = bench_web.run([6], 1, 3, [peer], tokens=40)
     [load] = results["6 sessions"][peer]
     [together] = results["3 concurrent Stops"][peer]
-    for measured in (load, together):
+    [cold] = results["3 concurrent Stops, new connections"][peer]
+    assert all(s.warm for s in load.sessions + together.sessions)
+    assert not any(s.warm for s in cold.sessions)
+    for measured in (load, together, cold):
         assert [s.error for s in measured.sessions] == [None] * len(measured.sessions)
         for session in measured.sessions:
             if session.kind == "stop":
@@ -41,6 +44,7 @@ def test_the_web_bench_drives_a_peer_and_counts(peer: str) -> None:
     if peer == "cancelkit":  # what only cancelkit can say, and promises
         metrics = load.metrics()
         assert metrics["service Stop p50 (ms)"] is not None
+        assert metrics["Stop reached the service p50 (ms)"] is not None
         assert metrics["partial writes"] == 0
         assert metrics["left: abandoned threads"] == 0
         assert load.outcomes["disconnect"] == {"cancelled": 2}  # closed tabs stop their runs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import sqlite3
@@ -94,6 +95,34 @@ def test_stop_by_the_owner_reaches_the_model(demo: Demo) -> None:
     time.sleep(0.3)
     assert demo.stats()["tokens_generated"] == generated  # the model stopped
     assert demo.stats()["tokens_after_disconnect"] == 0
+
+
+def test_a_stop_goes_out_on_the_connection_the_page_left_open(demo: Demo) -> None:
+    # The page polls /api/stats on a connection beside its event stream; its Stop
+    # reuses that one. The service keeps it open past uvicorn's default 5 s, so a
+    # Stop pressed after a pause needs no new connection (on a real network, one to
+    # three round trips of handshakes before the Stop could even arrive).
+    with httpx2.Client(base_url=demo.url) as client:
+        run_id = client.post("/api/runs", json={"prompt": LONG}).json()["id"]
+        cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+        with client.stream("GET", f"/api/runs/{run_id}/events") as response:
+            lines = response.iter_lines()
+            assert next(line for line in lines if line == "event: delta")
+            port = int(demo.url.rsplit(":", 1)[1])
+            page = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                page.request("GET", "/api/stats", headers={"Cookie": cookie})
+                assert page.getresponse().read()
+                opened = page.sock
+                time.sleep(5.5)  # idle past uvicorn's default keep-alive
+                page.request("POST", f"/api/runs/{run_id}/cancel", headers={"Cookie": cookie})
+                answer = page.getresponse()
+                assert page.sock is opened  # the same connection: it was still open
+                assert json.loads(answer.read()) == {"cancelled": True}
+            finally:
+                page.close()
+            ends = [line for line in lines if line.startswith("data: ") and '"status"' in line]
+    assert json.loads(ends[-1][6:])["status"] == "cancelled"
 
 
 def test_the_receipt_says_what_the_stop_stopped_and_when(demo: Demo) -> None:
