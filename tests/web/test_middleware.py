@@ -136,3 +136,58 @@ async def test_the_request_is_there_for_the_app_without_a_turn_of_the_loop() -> 
         await CancelOnDisconnect(app)(scope, receive, send)
     assert got == [request]
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+
+
+@pytest.mark.anyio
+async def test_a_disconnect_cancels_a_handler_that_waits_and_nothing_is_left() -> None:
+    """The pump starts on the loop's next turn for a handler still running, sees the
+    disconnect, cancels the request's token and the handler; it has ended when the
+    middleware returns. A handler answered at once never starts one."""
+    reasons: list[CancelReason | None] = []
+    gone = anyio.Event()
+
+    async def slow(_scope: dict[str, Any], receive: Any, send: Any) -> None:
+        token = current_token()
+        try:
+            await anyio.sleep(30)
+        finally:
+            reasons.append(token.reason)
+
+    async def quick(_scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    def client(leaves: bool) -> Any:
+        messages = [{"type": "http.request", "body": b"", "more_body": False}]
+        reads = [0]
+
+        async def receive() -> dict[str, object]:
+            reads[0] += 1
+            if messages:
+                return messages.pop()
+            if leaves:
+                await gone.wait()
+                return {"type": "http.disconnect"}
+            await anyio.sleep_forever()
+            raise AssertionError("unreachable")
+
+        return receive, reads
+
+    async def send(message: dict[str, object]) -> None:
+        pass
+
+    scope = {"type": "http", "method": "GET", "headers": []}
+    receive, _ = client(leaves=True)
+    async with anyio.create_task_group() as group:
+        group.start_soon(CancelOnDisconnect(slow), dict(scope), receive, send)
+        for _ in range(5):  # the handler waits; the pump has started and reads
+            await anyio.lowlevel.checkpoint()
+        gone.set()
+    assert reasons == [CancelReason("disconnect", "the client went away")]
+
+    receive, reads = client(leaves=False)
+    with anyio.fail_after(5):
+        await CancelOnDisconnect(quick)(dict(scope), receive, send)
+    for _ in range(3):  # the loop turns on: no pump reads after the answer
+        await anyio.lowlevel.checkpoint()
+    assert reads == [1]
