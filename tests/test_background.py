@@ -15,6 +15,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+import cancelkit._background
 from cancelkit import (
     Background,
     CancelReason,
@@ -132,6 +133,36 @@ async def test_close_from_another_thread_stops_the_work() -> None:
         await handle.wait()
     assert handle.status == "cancelled"
     assert log.cancelled == ["pump"]
+
+
+@pytest.mark.anyio
+async def test_a_close_landing_inside_a_spawn_still_stops_that_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each task has its own token (no shared root): close() cancels the tasks it
+    # finds. A close from another thread can land after a spawn passed its "closed?"
+    # check and before its task is listed: that spawn cancels its own task. The
+    # close is made to land exactly there.
+    why = CancelReason("shutdown", "closed from a thread")
+    background = Background()
+    first = background.spawn(anyio.sleep(3600))
+    real_start = cancelkit._background.start_task  # type: ignore[attr-defined]
+
+    def start_then_close(*args: Any, **kwargs: Any) -> Any:
+        handle = real_start(*args, **kwargs)
+        closer = threading.Thread(target=background.close, args=(why,))
+        closer.start()
+        closer.join()
+        return handle
+
+    monkeypatch.setattr(cancelkit._background, "start_task", start_then_close)
+    late = background.spawn(anyio.sleep(3600))
+    with anyio.fail_after(5):
+        await first.wait()
+        await late.wait()
+    assert (first.status, late.status) == ("cancelled", "cancelled")
+    assert first.token.reason == late.token.reason == why
+    assert background.tasks == []
 
 
 @pytest.mark.anyio

@@ -75,7 +75,10 @@ class Background:
         self._lock = threading.Lock()
         self._tasks: dict[OwnedTask[Any], None] = {}  # insertion-ordered, for aclose(order=)
         self._closed = False
-        self._root = token.child() if token is not None else CancelToken()
+        self._reason = _CLOSED  # what close() cancels with (and a late spawn)
+        # Tied to a token: one child of it for all the tasks, so that its cancel
+        # reaches them; else each task has a token of its own, cancelled one by one.
+        self._root = token.child() if token is not None else None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._tasks)} running"
@@ -108,12 +111,14 @@ class Background:
             close_all([coro])
             raise RuntimeError(f"Background {self.name!r} is closed")
         task_name = name or f"{self.name}:{getattr(coro, '__qualname__', 'task')}"
-        token = self._root.child()
+        token = self._root.child() if self._root is not None else CancelToken()
         # The object's own work: no run's child, sharing no run's worker threads.
         context = work_context(token, None, None)
         handle = start_task(coro, name=task_name, token=token, owner=self, context=context)
         with self._lock:
             self._tasks[handle] = None
+        if self._closed:  # closed from another thread meanwhile: it missed this one
+            handle.cancel(self._reason)
         return handle
 
     def _task_ended(self, handle: OwnedTask[Any]) -> None:
@@ -129,8 +134,7 @@ class Background:
         Args:
             reason: passed to the tasks' tokens (default: kind ``parent``).
         """
-        self._closed = True
-        self._root.cancel(reason or _CLOSED)
+        self._cancel_all(reason or _CLOSED)
 
     async def aclose(
         self,
@@ -159,18 +163,19 @@ class Background:
         limit = seconds(grace, "grace")
         if order not in ("together", "reverse"):
             raise ValueError(f"order must be 'together' or 'reverse', not {order!r}")
-        self._closed = True
         why = reason or _CLOSED
         deadline = math.inf if limit is None else time.monotonic() + limit
         stragglers = []
         if order == "together":
-            self._root.cancel(why)
+            self._cancel_all(why)
+        else:
+            self._reason, self._closed = why, True
         for handle in reversed(self.tasks) if order == "reverse" else self.tasks:
             if order == "reverse":
                 handle.cancel(why)
             if not await handle.wait_shielded(max(0.0, deadline - time.monotonic())):
                 stragglers.append(handle.name)
-        self._root.cancel(why)  # and whatever was spawned meanwhile
+        self._cancel_all(why)  # and whatever was spawned meanwhile
         if stragglers:
             warnings.warn(
                 f"cancelkit: Background {self.name!r}: tasks still running {limit}s "
@@ -179,6 +184,15 @@ class Background:
                 stacklevel=2,
             )
         return stragglers
+
+    def _cancel_all(self, reason: CancelReason) -> None:
+        """Closed from now on; cancel every task (and the shared token, if any)."""
+        if not self._closed:
+            self._reason, self._closed = reason, True
+        if self._root is not None:
+            self._root.cancel(reason)
+        for handle in self.tasks:
+            handle.cancel(reason)
 
     async def __aenter__(self) -> Background:
         return self
