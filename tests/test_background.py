@@ -166,6 +166,26 @@ async def test_a_close_landing_inside_a_spawn_still_stops_that_task(
 
 
 @pytest.mark.anyio
+async def test_close_never_waits_for_the_objects_lock() -> None:
+    # A finalizer may call close() in a thread that was interrupted inside spawn(),
+    # holding the object's lock: close() must not wait for it (it would never come).
+    background = Background()
+    handle = background.spawn(anyio.sleep(3600))
+
+    def finalizer_inside_spawn() -> None:
+        with background._lock:  # what spawn() holds as it lists a task
+            background.close()
+
+    closer = threading.Thread(target=finalizer_inside_spawn, daemon=True)
+    closer.start()
+    await anyio.to_thread.run_sync(closer.join, 5)
+    assert not closer.is_alive(), "close() waited for the lock its own thread held"
+    with anyio.fail_after(5):
+        await handle.wait()
+    assert handle.status == "cancelled"
+
+
+@pytest.mark.anyio
 async def test_the_close_reason_reaches_the_tasks() -> None:
     background = Background()
     handle = background.spawn(anyio.sleep(10))

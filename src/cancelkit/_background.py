@@ -191,7 +191,9 @@ class Background:
             self._reason, self._closed = reason, True
         if self._root is not None:
             self._root.cancel(reason)
-        for handle in self.tasks:
+        # No lock: close() may run in a finalizer that interrupted this thread while
+        # it held it. A dict's copy is atomic, and a token's cancel never waits.
+        for handle in self._tasks.copy():
             handle.cancel(reason)
 
     async def __aenter__(self) -> Background:
