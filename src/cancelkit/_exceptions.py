@@ -12,7 +12,8 @@ Every exception of cancelkit lives here. The hierarchy, and the one rule behind 
      │    ├── ModelUnavailable      the connection failed or was lost (also a ConnectionError)
      │    ├── ModelRateLimited      429, or overloaded (529): try again after ``retry_after``
      │    ├── ModelRejected         any other 4xx: the request is wrong; a retry will not help
-     │    └── ModelServerError      5xx, an error event or a malformed stream: the provider failed
+     │    └── ModelServerError      5xx, an error event, a malformed stream or a reply
+     │                              ended before its end: the provider failed
      └── OSError
           └── ConnectionError
                └── StoreUnavailable  the database cannot be reached; nothing written
@@ -195,9 +196,11 @@ class ModelRejected(ModelError):  # noqa: N818 - what the provider did, like Run
 
 
 class ModelServerError(ModelError):
-    """The provider failed (5xx, an error event in the middle of a stream, or a stream
-    that is not well-formed Server-Sent Events of JSON: its message says what was
-    wrong and quotes the first bytes)."""
+    """The provider failed: 5xx, an error event in the middle of a stream, a stream
+    that is not well-formed Server-Sent Events of JSON, an event of the wrong shape
+    (its message says what was wrong and quotes a sample; the reader's error is the
+    ``__cause__``), or a reply whose body ended before the reply did (no stop reason:
+    cut short by the provider or a proxy; nobody cancelled it)."""
 
 
 class AbandonedThreadWarning(RuntimeWarning):

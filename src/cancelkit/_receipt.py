@@ -48,7 +48,8 @@ class LayerStop:
         layer: which kind of layer (``task``, ``stream``, ``thread``...).
         name: which one (a task's name, a model, a tool's function).
         outcome: how it ended: ``completed``, ``cancelled``, ``failed`` for tasks,
-            runs and tools; ``closed`` (before its end) or ``finished`` for streams;
+            runs and tools; ``closed`` (before its end), ``finished`` or ``failed``
+            (a model stream whose provider failed: ``detail`` has the error) for streams;
             ``returned``, ``cancelled``, ``failed``, ``abandoned`` or ``withdrawn``
             for threads; ``committed``, ``cancelled``, ``failed`` or ``unknown`` for
             transactions.

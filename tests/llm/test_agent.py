@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 
 from cancelkit import Budget, Cancelled, CancelReason, current_token
 from cancelkit.agent import Agent, AgentResult, ToolFinished, tool
-from cancelkit.llm import AnthropicModel, Model, TextDelta
+from cancelkit.llm import AnthropicModel, Model, ModelServerError, OpenAIModel, TextDelta
 from cancelkit.stores import SQLiteStore
 
 from ..helpers import wait_until
-from .conftest import anthropic_client
+from .conftest import anthropic_client, openai_client
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -156,6 +156,33 @@ async def test_a_budget_stops_the_run_with_kind_budget(agent: Agent) -> None:
     assert result.reason is not None
     assert result.reason.kind == "budget"
     assert result.usage.output_tokens <= 20
+
+
+@pytest.mark.parametrize("protocol", ["anthropic", "openai"])
+async def test_a_reply_cut_short_fails_the_run_with_the_providers_error(
+    server: LocalModelServer, protocol: str
+) -> None:
+    """The provider ended its reply's body before the reply (``end-after``): nobody
+    stopped the run, so it failed, with that error; the words that came are kept."""
+    if protocol == "anthropic":
+        client: Any = anthropic_client(server)
+        agent = Agent(AnthropicModel(client, "local"), tools=[lookup])
+    else:
+        client = openai_client(server)
+        agent = Agent(OpenAIModel(client, "local"), tools=[lookup])
+    result = await agent.run("[[tokens:30]] [[fault:end-after=5]]")
+    await client.close()
+    assert result.status == "failed"
+    assert type(result.error) is ModelServerError
+    assert str(result.error).startswith(f"{protocol}: the reply ended before its end: ")
+    assert result.reason == CancelReason("error", f"ModelServerError: {result.error}")
+    assert len(result.text) == 20  # five tokens of four characters
+    assert (result.usage.output_tokens, result.usage.estimated) == (5, True)
+    assert result.receipt is not None
+    (stream,) = [layer for layer in result.receipt.layers if layer.layer == "stream"]
+    assert (stream.outcome, stream.output_tokens) == ("failed", 5)
+    assert stream.detail.startswith("ModelServerError: ")
+    assert result.receipt.status == "failed"
 
 
 async def test_stream_can_be_left_early_from_the_consuming_task(agent: Agent) -> None:

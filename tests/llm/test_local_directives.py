@@ -44,6 +44,7 @@ BAD = [
     ("[[fault:cut-after=-2]]", r"cut-after=N.*from 0 to 1000000"),
     ("[[fault:error-after=-2]]", r"error-after=N.*from 0 to 1000000"),
     ("[[fault:error-after=99999999999]]", r"error-after=N.*from 0 to 1000000"),
+    ("[[fault:end-after=-2]]", r"end-after=N.*from 0 to 1000000"),
     ("[[fault:ignore-max-tokens=3]]", r"ignore-max-tokens.*takes no value"),
     ("[[label:two words]]", r"label:TEXT.*1 to 100"),
     ("[[label:" + "x" * 101 + "]]", r"label:TEXT.*1 to 100"),
@@ -75,6 +76,10 @@ def test_plan_takes_the_edges_of_each_range() -> None:
     assert (edge.fault.retry_after, edge.fault.times) == (300.0, 0)
     assert reply("[[fault:slow-first-token=0]]").first_token_latency == 0.0
     assert reply("[[fault:cut-after=0]]").fault.after_tokens == 0
+    assert (
+        reply("[[fault:end-after=0]]").fault.kind,
+        reply("[[fault:end-after=7]]").fault.after_tokens,
+    ) == ("end", 7)
     assert reply("[[label:bench-7.s:3_x]]").label == "bench-7.s:3_x"
     assert reply("[[tokens:3]]").label is None
 

@@ -213,6 +213,33 @@ async def test_a_midstream_error_event(server: LocalModelServer) -> None:
     await client.close()
 
 
+@pytest.mark.parametrize(
+    ("path", "marker", "delta"),
+    [
+        ("/v1/messages", b"event: message_delta", b'"text_delta"'),
+        ("/v1/chat/completions", b'"finish_reason":"', b'"content":"'),
+    ],
+)
+async def test_a_reply_can_end_before_its_end(
+    server: LocalModelServer, path: str, marker: bytes, delta: bytes
+) -> None:
+    """``end-after=N``: the body ends cleanly after N tokens (a proxy's or a crashed
+    provider's cut), without the reply's end; a reply not streamed, halfway through
+    its JSON."""
+    content = "[[tokens:30]] [[fault:end-after=5]]"
+    body = {"model": "local", "max_tokens": 100, "messages": [{"role": "user", "content": content}]}
+    async with httpx2.AsyncClient(base_url=server.base_url) as client:
+        streamed = await client.post(path, json={**body, "stream": True})
+        whole = await client.post(path, json=body)
+    assert streamed.status_code == whole.status_code == 200  # no error: a clean end
+    assert streamed.content.count(delta) - streamed.content.count(b'"content":""') == 5
+    for end in (marker, b"message_stop", b"[DONE]"):
+        assert end not in streamed.content
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(whole.content)
+    assert server.app.stats()["faults"] >= 2
+
+
 async def test_bad_requests_get_a_clear_400(server: LocalModelServer) -> None:
     client = anthropic_client(server)
     with pytest.raises(anthropic.BadRequestError, match="unknown directive"):

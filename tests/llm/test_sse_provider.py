@@ -98,14 +98,17 @@ ENDLESS = {  # what the last two cases send on, until the client goes
 
 class HostileProvider:
     """A provider on 127.0.0.1: a thread that answers every request with a 200, a
-    ``request-id`` and ``body()`` (chunked, one piece per chunk), one connection at a
-    time. ``ended`` says how each connection ended: ``"client went while sending"``,
-    ``"client closed after the reply"``, ``"client kept the connection"`` (idle for 5
-    s: back in its pool), or ``"client sent more"``."""
+    ``request-id`` and ``body()`` (chunked, one piece per chunk; the body of ``case``
+    by default), one connection at a time. ``ended`` says how each connection ended:
+    ``"client went while sending"``, ``"client closed after the reply"``, ``"client
+    kept the connection"`` (idle for 5 s: back in its pool), or ``"client sent
+    more"``."""
 
-    def __init__(self, case: str, protocol: str) -> None:
+    def __init__(
+        self, case: str, protocol: str, body: Callable[[], Iterable[bytes]] | None = None
+    ) -> None:
         self.case, self.protocol = case, protocol
-        self._body = body_of(case, protocol)
+        self._body = body if body is not None else body_of(case, protocol)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.05)
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
@@ -205,7 +208,7 @@ def check(error: ModelServerError, protocol: str, case: str, stream: Any) -> Non
     assert len(message) < 400  # a sample of the bytes, not all of them
     assert stream.text == "Hello"
     assert stream.request_id == "req_hostile"
-    assert stream.stop_reason == "cancelled"  # left before the reply's end
+    assert stream.stop_reason == "error"  # the provider failed: nobody cancelled
     assert stream.usage is not None
     assert stream.usage.estimated
 

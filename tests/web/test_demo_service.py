@@ -125,6 +125,30 @@ def test_a_stop_goes_out_on_the_connection_the_page_left_open(demo: Demo) -> Non
     assert json.loads(ends[-1][6:])["status"] == "cancelled"
 
 
+def test_a_reply_cut_short_by_the_model_fails_the_run(demo: Demo) -> None:
+    """The model server ends its reply's body early (``end-after``): nobody pressed
+    Stop, so the run failed with the provider's error, and the page is told so."""
+    with httpx2.Client(base_url=demo.url) as client:
+        prompt = "Hi [[tokens:30]] [[fault:end-after=5]]"
+        run_id = client.post("/api/runs", json={"prompt": prompt}).json()["id"]
+        with client.stream("GET", f"/api/runs/{run_id}/events") as response:
+            kinds = [line[7:] for line in response.iter_lines() if line.startswith("event: ")]
+        final = client.get(f"/api/runs/{run_id}").json()
+    assert kinds.count("delta") >= 1
+    assert kinds[-1] == "done"
+    assert final["status"] == "failed"
+    assert final["reason"]["kind"] == "error"
+    assert final["reason"]["message"].startswith("ModelServerError: ")
+    assert "the reply ended before its end" in final["reason"]["message"]
+    assert len(final["text"]) == 20  # the five tokens that came
+    assert final["usage"]["estimated"] is True
+    receipt = final["receipt"]
+    assert (receipt["status"], receipt["source"]) == ("failed", None)
+    streams = [layer for layer in receipt["layers"] if layer["layer"] == "stream"]
+    assert [layer["outcome"] for layer in streams] == ["failed"]
+    assert streams[0]["detail"].startswith("ModelServerError: ")
+
+
 def test_the_receipt_says_what_the_stop_stopped_and_when(demo: Demo) -> None:
     """A sync tool returns in its thread, then the answer streams; Stop closes it."""
     prompt = 'Work [[tool:crunch_numbers {"n": 1}]] [[tokens:3000]] [[rate:60]]'

@@ -9,8 +9,9 @@ kinds), whichever SDK failed. :mod:`cancelkit.llm.local` is a server speaking bo
 protocols, for tests and demos without an API key.
 
 Inside: the vocabulary (``_types``, ``_tokens``), the protocol (``_model``), one call
-(``_stream``), the errors (``_errors``), the flow every adapter shares (``_adapter``),
-and one module per provider (``_anthropic``, ``_openai``).
+(``_stream``), the reading of a provider's events and what is wrong when they cannot be
+read (``_translator``, ``_sse``), the errors (``_errors``), the flow every adapter
+shares (``_adapter``), and one module per provider (``_anthropic``, ``_openai``).
 """
 
 from .._exceptions import ModelError as ModelError

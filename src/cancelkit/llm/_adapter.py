@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from .._budget import Budget
     from .._token import CancelToken
-    from ._stream import Translator
+    from ._translator import Translator
     from ._types import Message, Tool
 
 __all__ = ("SDKModel",)

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._adapter import SDKModel
 from ._sse import json_payload
-from ._stream import Translator
-from ._types import Done, ModelEvent, StopReason, TextDelta, ToolCall, Usage
+from ._translator import Translator, token_count, tool_call
+from ._types import Done, ModelEvent, StopReason, TextDelta, Usage
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -55,7 +55,14 @@ def _content(message: Message) -> list[dict[str, Any]] | str:
 
 
 class _AnthropicTranslator(Translator):
-    """Reads the Messages API's stream events, as JSON objects."""
+    """Reads the Messages API's stream events, as JSON objects.
+
+    A reply is complete once ``message_delta`` said why it stopped (``message_stop``
+    follows it); a stream that ends before is the provider's failure (see
+    :class:`~cancelkit.llm.ModelStream`).
+    """
+
+    ends_with = "a stop_reason (message_delta) or a message_stop"
 
     def __init__(self) -> None:
         super().__init__()
@@ -67,7 +74,9 @@ class _AnthropicTranslator(Translator):
         if kind == "content_block_delta":
             delta = event["delta"]
             if delta["type"] == "text_delta":
-                text: str = delta["text"]
+                text = delta["text"]
+                if type(text) is not str:
+                    raise TypeError(f"a text_delta's text is not a string: {text!r}")
                 self.output_chars += len(text)
                 return [TextDelta(text)]
             if delta["type"] == "input_json_delta":
@@ -75,20 +84,19 @@ class _AnthropicTranslator(Translator):
                 self._json.append(delta["partial_json"])
             return []
         if kind == "message_start":
-            self.input_tokens = event["message"]["usage"]["input_tokens"]
+            self.input_tokens = token_count(event["message"]["usage"]["input_tokens"])
         elif kind == "content_block_start" and event["content_block"]["type"] == "tool_use":
             self._tool = (event["content_block"]["id"], event["content_block"]["name"])
             self._json = []
         elif kind == "content_block_stop" and self._tool is not None:
             call_id, name = self._tool
             self._tool = None
-            arguments = json.loads("".join(self._json) or "{}")
-            return [ToolCall(call_id, name, arguments)]
+            return [tool_call(call_id, name, "".join(self._json))]
         elif kind == "message_delta":
             usage = event["usage"]
-            self.output_tokens = usage["output_tokens"]
+            self.output_tokens = token_count(usage["output_tokens"])
             if usage.get("input_tokens") is not None:
-                self.input_tokens = usage["input_tokens"]
+                self.input_tokens = token_count(usage["input_tokens"])
             self.stop_reason = _STOPS.get(event["delta"].get("stop_reason") or "", "other")
         elif kind == "message_stop":
             self.finished = True

@@ -12,12 +12,15 @@ finds it. The hierarchy::
           ├── ModelUnavailable      the connection failed or was lost (also a ConnectionError)
           ├── ModelRateLimited      429, or overloaded (529): try again after ``retry_after``
           ├── ModelRejected         any other 4xx: the request is wrong; a retry will not help
-          └── ModelServerError      5xx, an error event or a malformed stream: the provider failed
+          └── ModelServerError      5xx, an error event, a malformed stream or a reply
+                                    ended before its end: the provider failed
 
 A cancellation (``RunCancelled``, the backend's own) is never mapped: it is not a
 failure of the model. A malformed stream is not the SDK's to report (the events are
 read off the response by :mod:`._sse`): that module raises ``ModelServerError``
-itself, with the parser's error (a ``JSONDecodeError``, say) as the cause. The
+itself, with the parser's error (a ``JSONDecodeError``, say) as the cause; so does
+:class:`~cancelkit.llm.ModelStream` for an event its translator cannot read, and for
+a reply that ended before its end. The
 classes live with every other exception of cancelkit, in
 :mod:`cancelkit._exceptions`; this module holds the mapping.
 """

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._adapter import SDKModel
 from ._sse import END, json_payload
-from ._stream import Translator
-from ._types import Done, ModelEvent, StopReason, TextDelta, ToolCall, Usage
+from ._translator import Translator, token_count, tool_call
+from ._types import ModelEvent, StopReason, TextDelta
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -56,7 +56,15 @@ def _messages(system: str | None, messages: Sequence[Message]) -> list[dict[str,
 
 
 class _OpenAITranslator(Translator):
-    """Reads Chat Completions chunks, as JSON objects."""
+    """Reads Chat Completions chunks, as JSON objects.
+
+    A reply is complete once a choice has its ``finish_reason`` (then comes the
+    chunk with the usage, then ``[DONE]``, which :func:`_decode` reads); a stream
+    that ends before, ``[DONE]`` or not, is the provider's failure (see
+    :class:`~cancelkit.llm.ModelStream`).
+    """
+
+    ends_with = "a finish_reason"
 
     def __init__(self) -> None:
         super().__init__()
@@ -66,12 +74,14 @@ class _OpenAITranslator(Translator):
         events: list[ModelEvent] = []
         usage = chunk.get("usage")
         if usage is not None:
-            self.input_tokens = usage["prompt_tokens"]
-            self.output_tokens = usage["completion_tokens"]
+            self.input_tokens = token_count(usage["prompt_tokens"])
+            self.output_tokens = token_count(usage["completion_tokens"])
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             content = delta.get("content")
             if content:
+                if type(content) is not str:
+                    raise TypeError(f"a delta's content is not a string: {content!r}")
                 self.output_chars += len(content)
                 events.append(TextDelta(content))
             for call in delta.get("tool_calls") or ():
@@ -89,21 +99,11 @@ class _OpenAITranslator(Translator):
             if finish is not None:
                 self.stop_reason = _STOPS.get(finish, "other")
                 events += [
-                    ToolCall(call_id, name, json.loads(arguments or "{}"))
+                    tool_call(call_id, name, arguments)
                     for call_id, name, arguments in (self._calls[i] for i in sorted(self._calls))
                 ]
                 self._calls.clear()
         return events
-
-    def end(self) -> list[ModelEvent]:
-        if self.stop_reason is None:
-            return []  # the stream ended without a finish: nothing was completed
-        usage = Usage(
-            self.input_tokens or 0,
-            self.output_tokens if self.output_tokens is not None else self.estimated_output(),
-            estimated=self.output_tokens is None,
-        )
-        return [usage, Done(self.stop_reason)]
 
 
 def _decode(_name: str | None, data: bytes, response: Any) -> dict[str, Any] | None:

@@ -11,6 +11,12 @@ firing in any thread shuts the connection down at once, and the iteration raises
 provider's final count never came, the output seen so far is reported as an
 estimate (and charged to the budget). The SDK's failures come out as
 :class:`~cancelkit.llm.ModelError` (see :mod:`._errors`).
+
+A reply is trusted only as far as it goes. One whose body ends before the provider
+said why it stopped (a proxy's timeout, a crashed provider) did not complete, and
+nobody stopped it: it is the provider's failure, :class:`~cancelkit.ModelServerError`,
+never a quiet end that reads like a Stop. So is an event the translator cannot read
+(see :mod:`._translator`): its error is mapped where events are fed to it, once.
 """
 
 from __future__ import annotations
@@ -22,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._exceptions import BudgetExceeded, Cancelled, CancelReason, RunCancelled
+from .._exceptions import BudgetExceeded, Cancelled, CancelReason, ModelError, RunCancelled
 from .._receipt import record
 from .._streams import GuardedStream
 from .._sync_streams import SyncGuardedStream
 from .._token import current_token
-from ._tokens import estimate_tokens
+from ._translator import UNREADABLE, cut_short, unreadable
 from ._types import Done, ModelEvent, StopReason, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -37,36 +43,11 @@ if TYPE_CHECKING:
     from .._budget import Budget, Reservation
     from .._token import CancelToken
     from ._errors import SDKErrors
+    from ._translator import Translator
 
-__all__ = ("ModelStream", "Translator")
+__all__ = ("ModelStream",)
 
 logger = logging.getLogger("cancelkit.llm")
-
-
-class Translator:
-    """Turns one provider's stream events into :data:`ModelEvent` values.
-
-    Subclasses implement :meth:`feed`; they report usage through the attributes
-    here as it becomes known.
-    """
-
-    def __init__(self) -> None:
-        self.input_tokens: int | None = None
-        self.output_tokens: int | None = None  # the provider's own final count
-        self.output_chars = 0  # what arrived so far, for the estimate
-        self.stop_reason: StopReason | None = None
-        self.finished = False
-
-    def feed(self, event: Any) -> list[ModelEvent]:
-        raise NotImplementedError
-
-    def end(self) -> list[ModelEvent]:
-        """The provider's stream ended; the events still owed (none by default)."""
-        return []
-
-    def estimated_output(self) -> int:
-        """The output tokens so far, estimated from the characters that arrived."""
-        return estimate_tokens(self.output_chars)
 
 
 class ModelStream:
@@ -74,7 +55,11 @@ class ModelStream:
     client, ``with model.stream(...) as events`` over a sync one.
 
     After the block: ``text``, ``tool_calls``, ``usage``, ``stop_reason`` and
-    ``request_id`` describe what happened, however it ended.
+    ``request_id`` describe what happened, however it ended: after a
+    :class:`~cancelkit.llm.ModelError` mid-reply, ``text`` and ``tool_calls`` hold
+    what arrived before it, ``usage`` its estimate, and ``stop_reason`` is
+    ``"error"`` (``"cancelled"`` is only for a block left before the end otherwise:
+    a Stop, a ``break``, an exception of the caller's).
 
     Built by an adapter (:class:`~cancelkit.llm._adapter.SDKModel`), which passes how
     to open the provider's stream, a translator of its events, and its SDK's
@@ -112,6 +97,7 @@ class ModelStream:
         self._reservation: Reservation | None = None
         self._guard: GuardedStream[Any] | None = None
         self._pending: deque[ModelEvent] = deque()
+        self._failure: ModelError | None = None  # the provider's, raised mid-call
         self.text = ""
         self.tool_calls: list[ToolCall] = []
         self.usage: Usage | None = None
@@ -128,8 +114,10 @@ class ModelStream:
         try:
             stream = await self._open(max_tokens)
         except BaseException as exc:
-            self._settle()
-            self._raise_mapped(exc)
+            try:
+                self._raise_mapped(exc)
+            finally:
+                self._settle()
             raise
         self._note_request_id(stream)
         self._guard = GuardedStream(stream, token, self._grace, report=False)
@@ -154,8 +142,10 @@ class ModelStream:
         try:
             stream = self._open_sync(max_tokens)
         except BaseException as exc:
-            self._settle()
-            self._raise_mapped(exc)
+            try:
+                self._raise_mapped(exc)
+            finally:
+                self._settle()
             raise
         self._note_request_id(stream)
         self._sync_guard = SyncGuardedStream(stream, token, name=self.model, report=False)
@@ -190,23 +180,28 @@ class ModelStream:
 
         Raises:
             RunCancelled: the token fired (a budget overrun included).
-            ModelError: the provider failed mid-stream, or the connection was lost.
+            ModelError: the provider failed mid-stream (its reply ended before its
+                end, or was malformed: ``ModelServerError``), or the connection was
+                lost.
         """
         if self._guard is None:
             raise RuntimeError("iterate model.stream() inside its `async with` block")
         while not self._pending:
             if self._translator.finished:
-                await self._drain(self._guard)
+                if self._failure is None:  # (a failed reply's rest is not read)
+                    await self._drain(self._guard)
                 raise StopAsyncIteration
             try:
                 raw = await self._guard.__anext__()
             except StopAsyncIteration:
-                self._ended()
-                continue
+                break
             except Exception as exc:
                 self._raise_mapped(exc)
                 raise
             self._fed(raw)
+        else:
+            return self._take()
+        self._ended()  # (out of the except: its error is not "during" StopAsyncIteration)
         return self._take()
 
     async def _drain(self, guard: GuardedStream[Any]) -> None:
@@ -228,7 +223,9 @@ class ModelStream:
 
         Raises:
             Cancelled: the token fired, in any thread (a budget overrun included).
-            ModelError: the provider failed mid-stream, or the connection was lost.
+            ModelError: the provider failed mid-stream (its reply ended before its
+                end, or was malformed: ``ModelServerError``), or the connection was
+                lost.
         """
         if self._sync_guard is None:
             raise RuntimeError("iterate model.stream() inside its `with` block")
@@ -238,8 +235,7 @@ class ModelStream:
             try:
                 raw = next(self._sync_guard)
             except StopIteration:
-                self._ended()
-                continue
+                break
             except Exception as exc:
                 self._raise_mapped(exc)
                 raise
@@ -247,18 +243,57 @@ class ModelStream:
                 self._fed(raw)
             except RunCancelled as stopped:  # sync code is told as a token's check() tells it
                 raise Cancelled(stopped.reason) from None
+        else:
+            return self._take()
+        try:
+            self._ended()
+        except RunCancelled as stopped:
+            raise Cancelled(stopped.reason) from None
         return self._take()
 
     def _ended(self) -> None:
-        """The provider's stream ended: queue the events still owed."""
-        self._translator.finished = True
-        self._pending.extend(self._translator.end())
+        """The provider's stream ended: queue the events still owed.
+
+        Raises:
+            ModelServerError: the reply had not come to its end (nobody stopped it).
+            RunCancelled: it had not, and the token has fired: the Stop came first.
+        """
+        translator = self._translator
+        owed = translator.end()
+        if owed is None:
+            token = self._token
+            if token is not None and token.reason is not None:
+                raise RunCancelled(token.reason)
+            calls = len(self.tool_calls)
+            error = cut_short(translator, self._provider(), self.request_id, self.text, calls)
+            raise self._failed(error)
+        translator.finished = True
+        self._pending.extend(owed)
 
     def _fed(self, raw: Any) -> None:
-        """Translate one raw event, hold the budget to it, queue what it gave."""
-        events = self._translator.feed(raw)
+        """Translate one raw event, hold the budget to it, queue what it gave.
+
+        Raises:
+            ModelServerError: the translator could not read the event (the cause).
+            RunCancelled: the budget cannot hold what arrived.
+        """
+        try:
+            events = self._translator.feed(raw)
+        except UNREADABLE as exc:
+            error = unreadable(self._provider(), self.request_id, raw, exc)
+            raise self._failed(error) from exc
         self._check_budget()
         self._pending.extend(events)
+
+    def _provider(self) -> str:
+        return self._errors.provider if self._errors is not None else self.model
+
+    def _failed(self, error: ModelError) -> ModelError:
+        """Keep ``error`` as the call's failure (its ``stop_reason``, its receipt);
+        nothing after it is an event of the reply (the iteration ends)."""
+        self._failure = error
+        self._translator.finished = True
+        return error
 
     def _take(self) -> ModelEvent:
         event = self._pending.popleft()
@@ -266,11 +301,15 @@ class ModelStream:
         return event
 
     def _raise_mapped(self, error: BaseException) -> None:
-        """Raise the SDK's ``error`` as a :class:`ModelError`, if it is the SDK's."""
+        """Raise the SDK's ``error`` as a :class:`ModelError`, if it is the SDK's; a
+        :class:`ModelError` either way (one of ours already, a malformed stream's)
+        is kept as the call's failure."""
         if self._errors is not None and isinstance(error, Exception):
             ours = self._errors.map(error)
             if ours is not None:
-                raise ours from error
+                raise self._failed(ours) from error
+        if isinstance(error, ModelError):
+            self._failed(error)
 
     def _observe(self, event: ModelEvent) -> None:
         if type(event) is ToolCall:
@@ -307,8 +346,7 @@ class ModelStream:
             if self._guard is not None:
                 await self._guard.__aexit__(exc_type, exc, tb)
         finally:
-            if self.stop_reason is None:  # left before the end: a break, an error, a Stop
-                self.stop_reason = "cancelled"
+            self._left()
             self._settle()
 
     def __exit__(
@@ -321,9 +359,14 @@ class ModelStream:
             if self._sync_guard is not None:
                 self._sync_guard.close()
         finally:
-            if self.stop_reason is None:  # left before the end: a break, an error, a Stop
-                self.stop_reason = "cancelled"
+            self._left()
             self._settle()
+
+    def _left(self) -> None:
+        """The block was left: a call that did not end has failed, or was left early
+        (a Stop, a ``break``, an exception of the caller's)."""
+        if self.stop_reason is None:
+            self.stop_reason = "error" if self._failure is not None else "cancelled"
 
     def _settle(self) -> None:
         translator = self._translator
@@ -338,12 +381,18 @@ class ModelStream:
             )
         if self._reservation is not None:
             self._reservation.settle(self.usage.input_tokens, self.usage.output_tokens)
+        failure = self._failure
+        if failure is not None:  # the provider failed: not a Stop, not a break
+            outcome, detail = "failed", f"{type(failure).__name__}: {failure}"
+        else:
+            outcome = "finished" if translator.finished else "closed"
+            detail = f"stop reason {self.stop_reason}" if self.stop_reason else ""
         record(
             "stream",
             self.model,
-            "finished" if translator.finished else "closed",
+            outcome,
             input_tokens=self.usage.input_tokens,
             output_tokens=self.usage.output_tokens,
             estimated=self.usage.estimated,
-            detail=f"stop reason {self.stop_reason}" if self.stop_reason else "",
+            detail=detail,
         )

@@ -26,9 +26,11 @@ __all__ = (
 CommonStopReason = Literal["end_turn", "max_tokens", "tool_use"]
 """The ends every provider reports, and the only ones the local model produces."""
 
-StopReason = Literal[CommonStopReason, "refusal", "cancelled", "other"]
-"""Why a call ended: a common end, a refusal, ``cancelled`` (left before the end) or
-``other`` (a provider's reason with no equivalent here)."""
+StopReason = Literal[CommonStopReason, "refusal", "cancelled", "error", "other"]
+"""Why a call ended: a common end, a refusal, ``cancelled`` (left before the end: a
+Stop, a ``break``, an exception of the caller's), ``error`` (the call failed: the
+:class:`~cancelkit.llm.ModelError` raised says how) or ``other`` (a provider's reason
+with no equivalent here)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -272,12 +272,13 @@ class LocalModelApp:
             # The disconnect may have been seen while this task was ready to resume:
             # produce nothing more then, not even the chunk it was about to make.
             await anyio.lowlevel.checkpoint_if_cancelled()
-            if fault.kind in ("cut", "error") and produced >= fault.after_tokens:
+            if fault.kind in ("cut", "error", "end") and produced >= fault.after_tokens:
                 self.counters.faults += 1
                 record.outcome = "fault"
                 if fault.kind == "cut":
                     raise StreamCut(f"injected: connection cut after {produced} tokens")
-                await send_frames(wire.stream_error(), last=True)
+                # An error event, or (end) no more: the body ends before the reply does.
+                await send_frames(wire.stream_error() if fault.kind == "error" else [], last=True)
                 raise _Stop
             self._count(record, count)
             produced += count
@@ -338,6 +339,10 @@ class LocalModelApp:
         try:
             produced = await self._steps(call, discard)
         except _Stop:
+            if reply.fault.kind == "end":  # a 200 whose body ends halfway through its JSON
+                whole = wire.complete(reply, request, "".join(reply.text_tokens), "end_turn", 0)
+                await _json(send, 200, whole, call.headers, cut=True)
+                return
             await _json(send, 529, wire.error(529, "Overloaded"), call.headers)
             return
         text = "".join(reply.text_tokens)
@@ -377,9 +382,16 @@ async def _read_body(receive: Any) -> bytes:
 
 
 async def _json(
-    send: Any, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
+    send: Any,
+    status: int,
+    body: Any,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    cut: bool = False,
 ) -> None:
     payload = json.dumps(body).encode()
+    if cut:  # an injected fault: the first half only
+        payload = payload[: len(payload) // 2]
     await send(
         {
             "type": "http.response.start",

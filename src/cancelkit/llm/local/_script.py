@@ -20,6 +20,8 @@ Directives in the most recent user text steer a reply (documented in the README)
 - ``[[fault:slow-first-token=S]]`` wait S seconds before the first token;
 - ``[[fault:cut-after=N]]`` drop the connection after N tokens;
 - ``[[fault:error-after=N]]`` send a mid-stream ``overloaded`` error after N tokens;
+- ``[[fault:end-after=N]]`` end the response cleanly after N tokens, without the
+  reply's end (no stop reason, no ``[DONE]``): a proxy's or a crashed provider's cut;
 - ``[[fault:ignore-max-tokens]]`` a misbehaving provider that ignores ``max_tokens``.
 
 Every number has a range (:data:`TOKENS`, :data:`RATE`, :data:`SECONDS`): token
@@ -112,7 +114,7 @@ def _plain(value: float) -> str:
 
 
 TOKENS = Range(0, 1_000_000, "tokens", whole=True)
-"""Token counts: ``[[tokens:N]]``, ``cut-after``, ``error-after``."""
+"""Token counts: ``[[tokens:N]]``, ``cut-after``, ``error-after``, ``end-after``."""
 RATE = Range(1, 1_000_000, "tokens per second", whole=False)
 """``[[rate:R]]``: at least one token a second, so no reply streams for ever."""
 SECONDS = Range(0, 300, "seconds", whole=False)
@@ -129,7 +131,7 @@ def count_tokens(text: str) -> int:
 class Fault:
     """An injected failure for one request."""
 
-    kind: Literal["status", "cut", "error", "none"]
+    kind: Literal["status", "cut", "error", "end", "none"]
     status: int = 0
     retry_after: float | None = None
     times: int | None = None
@@ -213,6 +215,9 @@ def _parse_fault(spec: str) -> tuple[Fault | None, float | None, bool]:
     if key == "error-after" and sign:
         after = int(TOKENS.parse(value, "[[fault:error-after=N]]"))
         return Fault("error", after_tokens=after), None, False
+    if key == "end-after" and sign:
+        after = int(TOKENS.parse(value, "[[fault:end-after=N]]"))
+        return Fault("end", after_tokens=after), None, False
     if key == "ignore-max-tokens":
         if sign:
             raise RequestError(f"[[fault:ignore-max-tokens]] takes no value, not {value!r}")
