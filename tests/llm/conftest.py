@@ -12,6 +12,8 @@ import pytest
 from cancelkit.llm import AnthropicModel, Model, OpenAIModel
 from cancelkit.llm.local import LocalModelConfig, LocalModelServer, RequestRecord
 
+from .hostile import HostileProvider
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
@@ -61,3 +63,11 @@ async def ended(server: LocalModelServer, request_id: str | None) -> RequestReco
             if record is not None and record.ended_at is not None:
                 return record
             await anyio.sleep(0.005)
+
+
+@pytest.fixture
+def provider(request: pytest.FixtureRequest) -> Iterator[HostileProvider]:
+    """A :class:`HostileProvider` of the test's parameters (``indirect``), closed after."""
+    hostile = HostileProvider(*request.param)
+    yield hostile
+    hostile.close()

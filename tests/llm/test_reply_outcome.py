@@ -17,27 +17,22 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-import anthropic
 import anyio
-import httpx2
-import openai
 import pytest
 
 from cancelkit import CancelReason, CancelToken, RunCancelled, Runs
 from cancelkit.llm import (
-    AnthropicModel,
     Done,
     Message,
     Model,
     ModelServerError,
     ModelStream,
-    OpenAIModel,
     TextDelta,
     ToolCall,
     Usage,
 )
 
-from .test_sse_provider import ANTHROPIC_FIRST, OPENAI_FIRST, HostileProvider
+from .hostile import ANTHROPIC_FIRST, OPENAI_FIRST, HostileProvider, connect
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -181,13 +176,6 @@ def serve(pieces: list[bytes], then: Callable[[], Iterator[bytes]] | None = None
     return body
 
 
-@pytest.fixture
-def provider(request: pytest.FixtureRequest) -> Iterator[HostileProvider]:
-    hostile = HostileProvider(*request.param)
-    yield hostile
-    hostile.close()
-
-
 def cases(table: dict[tuple[str, str], Any], *, first: bool = False, then: Any = None) -> list[Any]:
     """The hostile provider's parameters for each case of ``table``: its pieces, after
     the first words if ``first``, then ``then()``."""
@@ -197,26 +185,6 @@ def cases(table: dict[tuple[str, str], Any], *, first: bool = False, then: Any =
         body = serve([*pieces, *table[protocol, case][0]], then)
         params.append(pytest.param((case, protocol, body), id=f"{protocol}-{case}"))
     return params
-
-
-def connect(
-    provider: HostileProvider, *, sync: bool = False, keepalive: bool = True
-) -> tuple[Model, Any]:
-    """The protocol's real adapter over its SDK's client. Without keep-alive, a
-    connection is closed the moment its response is: the server sees when."""
-    limits = httpx2.Limits(max_connections=10, max_keepalive_connections=10 if keepalive else 0)
-    http: Any = httpx2.Client(limits=limits) if sync else httpx2.AsyncClient(limits=limits)
-    settings: dict[str, Any] = {"api_key": "x", "max_retries": 0, "http_client": http}
-    model: Model
-    if provider.protocol == "anthropic":
-        sdk: Any = anthropic.Anthropic if sync else anthropic.AsyncAnthropic
-        client = sdk(base_url=provider.url, **settings)
-        model = AnthropicModel(client, "local")
-    else:
-        sdk = openai.OpenAI if sync else openai.AsyncOpenAI
-        client = sdk(base_url=provider.url + "/v1", **settings)
-        model = OpenAIModel(client, "local")
-    return model, client
 
 
 async def call(model: Model, streams: list[ModelStream], seen: list[Any]) -> None:

@@ -11,45 +11,21 @@ running.
 from __future__ import annotations
 
 import itertools
-import socket
-import threading
-import time
 from typing import TYPE_CHECKING, Any
 
-import anthropic
-import openai
 import pytest
 
-from cancelkit.llm import (
-    AnthropicModel,
-    Message,
-    Model,
-    ModelServerError,
-    OpenAIModel,
-    TextDelta,
-)
+from cancelkit.llm import Message, ModelServerError, TextDelta
+
+from .hostile import ANTHROPIC_FIRST, OPENAI_FIRST, connect
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
+    from .hostile import HostileProvider
+
 pytestmark = pytest.mark.anyio
 
-ANTHROPIC_FIRST = (
-    b"event: message_start\n"
-    b'data: {"type":"message_start","message":{"id":"msg_1","type":"message",'
-    b'"role":"assistant","content":[],"model":"local","stop_reason":null,'
-    b'"stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":0}}}\n\n'
-    b"event: content_block_start\n"
-    b'data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n'
-    b"event: content_block_delta\n"
-    b'data: {"type":"content_block_delta","index":0,'
-    b'"delta":{"type":"text_delta","text":"Hello"}}\n\n'
-)
-OPENAI_FIRST = (
-    b'data: {"id":"c1","object":"chat.completion.chunk","created":0,"model":"local",'
-    b'"choices":[{"index":0,"delta":{"role":"assistant","content":"Hello"},'
-    b'"finish_reason":null}]}\n\n'
-)
 DELTA = b'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":'
 CHUNK = b'data: {"id":"c1","object":"chat.completion.chunk","created":0,"model":"local",'
 
@@ -96,82 +72,6 @@ ENDLESS = {  # what the last two cases send on, until the client goes
 }
 
 
-class HostileProvider:
-    """A provider on 127.0.0.1: a thread that answers every request with a 200, a
-    ``request-id`` and ``body()`` (chunked, one piece per chunk; the body of ``case``
-    by default), one connection at a time. ``ended`` says how each connection ended:
-    ``"client went while sending"``, ``"client closed after the reply"``, ``"client
-    kept the connection"`` (idle for 5 s: back in its pool), or ``"client sent
-    more"``."""
-
-    def __init__(
-        self, case: str, protocol: str, body: Callable[[], Iterable[bytes]] | None = None
-    ) -> None:
-        self.case, self.protocol = case, protocol
-        self._body = body if body is not None else body_of(case, protocol)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.05)
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        self.ended: list[str] = []
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="hostile provider")
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            connection.settimeout(5)  # a bound for a client that hangs on to it
-            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with connection, connection.makefile("rb") as reader:
-                self.ended.append(self._answer(connection, reader))
-
-    def _answer(self, connection: socket.socket, reader: Any) -> str:
-        try:
-            return self._reply(connection, reader)
-        except TimeoutError:
-            return "client kept the connection"
-        except OSError:
-            return "client went while sending"
-
-    def _reply(self, connection: socket.socket, reader: Any) -> str:
-        length = 0
-        while (line := reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        reader.read(length)
-        connection.sendall(
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-            b"request-id: req_hostile\r\ntransfer-encoding: chunked\r\n\r\n"
-        )
-        for piece in self._body():
-            connection.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
-            self.sent += len(piece)
-        connection.sendall(b"0\r\n\r\n")
-        try:
-            more = reader.read(1)
-        except ConnectionResetError:  # it went without reading all that was sent
-            more = b""
-        return "client sent more" if more else "client closed after the reply"
-
-    def wait_ended(self, timeout: float = 10.0) -> str:
-        """How the (only) connection ended, once it has."""
-        deadline = time.monotonic() + timeout
-        while not self.ended:
-            assert time.monotonic() < deadline, "the connection was never closed"
-            time.sleep(0.005)
-        return self.ended[0]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._listener.close()
-
-
 def body_of(case: str, protocol: str) -> Callable[[], Iterator[bytes]]:
     first = ANTHROPIC_FIRST if protocol == "anthropic" else OPENAI_FIRST
     pieces, _ = HOSTILE[case]
@@ -184,15 +84,8 @@ def body_of(case: str, protocol: str) -> Callable[[], Iterator[bytes]]:
     return body
 
 
-@pytest.fixture
-def provider(request: pytest.FixtureRequest) -> Iterator[HostileProvider]:
-    hostile = HostileProvider(*request.param)
-    yield hostile
-    hostile.close()
-
-
 CASES = [
-    pytest.param((case, protocol), id=f"{protocol}-{case}")
+    pytest.param((case, protocol, body_of(case, protocol)), id=f"{protocol}-{case}")
     for case in HOSTILE
     for protocol in ("anthropic", "openai")
 ]
@@ -218,13 +111,7 @@ async def test_a_malformed_reply_is_a_server_error_and_the_connection_goes(
     provider: HostileProvider,
 ) -> None:
     case, protocol = provider.case, provider.protocol
-    model: Model
-    if protocol == "anthropic":
-        client: Any = anthropic.AsyncAnthropic(base_url=provider.url, api_key="x", max_retries=0)
-        model = AnthropicModel(client, "local")
-    else:
-        client = openai.AsyncOpenAI(base_url=provider.url + "/v1", api_key="x", max_retries=0)
-        model = OpenAIModel(client, "local")
+    model, client = connect(provider)
     seen: list[Any] = []
     try:
         with pytest.raises(ModelServerError) as info:
@@ -249,13 +136,7 @@ async def test_a_malformed_reply_is_a_server_error_and_the_connection_goes(
 )
 def test_a_sync_client_sees_the_same(provider: HostileProvider) -> None:
     case, protocol = provider.case, provider.protocol
-    model: Model
-    if protocol == "anthropic":
-        client: Any = anthropic.Anthropic(base_url=provider.url, api_key="x", max_retries=0)
-        model = AnthropicModel(client, "local")
-    else:
-        client = openai.OpenAI(base_url=provider.url + "/v1", api_key="x", max_retries=0)
-        model = OpenAIModel(client, "local")
+    model, client = connect(provider, sync=True)
     seen: list[Any] = []
     try:
         with (
