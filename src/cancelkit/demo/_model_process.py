@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ("LocalModelProcess", "model_stats")
+__all__ = ("LocalModelProcess", "ModelCounters")
 
 logger = logging.getLogger("cancelkit.demo")
 
@@ -32,19 +32,44 @@ def _free_port() -> int:
         return port
 
 
-async def model_stats(base_url: str) -> dict[str, int] | None:
-    """The counters of the model server at ``base_url``, or ``None`` if it cannot be
-    reached (from this process, or from a worker of the demo's)."""
-    import httpx2  # noqa: PLC0415 - comes with the SDKs
+class ModelCounters:
+    """The counters of the model server at ``base_url`` (its ``/stats``), read through
+    one client kept open until :meth:`aclose`.
 
-    try:
-        async with httpx2.AsyncClient(timeout=2) as client:
-            reply = await client.get(base_url + "/stats")
+    ``/api/stats`` reads them on every poll, and the page polls every second per open
+    tab: a client made per read costs about 18 ms of the event loop's time (its TLS
+    context loads the CA bundle), a stall for every run streaming beside it. One client
+    also keeps its connection to the server alive between polls.
+    """
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._client: Any = None  # an httpx2.AsyncClient, made at the first read
+        self._closed = False
+
+    async def read(self) -> dict[str, int] | None:
+        """The counters, or ``None`` if the server cannot be reached (or after
+        :meth:`aclose`)."""
+        import httpx2  # noqa: PLC0415 - comes with the SDKs
+
+        if self._closed:
+            return None
+        if self._client is None:
+            self._client = httpx2.AsyncClient(base_url=self.base_url, timeout=2)
+        try:
+            reply = await self._client.get("/stats")
             reply.raise_for_status()
             result: dict[str, int] = reply.json()
             return result
-    except (httpx2.HTTPError, OSError, ValueError):
-        return None
+        except (httpx2.HTTPError, OSError, ValueError):
+            return None
+
+    async def aclose(self) -> None:
+        """Close the client; reads from now on say ``None``."""
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
 
 class LocalModelProcess:
@@ -67,6 +92,7 @@ class LocalModelProcess:
         self.status = "starting"
         self.last_exit: int | None = None
         self.process: asyncio.subprocess.Process | None = None
+        self.counters = ModelCounters(self.base_url)
         self._stopping = False
 
     async def start(self) -> None:
@@ -131,7 +157,7 @@ class LocalModelProcess:
 
     async def stats(self) -> dict[str, int] | None:
         """The model server's counters, or ``None`` if it cannot be reached."""
-        return await model_stats(self.base_url)
+        return await self.counters.read()
 
     def shutting_down(self) -> None:
         """The demo is stopping: the process ending from now on is no cause to restart it
@@ -141,6 +167,7 @@ class LocalModelProcess:
     async def stop(self) -> None:
         """Stop the process for good (no restart): SIGTERM, then SIGKILL after 5 s."""
         self._stopping = True
+        await self.counters.aclose()
         if self.process is not None:
             await self._end(self.process)
 

@@ -34,7 +34,7 @@ from ..stores import SQLiteStore
 from ._agent import build_agent, setup_tables
 from ._app import create_app
 from ._feeds import RunFeeds
-from ._model_process import model_stats
+from ._model_process import ModelCounters
 from ._serve import (
     KEEP_ALIVE_SECONDS,
     SECRET_VARIABLE,
@@ -97,11 +97,11 @@ class _ModelPeer:
     """The local model server, as a worker sees it: its parent runs and restarts it."""
 
     def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
+        self.counters = ModelCounters(base_url)
         self.reachable = True
 
     async def stats(self) -> dict[str, int] | None:
-        found = await model_stats(self.base_url)
+        found = await self.counters.read()
         self.reachable = found is not None
         return found
 
@@ -159,6 +159,8 @@ async def _serve(spec: WorkerSpec, secret: bytes) -> tuple[bool, list[int]]:
     finally:
         server.tell_parent(b"")  # if it never served: the parent reads EOF
         listening.close()
+        if model is not None:
+            await model.counters.aclose()
         await store.aclose()
 
 
