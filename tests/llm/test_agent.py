@@ -11,7 +11,14 @@ import pytest
 
 from cancelkit import Budget, Cancelled, CancelReason, current_token
 from cancelkit.agent import Agent, AgentResult, ToolFinished, tool
-from cancelkit.llm import AnthropicModel, Model, ModelServerError, OpenAIModel, TextDelta
+from cancelkit.llm import (
+    AnthropicModel,
+    Model,
+    ModelServerError,
+    OpenAIModel,
+    TextDelta,
+    estimate_tokens,
+)
 from cancelkit.stores import SQLiteStore
 
 from ..helpers import wait_until
@@ -183,6 +190,39 @@ async def test_a_reply_cut_short_fails_the_run_with_the_providers_error(
     assert (stream.outcome, stream.output_tokens) == ("failed", 5)
     assert stream.detail.startswith("ModelServerError: ")
     assert result.receipt.status == "failed"
+
+
+ASKS_TWO_TOOLS = '[[tool:lookup {"query": "a"}]] [[tool:lookup {"query": "%s"}]]' % ("b" * 400)
+# The reply: "Calling lookup, lookup. ", then each call's arguments as they stream.
+FIRST_CALL_DONE = estimate_tokens("Calling lookup, lookup. ") + estimate_tokens('{"query": "a"}')
+
+
+async def test_a_reply_that_fails_after_asking_for_a_tool_prevented_nothing(
+    agent: Agent,
+) -> None:
+    """The model asked for one tool, then its reply broke: the run failed, and the
+    receipt does not say a Stop prevented that tool call (nobody pressed Stop)."""
+    result = await agent.run(f"{ASKS_TWO_TOOLS} [[fault:end-after={FIRST_CALL_DONE}]]")
+    assert result.status == "failed"
+    assert [call.name for call in result.tool_calls] == ["lookup"]  # asked for, never run
+    assert result.receipt is not None
+    assert (result.receipt.tools_started, result.receipt.tools_prevented) == (0, 0)
+    assert not [layer for layer in result.receipt.layers if layer.layer == "tool"]
+
+
+async def test_a_stop_after_the_model_asked_for_a_tool_prevented_it(agent: Agent) -> None:
+    """The Stop came while the model was still writing the second call: the first,
+    asked for and never begun, is one the Stop prevented."""
+    state = agent.start(f"{ASKS_TWO_TOOLS} [[rate:20]]")
+    await wait_until(lambda: len(state.tool_calls) == 1)
+    assert state.run.cancel(STOP)
+    await state.run.wait()
+    result = state.result()
+    assert (result.status, result.reason) == ("cancelled", STOP)
+    assert result.receipt is not None
+    assert (result.receipt.tools_started, result.receipt.tools_prevented) == (0, 1)
+    (prevented,) = [layer for layer in result.receipt.layers if layer.layer == "tool"]
+    assert (prevented.name, prevented.outcome) == ("lookup", "prevented")
 
 
 async def test_stream_can_be_left_early_from_the_consuming_task(agent: Agent) -> None:

@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .. import RunCancelled, Runs, Transaction, gather, keep_partial, to_thread, transaction
+from .. import (
+    Cancelled,
+    RunCancelled,
+    Runs,
+    Transaction,
+    gather,
+    keep_partial,
+    to_thread,
+    transaction,
+)
 from .._receipt import tool_finished, tool_prevented, tool_started
 from ..llm import Message, TextDelta, ToolCall, ToolResult
 from ._events import AgentResult, AgentRun, ToolFinished
@@ -33,6 +42,16 @@ if TYPE_CHECKING:
 __all__ = ("Agent", "current_transaction")
 
 _transaction: ContextVar[Transaction | None] = ContextVar("cancelkit_agent_tx", default=None)
+
+
+def _stopped(error: BaseException) -> bool:
+    """Whether ``error`` is a Stop reaching this task (the run's token fired, or its
+    task was cancelled), not a failure: only a Stop "prevents" the tool calls the
+    model asked for; a model that failed mid-reply prevented nothing, it failed."""
+    stops = (RunCancelled, Cancelled, anyio.get_cancelled_exc_class())
+    if isinstance(error, BaseExceptionGroup):
+        return error.subgroup(lambda inner: not isinstance(inner, stops)) is None
+    return isinstance(error, stops)
 
 
 def current_transaction() -> Transaction | None:
@@ -185,10 +204,11 @@ class Agent:
                         elif isinstance(event, ToolCall):
                             state.tool_calls.append(event)
                             state.emit(event)
-            except BaseException:
+            except BaseException as exc:
                 keep_partial(state.text)
-                for call in stream.tool_calls:  # asked for, never begun: the Stop came first
-                    tool_prevented(call.name)
+                if _stopped(exc):  # asked for, never begun: the Stop came first
+                    for call in stream.tool_calls:
+                        tool_prevented(call.name)
                 raise
             finally:
                 state.add_usage(stream.usage)
@@ -199,11 +219,12 @@ class Agent:
                 results = await gather(
                     *(self._call(call, state, started) for call in stream.tool_calls)
                 )
-            except BaseException:
+            except BaseException as exc:
                 keep_partial(state.text)
-                for call in stream.tool_calls:
-                    if call.id not in started:
-                        tool_prevented(call.name)
+                if _stopped(exc):
+                    for call in stream.tool_calls:
+                        if call.id not in started:
+                            tool_prevented(call.name)
                 raise
             messages += [
                 Message("assistant", stream.text, tool_calls=tuple(stream.tool_calls)),
