@@ -10,10 +10,11 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import pytest
 
 from cancelkit.llm import ModelServerError
-from cancelkit.llm._sse import END, MAX_EVENT_BYTES, EventStream, json_payload
+from cancelkit.llm._sse import END, MAX_DRAIN_BYTES, MAX_EVENT_BYTES, EventStream, json_payload
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -105,6 +106,34 @@ async def test_an_error_event_is_raised_after_the_events_before_it() -> None:
     with pytest.raises(ProviderSaid, match="overloaded"):
         await events.__anext__()
     await events.aclose()
+    assert response.closed
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_after_an_error_the_iteration_is_over_and_reads_nothing(sync: bool) -> None:
+    """A caller that goes on iterating after the error (an endless body behind it)
+    gets the end of the iteration at once, as from a generator that raised."""
+    body = b'data: {"n": 1}\n\nevent: error\ndata: overloaded\n\n'
+    response = Response(body, endless=itertools.repeat(b'data: {"n": 2}\n\n'))
+    events = EventStream(response, decode, "acme")
+    seen, error = await read(events, sync, close=False)
+    assert (seen, type(error)) == ([{"n": 1, "name": None}], ProviderSaid)
+    read_then = response.stream.read
+    assert await read(events, sync) == ([], None)  # over, not read again; then closed
+    assert response.stream.read == read_then
+    assert response.closed
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_after_the_end_marker_an_endless_body_is_read_only_so_far(sync: bool) -> None:
+    """The body is read on after ``[DONE]`` (for the connection's reuse), but not for
+    ever: past MAX_DRAIN_BYTES the iteration ends."""
+    chunk = b"x" * 1024
+    response = Response(b'data: {"n": 1}\n\ndata: [DONE]\n\n', endless=itertools.repeat(chunk))
+    with anyio.fail_after(10):  # (before: read for ever)
+        seen, error = await read(EventStream(response, decode, "acme"), sync)
+    assert (seen, error) == ([{"n": 1, "name": None}], None)
+    assert response.stream.read <= 2 + MAX_DRAIN_BYTES // len(chunk)
     assert response.closed
 
 

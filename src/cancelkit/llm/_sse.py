@@ -25,7 +25,7 @@ from .._exceptions import ModelServerError
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
 
-__all__ = ("END", "MAX_EVENT_BYTES", "EventStream", "json_payload")
+__all__ = ("END", "MAX_DRAIN_BYTES", "MAX_EVENT_BYTES", "EventStream", "json_payload")
 
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 """The most one event may hold, in bytes: its ``data:`` lines, each counted with
@@ -44,7 +44,12 @@ _LIMIT = " (the limit is cancelkit.llm._sse.MAX_EVENT_BYTES)"
 END: dict[str, Any] = {}
 """What a provider's ``decode`` returns for its end-of-stream marker (OpenAI's
 ``[DONE]``): the events after it are not read as events, and the response is read to
-its end (so that its connection can serve another call)."""
+its end, up to :data:`MAX_DRAIN_BYTES` (so that its connection can serve another call)."""
+
+MAX_DRAIN_BYTES = 64 * 1024
+"""The most read of a body after its end marker (nothing, normally: the body ends
+there): a provider that goes on sending is not read for ever. The iteration then ends,
+and the connection is dropped when the stream is closed, not reused."""
 
 
 class EventStream:
@@ -59,7 +64,9 @@ class EventStream:
     :class:`~cancelkit.ModelServerError`, any other as itself (the SDK's error of an
     error event, which the stream maps). A stream that is malformed (see the module)
     is raised the same way. After an error or :data:`END`, nothing more is parsed or
-    held (the body may still be read to its end, for its connection's reuse).
+    held; after an error nothing more is read either (the iteration is over, as a
+    generator's that raised), after :data:`END` the body is read to its end, for its
+    connection's reuse, up to :data:`MAX_DRAIN_BYTES`.
     ``response`` is there for the request id and for the socket a sync guard shuts
     down; ``provider`` names the provider in the errors.
     """
@@ -79,10 +86,14 @@ class EventStream:
         self._held = 0  # what the first self._counted lines of self._data count
         self._counted = 0  # (see MAX_EVENT_BYTES): as of the last chunk, in _hold
         self._ended = False  # END or an error was seen: nothing more is an event
+        self._drained = 0  # bytes read since then
+        self._over = False  # an error was raised, or the drain passed its limit: no more reads
         self._chunks: Any = None
 
     def _feed(self, chunk: bytes) -> None:
         if self._ended:
+            self._drained += len(chunk)
+            self._over = self._drained > MAX_DRAIN_BYTES
             return
         if _NEWLINE not in chunk:  # a line still arriving: kept in pieces, joined once
             self._arriving(chunk)
@@ -197,6 +208,7 @@ class EventStream:
     def _take(self) -> dict[str, Any]:
         item = self._ready.popleft()
         if isinstance(item, Exception):
+            self._over = True  # as a generator that raised: the iteration is over
             raise item
         result: dict[str, Any] = item
         return result
@@ -206,6 +218,8 @@ class EventStream:
 
     async def __anext__(self) -> dict[str, Any]:
         while not self._ready:
+            if self._over:
+                raise StopAsyncIteration
             if self._chunks is None:
                 self._chunks = _body(self.response)
             chunks: AsyncIterator[bytes] = self._chunks
@@ -224,6 +238,8 @@ class EventStream:
 
     def __next__(self) -> dict[str, Any]:
         while not self._ready:
+            if self._over:
+                raise StopIteration
             if self._chunks is None:
                 self._chunks = self.response.iter_bytes()
             chunks: Iterator[bytes] = self._chunks
