@@ -33,7 +33,7 @@ Measured, per run, and reported as the median of the repeats:
   clock), the trip of the cancel request and its wait in the service's queue;
 - service Stop latency (cancelkit only, the service's own measure): the cancel until
   every layer stopped, the ``stopped_in_ms`` of each stopped run's receipt (also
-  ``/api/stats`` ``stop_latency_ms``, which has p50 and max only), and from the same
+  ``/api/stats`` ``stop_latency_ms``: p50, p99 and max of the last 200), and from the same
   receipts when the model stream was closed and the staged writes rolled back;
 - service CPU per streamed token: the service process's user+system CPU time
   (``/proc/<pid>/stat``) from the start of the load until the model server has no
@@ -148,6 +148,7 @@ class Measurement:
             "receipt: writes rolled back p50 (ms)": _quantile(layers.get("transaction", []), 50),
             "receipt: writes rolled back p99 (ms)": _quantile(layers.get("transaction", []), 99),
             "/api/stats stop p50 (ms)": latency.get("p50"),
+            "/api/stats stop p99 (ms)": latency.get("p99"),
             "/api/stats stop max (ms)": latency.get("max"),
             "CPU per streamed token (us)": self.cpu / streamed * 1e6 if streamed else None,
             "tokens after Stop, per Stop": statistics.mean(after_stop) if after_stop else None,

@@ -95,6 +95,10 @@ def test_stop_by_the_owner_reaches_the_model(demo: Demo) -> None:
     time.sleep(0.3)
     assert demo.stats()["tokens_generated"] == generated  # the model stopped
     assert demo.stats()["tokens_after_disconnect"] == 0
+    latency = demo.stats()["stop_latency_ms"]
+    assert isinstance(latency, dict)
+    assert latency["count"] >= 1
+    assert 0 < latency["p50"] <= latency["p99"] <= latency["max"]
 
 
 def test_a_stop_goes_out_on_the_connection_the_page_left_open(demo: Demo) -> None:

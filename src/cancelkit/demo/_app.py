@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import statistics
 import threading
@@ -347,9 +348,14 @@ async def _stats(state: DemoState) -> dict[str, Any]:
         "tokens_generated": counters.get("tokens_generated"),
         "tokens_saved_by_stop": counters.get("tokens_saved"),
         "tokens_after_disconnect": counters.get("tokens_after_disconnect"),
-        "stop_latency_ms": {
-            "p50": statistics.median(latencies) if latencies else None,
-            "max": max(latencies) if latencies else None,
-            "count": len(latencies),
-        },
+        "stop_latency_ms": _latency_summary(latencies),
     }
+
+
+def _latency_summary(latencies: list[float]) -> dict[str, float | int | None]:
+    """p50, p99 (nearest rank: a value that was measured) and max of the recent Stops."""
+    ranked = sorted(latencies)
+    if not ranked:
+        return {"p50": None, "p99": None, "max": None, "count": 0}
+    p99 = ranked[max(0, math.ceil(0.99 * len(ranked)) - 1)]
+    return {"p50": statistics.median(ranked), "p99": p99, "max": ranked[-1], "count": len(ranked)}
