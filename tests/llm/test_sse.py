@@ -293,7 +293,15 @@ MALFORMED = {
     "not UTF-8 in JSON": (b'data: {"text": "caf\xe9"}\n\n', UnicodeDecodeError, "caf\\xe9"),
     "nested too deep": (b"data: " + b"[" * 100_000 + b"\n\n", RecursionError, "[[[["),
     "a name not UTF-8": (b"event: caf\xe9\ndata: {}\n\n", UnicodeDecodeError, "caf\\xe9"),
+    "a lone surrogate": (b'data: {"text": "\\ud800!"}\n\n', ValueError, "surrogate '\\ud800'"),
 }
+
+
+def test_a_surrogate_pair_is_text_and_an_escaped_backslash_is_no_surrogate() -> None:
+    assert json_payload(b'{"text": "\\ud83d\\ude00 \\uD83D\\uDE00"}') == {
+        "text": "\U0001f600 \U0001f600"
+    }
+    assert json_payload(b'{"text": "\\\\ud800"}') == {"text": "\\ud800"}
 
 
 @pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])

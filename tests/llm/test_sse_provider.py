@@ -47,6 +47,13 @@ HOSTILE: dict[str, tuple[dict[str, Iterable[bytes]], str]] = {
         },
         "data is not readable UTF-8 JSON ('utf-8' codec can't decode byte 0xe9",
     ),
+    "text not Unicode": (
+        {
+            "anthropic": [b"event: content_block_delta\n" + DELTA + b'"\\ud800"}}\n\n'],
+            "openai": [CHUNK + b'"choices":[{"index":0,"delta":{"content":"\\udfff"}}]}\n\n'],
+        },
+        "a string holds a lone surrogate",
+    ),
     "a name not UTF-8": (
         {
             "anthropic": [b"event: content_block_\xe9\n" + DELTA + b'"!"}}\n\n'],

@@ -284,9 +284,22 @@ def json_payload(data: bytes) -> dict[str, Any] | None:
 
     Raises:
         ValueError: the data is not UTF-8 JSON (``json.JSONDecodeError``,
-            ``UnicodeDecodeError``); :class:`EventStream` raises it as the
-            provider's :class:`~cancelkit.ModelServerError`.
+            ``UnicodeDecodeError``), or a string in it is not Unicode text (an escaped
+            lone surrogate, ``"\\ud800"``: valid JSON, but no UTF-8 can hold it, so a
+            reply with one fails when it is stored or sent on); :class:`EventStream`
+            raises it as the provider's :class:`~cancelkit.ModelServerError`.
         RecursionError: the JSON is nested too deep to read (likewise).
     """
     payload = json.loads(data)
+    if b"\\ud" in data or b"\\uD" in data:  # an escaped surrogate: half of a pair, or alone
+        _unicode_only(payload)
     return payload if isinstance(payload, dict) else None
+
+
+def _unicode_only(payload: Any) -> None:
+    """Raise ``ValueError`` if a string in ``payload`` holds a lone surrogate."""
+    try:
+        json.dumps(payload, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        lone = exc.object[exc.start : exc.end]
+        raise ValueError(f"a string holds a lone surrogate {lone!r}: not Unicode text") from None
