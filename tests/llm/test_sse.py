@@ -276,6 +276,20 @@ CRLF = (
 )
 
 
+CR = CRLF.replace(b"\r\n", b"\r")  # a line may end in CR alone, too
+MIXED = b'event: a\rdata: {"n":\r\ndata: 1}\n\r: keep-alive\n\revent: b\r\ndata:{"n": 2}\r\r'
+
+
+@pytest.mark.parametrize("body", [CR, MIXED], ids=["CR", "CR, LF and CRLF mixed"])
+async def test_lines_ending_in_cr_alone_however_cut(body: bytes) -> None:
+    cuts = [[body[:i], body[i:]] for i in range(1, len(body))]
+    cuts.append([bytes([byte]) for byte in body])
+    for chunks in cuts:
+        for sync in (False, True):
+            seen, error = await read(EventStream(Response(*chunks), decode, "acme"), sync)
+            assert (seen, error) == ([{"n": 1, "name": "a"}, {"n": 2, "name": "b"}], None)
+
+
 async def test_crlf_cut_between_its_cr_and_lf_anywhere() -> None:
     cuts = [[CRLF[:i], CRLF[i:]] for i in range(1, len(CRLF))]  # every \r|\n split
     cuts.append([bytes([byte]) for byte in CRLF])  # one byte a chunk

@@ -38,6 +38,7 @@ when it counts more, however its bytes were cut into chunks."""
 
 _PER_LINE = len(b"data:\n")  # what a data line counts beside its data
 _NEWLINE = ord("\n")  # an int: `in` is then a memchr, several times faster than b"\n"
+_CR = ord("\r")
 _SAMPLE = 64  # bytes of a malformed stream quoted in the error
 _LIMIT = " (the limit is cancelkit.llm._sse.MAX_EVENT_BYTES)"
 
@@ -79,6 +80,7 @@ class EventStream:
         self._decode = decode
         self._ready: deque[Any] = deque()  # payloads, and an error last
         self._partial = b""  # the line not ended, but for _pieces
+        self._cr = False  # the last chunk ended with CR: an LF next is the rest of a CRLF
         self._pieces: list[bytes] = []  # chunks since, none with a newline
         self._arrived = 0  # their bytes
         self._name: str | None = None
@@ -95,6 +97,8 @@ class EventStream:
             self._drained += len(chunk)
             self._over = self._drained > MAX_DRAIN_BYTES
             return
+        if self._cr or _CR in chunk:
+            chunk = self._lf_only(chunk)
         if _NEWLINE not in chunk:  # a line still arriving: kept in pieces, joined once
             self._arriving(chunk)
             return
@@ -110,8 +114,6 @@ class EventStream:
         lines = buffer.split(b"\n")
         self._partial = lines.pop()
         for line in lines:
-            if line[-1:] == b"\r":
-                line = line[:-1]
             if line:
                 if line.startswith(b"data:"):
                     data = line[5:]
@@ -148,6 +150,15 @@ class EventStream:
         if self._data:  # (the line not ended is shorter than this chunk: see _arriving)
             self._hold()
 
+    def _lf_only(self, chunk: bytes) -> bytes:
+        """``chunk`` with its line ends as ``\\n`` alone: a line of Server-Sent
+        Events may end in CRLF, LF or CR alone. A CR that ends the chunk is a line's
+        end already; an LF starting the next chunk is then the rest of that CRLF."""
+        if self._cr and chunk[:1] == b"\n":
+            chunk = chunk[1:]
+        self._cr = chunk[-1:] == b"\r"
+        return chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
     def _arriving(self, chunk: bytes) -> None:
         """A chunk without a newline: kept aside, not added to the line not ended, so
         that a line dribbled in small chunks is copied once, not once per chunk. It
@@ -169,7 +180,8 @@ class EventStream:
         added = data_lines[counted:]
         held = (self._held if counted else 0) + sum(map(len, added)) + _PER_LINE * len(added)
         self._held, self._counted = held, len(data_lines)
-        # + 1: a blank line's "\r", not ended yet (the event's own count decides).
+        # + 1: a byte of slack, so an event that ends within the limit is never refused
+        # while it arrives (the event's own count decides, exactly).
         if held + len(self._partial) > MAX_EVENT_BYTES + 1:
             what = f"an event or a line passed {MAX_EVENT_BYTES} bytes without ending{_LIMIT}"
             shown = b"\n".join(line[:_SAMPLE] for line in data_lines[:_SAMPLE])
