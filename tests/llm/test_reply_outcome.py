@@ -194,6 +194,22 @@ async def call(model: Model, streams: list[ModelStream], seen: list[Any]) -> Non
             seen.append(item)
 
 
+async def call_in_a_run(
+    provider: HostileProvider, ended: str, *, keepalive: bool = True
+) -> tuple[RunOutcome[Any], ModelStream, list[Any]]:
+    """One streamed call, in a run, over the protocol's real adapter: its outcome, its
+    stream and what it yielded; the provider saw its connection end as ``ended``."""
+    model, client = connect(provider, keepalive=keepalive)
+    streams: list[ModelStream] = []
+    seen: list[Any] = []
+    try:
+        outcome = await Runs().start(call, model, streams, seen).wait()
+        assert provider.wait_ended() == ended
+    finally:
+        await client.close()
+    return outcome, streams[0], seen
+
+
 def call_sync(model: Model, streams: list[ModelStream], seen: list[Any]) -> None:
     with model.stream([Message.user("hi")], max_tokens=50) as stream:
         streams.append(stream)
@@ -229,17 +245,12 @@ async def test_a_reply_cut_short_is_a_server_error_not_a_stop(provider: HostileP
     _, events = CUT[protocol, provider.case]
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
     calls = " and 1 tool call" if any(isinstance(e, ToolCall) for e in events) else ""
-    model, client = connect(provider, keepalive=False)
     tasks = len(anyio.get_running_tasks())
-    streams: list[ModelStream] = []
-    seen: list[Any] = []
-    try:
-        outcome = await Runs().start(call, model, streams, seen).wait()
-        # Read to its end and closed by the block: the connection is gone, at once.
-        assert provider.wait_ended(timeout=3) == "client closed after the reply"
-    finally:
-        await client.close()
-    error = check_failed(outcome, streams[0], protocol, text)
+    # Read to its end and closed by the block: the connection is gone, at once.
+    outcome, stream, seen = await call_in_a_run(
+        provider, "client closed after the reply", keepalive=False
+    )
+    error = check_failed(outcome, stream, protocol, text)
     assert str(error) == (
         f"{protocol}: the reply ended before its end: the response ended without "
         f"{MISSING[protocol]}, after {len(text)} characters of text{calls}; it is "
@@ -247,7 +258,7 @@ async def test_a_reply_cut_short_is_a_server_error_not_a_stop(provider: HostileP
     )
     assert error.__cause__ is None
     assert seen == events
-    assert streams[0].tool_calls == [e for e in events if isinstance(e, ToolCall)]
+    assert stream.tool_calls == [e for e in events if isinstance(e, ToolCall)]
     assert len(anyio.get_running_tasks()) == tasks
 
 
@@ -284,17 +295,12 @@ def test_a_sync_client_sees_a_reply_cut_short_the_same(provider: HostileProvider
 )
 async def test_a_reply_that_said_why_it_stopped_is_complete(provider: HostileProvider) -> None:
     """The reason, and the count, came: only the envelope's last event is missing."""
-    model, client = connect(provider, keepalive=False)
-    streams: list[ModelStream] = []
-    seen: list[Any] = []
-    try:
-        outcome = await Runs().start(call, model, streams, seen).wait()
-        assert provider.wait_ended(timeout=3) == "client closed after the reply"
-    finally:
-        await client.close()
+    outcome, stream, seen = await call_in_a_run(
+        provider, "client closed after the reply", keepalive=False
+    )
     assert outcome.status == "completed"
     assert seen == [TextDelta("Hello"), Usage(3, 2), Done("end_turn")]
-    assert (streams[0].stop_reason, streams[0].usage) == ("end_turn", Usage(3, 2))
+    assert (stream.stop_reason, stream.usage) == ("end_turn", Usage(3, 2))
     assert stream_layer(outcome).outcome == "finished"
 
 
@@ -302,17 +308,10 @@ async def test_a_reply_that_said_why_it_stopped_is_complete(provider: HostilePro
 async def test_an_event_of_the_wrong_shape_is_a_server_error(provider: HostileProvider) -> None:
     protocol = provider.protocol
     _, cause, quoted = UNREADABLE[protocol, provider.case]
-    model, client = connect(provider)
     tasks = len(anyio.get_running_tasks())
-    streams: list[ModelStream] = []
-    seen: list[Any] = []
-    try:
-        outcome = await Runs().start(call, model, streams, seen).wait()
-        # Dropped by the block, the rest not read: the provider's pings find it gone.
-        assert provider.wait_ended() == "client went while sending"
-    finally:
-        await client.close()
-    error = check_failed(outcome, streams[0], protocol, "Hello")
+    # Dropped by the block, the rest not read: the provider's pings find it gone.
+    outcome, stream, seen = await call_in_a_run(provider, "client went while sending")
+    error = check_failed(outcome, stream, protocol, "Hello")
     message = str(error)
     assert message.startswith(f"{protocol}: the provider sent an event that cannot be read (")
     for part in quoted:
