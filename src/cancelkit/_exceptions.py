@@ -38,6 +38,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
+import anyio
+
 __all__ = (
     "AbandonedThreadWarning",
     "BackendUnavailable",
@@ -125,6 +127,15 @@ class RunCancelled(Exception):  # noqa: N818 - names the outcome, like asyncio.C
 
     def __str__(self) -> str:
         return f"the work awaited was cancelled ({self.reason})"
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Stop reaching the code that caught it, not a failure: the
+    backend's cancellation, :class:`Cancelled`, :class:`RunCancelled`, or a group of
+    nothing but those (trio's nurseries)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_cancellation(inner) for inner in exc.exceptions)
+    return isinstance(exc, anyio.get_cancelled_exc_class() | Cancelled | RunCancelled)
 
 
 class BudgetExceeded(RunCancelled):

@@ -24,9 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import anyio
-
-from ._exceptions import Cancelled, CancelReason, RunCancelled
+from ._exceptions import CancelReason, RunCancelled, is_cancellation
 from ._receipt import record
 from ._token import current_token
 from ._validate import seconds
@@ -133,13 +131,6 @@ def _split(mapping: object, what: str) -> tuple[tuple[str, ...], tuple[Any, ...]
     return columns, tuple(mapping.values())  # type: ignore[attr-defined]
 
 
-def _is_cancellation(exc: BaseException) -> bool:
-    """A cancellation, or a group of nothing but cancellations (trio's nurseries)."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_is_cancellation(inner) for inner in exc.exceptions)
-    return isinstance(exc, anyio.get_cancelled_exc_class() | Cancelled | RunCancelled)
-
-
 class Transaction:
     """The staged writes of one run; see :func:`transaction`.
 
@@ -229,7 +220,7 @@ class Transaction:
         if exc is None and token.reason is None:
             await self._commit(token)
             return
-        if exc is None or token.reason is not None or _is_cancellation(exc):
+        if exc is None or token.reason is not None or is_cancellation(exc):
             status: Literal["cancelled", "failed"] = "cancelled"
             reason = (
                 token.reason

@@ -17,16 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .. import (
-    Cancelled,
-    RunCancelled,
-    Runs,
-    Transaction,
-    gather,
-    keep_partial,
-    to_thread,
-    transaction,
-)
+from .. import RunCancelled, Runs, Transaction, gather, keep_partial, to_thread, transaction
+from .._exceptions import is_cancellation
 from .._receipt import tool_finished, tool_prevented, tool_started
 from ..llm import Message, TextDelta, ToolCall, ToolResult
 from ._events import AgentResult, AgentRun, ToolFinished
@@ -42,16 +34,6 @@ if TYPE_CHECKING:
 __all__ = ("Agent", "current_transaction")
 
 _transaction: ContextVar[Transaction | None] = ContextVar("cancelkit_agent_tx", default=None)
-
-
-def _stopped(error: BaseException) -> bool:
-    """Whether ``error`` is a Stop reaching this task (the run's token fired, or its
-    task was cancelled), not a failure: only a Stop "prevents" the tool calls the
-    model asked for; a model that failed mid-reply prevented nothing, it failed."""
-    stops = (RunCancelled, Cancelled, anyio.get_cancelled_exc_class())
-    if isinstance(error, BaseExceptionGroup):
-        return error.subgroup(lambda inner: not isinstance(inner, stops)) is None
-    return isinstance(error, stops)
 
 
 def current_transaction() -> Transaction | None:
@@ -206,7 +188,8 @@ class Agent:
                             state.emit(event)
             except BaseException as exc:
                 keep_partial(state.text)
-                if _stopped(exc):  # asked for, never begun: the Stop came first
+                # Asked for, never begun: the Stop came first (a failure prevented nothing).
+                if is_cancellation(exc):
                     for call in stream.tool_calls:
                         tool_prevented(call.name)
                 raise
@@ -221,7 +204,7 @@ class Agent:
                 )
             except BaseException as exc:
                 keep_partial(state.text)
-                if _stopped(exc):
+                if is_cancellation(exc):
                     for call in stream.tool_calls:
                         if call.id not in started:
                             tool_prevented(call.name)
