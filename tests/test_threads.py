@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import gc
 import threading
 import time
+import weakref
 
 import anyio
 import anyio.abc
@@ -371,3 +373,19 @@ async def test_the_receipt_names_a_partial_by_its_function() -> None:
     assert run.receipt is not None
     threads = [(s.name, s.outcome) for s in run.receipt.layers if s.layer == "thread"]
     assert threads == [("divmod", "returned")]
+
+
+class _Held:
+    """An argument or result whose freeing can be seen (through a weak reference)."""
+
+
+async def test_an_idle_worker_holds_nothing_of_its_last_call() -> None:
+    """A worker waits for its next job (up to a minute) holding nothing of the last:
+    not its arguments, not its result, not its caller's waiter (and so not the
+    caller's event loop)."""
+    argument = _Held()
+    result = await to_thread(lambda _held: _Held(), argument)
+    refs = [weakref.ref(argument), weakref.ref(result)]
+    del argument, result
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]

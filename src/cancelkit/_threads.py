@@ -261,6 +261,9 @@ class Executor:
                 _report_late_return(job)
                 return  # our slot was handed to a new thread when we were abandoned
             job.on_done()
+            # Not held while idle: the job holds its arguments, its result and its
+            # caller's waiter (and through it the caller's event loop).
+            del job
 
 
 def _name(fn: Callable[..., Any]) -> str:
