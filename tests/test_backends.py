@@ -4,6 +4,9 @@ and the reason carried by the loop's own cancellation."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import threading
+import weakref
 
 import anyio
 import anyio.lowlevel
@@ -138,3 +141,39 @@ async def test_cancels_held_by_a_block_land_as_it_ends_before_any_task_steps() -
         outcomes = [await run.wait() for run in started]
     assert [outcome.status for outcome in outcomes] == ["cancelled"] * 5
     assert all(outcome.reason is STOP for outcome in outcomes)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_finished_loop_is_freed_with_everything_cancelkit_kept_for_it(backend: str) -> None:
+    """A program that runs loop after loop (``asyncio.run`` per request, a test
+    suite) keeps none of them: a loop's caller and its shared deadline timer go
+    with it, after runs, owned work, shielded waits and cross-thread Stops."""
+    import trio  # noqa: PLC0415
+
+    from cancelkit import Background, Runs, to_thread  # noqa: PLC0415
+
+    loops: list[weakref.ref[object]] = []
+
+    async def main() -> None:
+        if backend == "asyncio":
+            loops.append(weakref.ref(asyncio.get_running_loop()))
+        else:
+            loops.append(weakref.ref(trio.lowlevel.current_trio_token()))
+        runs = Runs()
+        run = runs.start(anyio.sleep, 30)
+        await anyio.lowlevel.checkpoint()
+        stopper = threading.Thread(target=run.cancel)  # queued to the loop
+        stopper.start()
+        await run.wait()
+        stopper.join()
+        background = Background("leak check")
+        background.spawn(anyio.sleep(30))
+        await background.aclose(grace=30)  # a shielded wait, bounded, ended early
+        await to_thread(sum, [1, 2])
+        runs.start(anyio.sleep, 30)
+        await runs.shutdown(grace=30)
+
+    for _ in range(3):
+        anyio.run(main, backend=backend)
+    gc.collect()
+    assert [ref for ref in loops if ref() is not None] == []

@@ -29,6 +29,8 @@ from .._loop_caller import LoopCaller
 from .._receipt import record
 from .._token import _current
 from ._asyncio_adopt import adopter, install_factory
+from ._asyncio_deadlines import wake_at
+from ._per_loop import PerLoop, weak_method
 
 if TYPE_CHECKING:
     import contextvars
@@ -99,13 +101,11 @@ class AsyncioWaiter:
             if remaining <= 0:
                 break
             self._fut = fut = self._loop.create_future()
-            timer = self._loop.call_later(remaining, _resolve, fut)
+            wake_at(self._loop, deadline, fut)  # the loop's one timer, not one per wait
             try:
                 await fut
             except asyncio.CancelledError as cancel:
                 absorbed = cancel
-            finally:
-                timer.cancel()
         if absorbed is not None and rearm and _lost(absorbed):
             task = asyncio.current_task()
             if task is not None:
@@ -125,11 +125,6 @@ def _lost(absorbed: asyncio.CancelledError) -> bool:
         return False
     message = absorbed.args[0] if absorbed.args else None
     return not (isinstance(message, str) and message.startswith("Cancelled via cancel scope"))
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _anyio_task_states() -> Any:
@@ -180,22 +175,25 @@ def cancel_task(task: asyncio.Future[Any], reason: CancelReason | None) -> None:
     task.cancel(reason)
 
 
-_callers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopCaller[Any]] = (
-    weakref.WeakKeyDictionary()
-)
+def _new_caller(loop: asyncio.AbstractEventLoop) -> LoopCaller[Any]:
+    """A loop's caller, holding the loop only weakly (see :class:`PerLoop`)."""
+    current_tasks = asyncio.tasks._current_tasks  # type: ignore[attr-defined]  # noqa: SLF001
+
+    def in_task() -> object:
+        # The task running on this loop, or None: asyncio.current_task() without its
+        # checks (this runs once per cancelled task, always in the loop's thread).
+        return current_tasks.get(_get_running_loop())
+
+    return LoopCaller(
+        weak_method(loop, "call_soon", RuntimeError),
+        weak_method(loop, "call_soon_threadsafe", RuntimeError),
+        (RuntimeError,),
+        in_task,
+        cancel_task,
+    )
 
 
-def _no_loop() -> None:
-    return None
-
-
-_last_caller: tuple[Callable[[], object], LoopCaller[Any] | None] = (_no_loop, None)
-
-
-def _remember(loop: asyncio.AbstractEventLoop, caller: LoopCaller[Any]) -> None:
-    """Keep the last loop's caller, for the next call (the loop held weakly)."""
-    global _last_caller  # replaced whole: thread-safe
-    _last_caller = (weakref.ref(loop), caller)
+_callers: PerLoop[asyncio.AbstractEventLoop, LoopCaller[Any]] = PerLoop(_new_caller)
 
 
 def _done(ending: Finishing, task: Any) -> None:
@@ -359,23 +357,7 @@ class _Asyncio:
         return AsyncioWaiter()
 
     def loop_caller(self) -> LoopCaller[Any]:
-        loop = asyncio.get_running_loop()
-        last_loop, last_caller = _last_caller  # most calls come from the last loop
-        if last_loop() is loop and last_caller is not None:
-            return last_caller
-        caller = _callers.get(loop)
-        if caller is None:
-            caller = _callers[loop] = LoopCaller(
-                loop.call_soon,
-                loop.call_soon_threadsafe,
-                (RuntimeError,),
-                # The task running on this loop, or None: asyncio.current_task(loop)
-                # without its Python frame (this runs once per cancelled task).
-                functools.partial(asyncio.tasks._current_tasks.get, loop),  # type: ignore[attr-defined]  # noqa: SLF001
-                cancel_task,
-            )
-        _remember(loop, caller)
-        return caller
+        return _callers.get(asyncio.get_running_loop())
 
     def spawn(
         self,

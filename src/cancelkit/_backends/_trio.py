@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
 from .._exceptions import Cancelled, as_failure, attach_other_errors, gather_timeout
 from .._loop_caller import LoopCaller, cancel_scope, reason_text
+from ._per_loop import PerLoop, weak_method
 
 
 def _trio_reason_type() -> Any:
@@ -79,7 +79,10 @@ class TrioWaiter:
         return self._event.wait()
 
     async def wait_shielded(self, timeout: float, *, rearm: bool = True) -> bool:
-        with trio.CancelScope(shield=True), trio.move_on_after(timeout):
+        # One scope, shielded from outer cancellation yet bounded by its own
+        # deadline (a shield blocks only outer scopes' cancels): a second scope per
+        # wait (move_on_after) would cost as much again.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout):
             await self._event.wait()
         return self._event.is_set()
 
@@ -92,7 +95,15 @@ def _in_task() -> bool:
     return True
 
 
-_callers: weakref.WeakKeyDictionary[Any, LoopCaller[Any]] = weakref.WeakKeyDictionary()
+def _new_caller(token: trio.lowlevel.TrioToken) -> LoopCaller[Any]:
+    """A trio run's caller, holding its token only weakly (see :class:`PerLoop`)."""
+    run_sync_soon = weak_method(token, "run_sync_soon", trio.RunFinishedError)
+    return LoopCaller(
+        run_sync_soon, run_sync_soon, (trio.RunFinishedError,), _in_task, cancel_trio_scope
+    )
+
+
+_callers: PerLoop[trio.lowlevel.TrioToken, LoopCaller[Any]] = PerLoop(_new_caller)
 
 # The last trio reason made, for (our reason, the cancelling task's id and name):
 # the task's repr is exactly its name and id, so the key never names another task.
@@ -211,17 +222,7 @@ class _Trio:
         return TrioWaiter()
 
     def loop_caller(self) -> LoopCaller[Any]:
-        token = trio.lowlevel.current_trio_token()
-        caller = _callers.get(token)
-        if caller is None:
-            caller = _callers[token] = LoopCaller(
-                token.run_sync_soon,
-                token.run_sync_soon,
-                (trio.RunFinishedError,),
-                _in_task,
-                cancel_trio_scope,
-            )
-        return caller
+        return _callers.get(trio.lowlevel.current_trio_token())
 
     def spawn(
         self,
