@@ -61,6 +61,7 @@ class LoopCaller(Generic[T]):
         "_cancel_one",
         "_closed",
         "_held",
+        "_held_reasons",
         "_in_task",
         "_pending",
         "_same_thread",
@@ -88,7 +89,10 @@ class LoopCaller(Generic[T]):
         self._in_task = in_task
         self._cancel_one = cancel_one
         self._cancel_bound = self.cancel  # made once, shared by every stopper()
-        self._held: list[tuple[T, CancelReason | None]] | None = None  # see holding()
+        # See holding(): targets and their reasons, side by side (no tuple per
+        # cancel: at a shutdown of thousands, the collector would walk them all).
+        self._held: list[T] | None = None
+        self._held_reasons: list[CancelReason | None] = []
 
     def __call__(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` soon in the loop's thread (always queued)."""
@@ -115,7 +119,8 @@ class LoopCaller(Generic[T]):
         if threading.get_ident() == self._thread and not _collecting and self._in_task():
             held = self._held
             if held is not None:
-                held.append((target, reason))
+                held.append(target)
+                self._held_reasons.append(reason)
             else:
                 self._cancel_one(target, reason)
             return
@@ -137,14 +142,16 @@ class LoopCaller(Generic[T]):
         if self._held is not None:  # nested: the outer block carries them out
             yield
             return
-        held: list[tuple[T, CancelReason | None]] = []
-        self._held = held
+        held: list[T] = []
+        reasons: list[CancelReason | None] = []
+        self._held, self._held_reasons = held, reasons
         try:
             yield
         finally:
             self._held = None
+            self._held_reasons = []
             cancel_one = self._cancel_one
-            for target, reason in held:
+            for target, reason in zip(held, reasons, strict=True):
                 try:
                     cancel_one(target, reason)
                 except Exception:  # as a token's callback would be: logged, never lost

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack
@@ -77,7 +76,6 @@ class Runs:
         self.child_grace = grace
         self.threads_per_run = per_run
         self._history_size = limit
-        self._lock = threading.Lock()
         self._active: dict[str, Run[Any]] = {}
         self._history: OrderedDict[str, Run[Any]] = OrderedDict()
         self._closed = False
@@ -183,8 +181,7 @@ class Runs:
                 context=run_context(run, quota),
             )
         except BaseException:
-            with self._lock:
-                del self._active[run_id]
+            del self._active[run_id]  # never started: it never ends to remove itself
             raise
         if backend is not None:
             token.on_cancel(lambda reason: backend.note_cancelled(run_id, reason))
@@ -272,11 +269,11 @@ class Runs:
         return run_id
 
     def _register(self, run: Run[Any]) -> None:
-        with self._lock:
-            if run.id in self._active:
-                run.token.cancel()
-                raise ValueError(f"a run with id {run.id!r} is already active")
-            self._active[run.id] = run
+        # setdefault: one atomic test-and-insert, no lock (a run ends, and leaves
+        # the map, only after it was in it; see _retire).
+        if self._active.setdefault(run.id, run) is not run:
+            run.token.cancel()
+            raise ValueError(f"a run with id {run.id!r} is already active")
 
     def cancel(self, run_id: str, reason: CancelReason | None = None, owner: object = None) -> bool:
         """Cancel an active run by id; from any task, any thread, or no event loop.
@@ -359,13 +356,19 @@ class Runs:
         return run
 
     def _retire(self, run: Run[Any]) -> None:
-        with self._lock:
-            if self._active.get(run.id) is run:
-                del self._active[run.id]
-            self._history[run.id] = run
-            self._history.move_to_end(run.id)
-            while len(self._history) > self._history_size:
-                self._history.popitem(last=False)
+        # No lock: each step is one atomic dict operation. Only this run's own end
+        # removes its entry, and no other run can take the id while it is there.
+        active = self._active
+        if active.get(run.id) is run:
+            del active[run.id]
+        history = self._history
+        history.pop(run.id, None)  # an id used again counts as new
+        history[run.id] = run
+        if len(history) > self._history_size:
+            try:  # noqa: SIM105 - not suppress(): a context manager per run ended
+                history.popitem(last=False)
+            except KeyError:  # emptied meanwhile by runs ending in other threads
+                pass
         if self.backend is not None:
             self.backend.note_ended(run.id, run.status, run.reason)
 

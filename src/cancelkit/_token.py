@@ -355,11 +355,16 @@ class CancelToken:
         if reason is not None:
             caller.cancel(target, reason)
             return
-        with self._lock:
-            if self._finished:
-                return
-            self._stop_caller, self._stop_target = caller, target
-        self._after_registration()
+        # No lock: published first (the caller before its target), then a cancel
+        # looked for. A cancel in another thread sets its reason before it looks
+        # for the target: it finds the target, or this finds its reason; whichever
+        # takes the target under the lock (see _take_registered) stops the task.
+        if self._finished:
+            return  # it guards nothing any more: nothing to stop, nothing to hold
+        self._stop_caller = caller
+        self._stop_target = target
+        if self._reason is not None:
+            self._after_registration()
 
     def _remove_callback(self, key: int) -> bool:
         with self._lock:
