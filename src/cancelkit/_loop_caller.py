@@ -61,7 +61,6 @@ class LoopCaller(Generic[T]):
         "_cancel_one",
         "_closed",
         "_held",
-        "_held_reasons",
         "_in_task",
         "_pending",
         "_same_thread",
@@ -89,10 +88,10 @@ class LoopCaller(Generic[T]):
         self._in_task = in_task
         self._cancel_one = cancel_one
         self._cancel_bound = self.cancel  # made once, shared by every stopper()
-        # See holding(): targets and their reasons, side by side (no tuple per
-        # cancel: at a shutdown of thousands, the collector would walk them all).
-        self._held: list[T] | None = None
-        self._held_reasons: list[CancelReason | None] = []
+        # See holding(): target, reason, target, reason, ... in one flat list (a
+        # tuple kept per cancel would be one more object for the collector to walk,
+        # at a shutdown of thousands).
+        self._held: list[Any] | None = None
 
     def __call__(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` soon in the loop's thread (always queued)."""
@@ -119,8 +118,9 @@ class LoopCaller(Generic[T]):
         if threading.get_ident() == self._thread and not _collecting and self._in_task():
             held = self._held
             if held is not None:
-                held.append(target)
-                self._held_reasons.append(reason)
+                # One extend, atomic: a signal handler that cancels in between
+                # cannot pair a target with another's reason.
+                held.extend((target, reason))
             else:
                 self._cancel_one(target, reason)
             return
@@ -142,16 +142,15 @@ class LoopCaller(Generic[T]):
         if self._held is not None:  # nested: the outer block carries them out
             yield
             return
-        held: list[T] = []
-        reasons: list[CancelReason | None] = []
-        self._held, self._held_reasons = held, reasons
+        held: list[Any] = []
+        self._held = held
         try:
             yield
         finally:
             self._held = None
-            self._held_reasons = []
             cancel_one = self._cancel_one
-            for target, reason in zip(held, reasons, strict=True):
+            pairs = iter(held)
+            for target, reason in zip(pairs, pairs, strict=True):
                 try:
                     cancel_one(target, reason)
                 except Exception:  # as a token's callback would be: logged, never lost

@@ -356,14 +356,16 @@ class Runs:
         return run
 
     def _retire(self, run: Run[Any]) -> None:
-        # No lock: each step is one atomic dict operation. Only this run's own end
-        # removes its entry, and no other run can take the id while it is there.
-        active = self._active
-        if active.get(run.id) is run:
-            del active[run.id]
+        # No lock: each step is one atomic dict operation. Into the history first,
+        # then out of the active runs, so a lookup from another thread meanwhile
+        # finds it in one or the other. Only this run's own end removes its entry,
+        # and no other run can take the id while it is there.
         history = self._history
         history.pop(run.id, None)  # an id used again counts as new
         history[run.id] = run
+        active = self._active
+        if active.get(run.id) is run:
+            del active[run.id]
         if len(history) > self._history_size:
             try:  # noqa: SIM105 - not suppress(): a context manager per run ended
                 history.popitem(last=False)
