@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 import tracemalloc
+import weakref
 
 import anyio
 import pytest
@@ -221,6 +222,22 @@ def test_timeout_fires_with_kind_timeout() -> None:
     assert seen.wait(2)
     assert token.reason is not None
     assert token.reason.kind == "timeout"
+
+
+def test_an_expired_token_is_not_kept_by_the_timer_thread() -> None:
+    """The one timer thread waits for the next deadline, which may never come,
+    holding nothing of the token it fired last."""
+    token = CancelToken(timeout=0.01)
+    fired = threading.Event()
+    token.on_cancel(lambda _reason: fired.set())
+    assert fired.wait(2)
+    ref = weakref.ref(token)
+    del token
+    deadline = time.monotonic() + 2
+    while ref() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.005)
+    assert ref() is None
 
 
 def test_child_deadline_is_its_own() -> None:

@@ -102,6 +102,8 @@ class _Timers:
             entry._ref = None  # noqa: SLF001 - fired: neither purge nor count it again
             if token is not None:
                 token._expire()  # noqa: SLF001 - the timer is the token's own helper
+            # Not held while waiting for the next deadline, which may never come.
+            del token, entry
 
 
 _timers = _Timers()
