@@ -9,9 +9,12 @@ that arrives meanwhile is delivered after, never lost.
 from __future__ import annotations
 
 import asyncio
+import random
+import threading
 import time
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import pytest
 
@@ -105,3 +108,52 @@ def test_a_closed_loop_drops_its_deadlines() -> None:
     for _ in range(3):
         anyio.run(main, backend="asyncio")
     assert len(_keepers) <= before + 1  # the last loop may still be remembered
+
+
+@pytest.mark.anyio
+async def test_many_overlapping_waits_each_keep_their_own_bound() -> None:
+    """Two hundred waits with bounds in every order, some set early (from other
+    threads), some with their task cancelled meanwhile: each returns True exactly
+    when it was set, never before its bound when it was not, and a cancellation
+    that came meanwhile is delivered at the next await, never lost."""
+    rng = random.Random(7)
+    results: list[tuple[float, float, bool, bool]] = []
+    lost: list[float] = []
+
+    async def cancel_later(delay: float, scope: anyio.CancelScope) -> None:
+        await anyio.sleep(delay)
+        scope.cancel()
+
+    async def one(
+        group: anyio.abc.TaskGroup, bound: float, set_after: float | None, cancel: float | None
+    ) -> None:
+        waiter = make_waiter()
+        start = time.monotonic()
+        with anyio.CancelScope() as scope:
+            if set_after is not None:
+                timer = threading.Timer(set_after, waiter.set)  # set() is safe anywhere
+                timer.daemon = True
+                timer.start()
+            if cancel is not None:
+                group.start_soon(cancel_later, cancel, scope)
+            result = await waiter.wait_shielded(bound)
+            results.append((bound, time.monotonic() - start, result, set_after is not None))
+            cancelled_meanwhile = scope.cancel_called
+            await anyio.lowlevel.checkpoint()
+            if cancelled_meanwhile:
+                lost.append(bound)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            for _ in range(200):
+                bound = rng.uniform(0, 0.3)
+                set_after = rng.uniform(0, 0.4) if rng.random() < 0.5 else None
+                cancel = rng.uniform(0, 0.3) if rng.random() < 0.3 else None
+                group.start_soon(one, group, bound, set_after, cancel)
+    assert len(results) == 200
+    assert lost == []
+    for bound, elapsed, result, was_set in results:
+        if result:
+            assert was_set  # True only for a wait that was set
+        else:
+            assert elapsed >= bound - 0.002  # an unset wait ran to its bound
