@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import threading
 import time
 import tracemalloc
 import weakref
+from typing import Any
 
 import anyio
 import pytest
@@ -414,3 +416,40 @@ def test_cancel_is_safe_from_a_signal_handler_and_a_finalizer(mode: str) -> None
     # The handler and the finalizer interrupt the main thread while it holds the
     # very token's registry lock; a blocking cancel() would deadlock there.
     run_scenario("cancel_in_handlers", mode)
+
+
+def test_a_cancel_landing_inside_arming_stops_the_task_once() -> None:
+    """A task's stopper is armed without the token's lock (the caller, then the
+    target). A cancel that lands between the two (a signal handler, another thread)
+    must neither take a half-published stopper nor lose it: the task is stopped
+    exactly once, itself."""
+    token = CancelToken()
+    token.on_cancel(lambda _reason: None)  # with a callback, a cancel looks at them all
+    stopped: list[object] = []
+    target = object()
+    landed: list[bool] = []
+
+    class Stopper:
+        def cancel(self, what: object, _reason: CancelReason | None = None, /) -> None:
+            stopped.append(what)
+
+    def between_the_two(frame: Any, event: str, _arg: object) -> Any:
+        if frame.f_code is not CancelToken._arm.__code__:
+            return None
+
+        def on_line(frame: Any, event: str, _arg: object) -> Any:
+            half = token._stop_caller is not None and token._stop_target is None
+            if event == "line" and half and not landed:
+                landed.append(True)
+                token.cancel(CancelReason("user", "landed mid-arm"))
+            return on_line
+
+        return on_line
+
+    sys.settrace(between_the_two)
+    try:
+        token._arm(Stopper(), target)
+    finally:
+        sys.settrace(None)
+    assert landed == [True]
+    assert stopped == [target]

@@ -229,8 +229,14 @@ class CancelToken:
             return
         registered, self._callbacks = self._callbacks, None
         followers, self._children = self._children, None
-        target, self._stop_target = self._stop_target, None
-        caller, self._stop_caller = self._stop_caller, None
+        # _arm publishes the caller, then the target, without this lock: taken only
+        # as a pair, once the target is there (else _arm finds the cancel and takes
+        # them itself).
+        target = self._stop_target
+        caller = None
+        if target is not None:
+            caller = self._stop_caller
+            self._stop_target = self._stop_caller = None
         self._lock.release()
         if caller is not None:
             callbacks.append(functools.partial(caller.cancel, target))
