@@ -12,7 +12,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from cancelkit import CancelReason, Runs
+from cancelkit import CancelReason, Run, Runs
 from cancelkit._backends import current, current_backend, loop_caller
 
 pytestmark = pytest.mark.anyio
@@ -177,3 +177,26 @@ def test_a_finished_loop_is_freed_with_everything_cancelkit_kept_for_it(backend:
         anyio.run(main, backend=backend)
     gc.collect()
     assert [ref for ref in loops if ref() is not None] == []
+
+
+def test_a_loop_closed_with_a_stop_still_queued_is_freed() -> None:
+    """A Stop from another thread, queued after the loop's last iteration and before
+    it closed: closing drops the drain that would have carried it out, and the task
+    it names refers to the loop. The loop is freed all the same."""
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda _loop, _context: None)  # its task dies pending
+    ref = weakref.ref(loop)
+
+    async def start(runs: Runs) -> Run[None]:
+        run = runs.start(anyio.sleep, 30)
+        await asyncio.sleep(0)
+        return run
+
+    run = loop.run_until_complete(start(Runs()))
+    stopper = threading.Thread(target=run.cancel)
+    stopper.start()
+    stopper.join()
+    loop.close()
+    del loop, run
+    gc.collect()
+    assert ref() is None

@@ -193,6 +193,9 @@ def _new_caller(loop: asyncio.AbstractEventLoop) -> LoopCaller[Any]:
     )
 
 
+# Held weakly (see PerLoop): the tokens it stops hold it while they need it. A loop
+# that closes with a Stop still queued (its drain dropped unrun) is not kept by the
+# tasks in that queue through its own caller.
 _callers: PerLoop[asyncio.AbstractEventLoop, LoopCaller[Any]] = PerLoop(_new_caller)
 
 

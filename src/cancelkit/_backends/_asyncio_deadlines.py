@@ -86,10 +86,10 @@ class _Deadlines:
             self._arm(loop, heap[0][0])
 
 
-# Held weakly: a keeper with waits to time has a timer armed, so its loop holds it;
-# one with none is made again when next needed. Its heap holds its waits' futures,
-# and they their loop: held strongly here, a closed loop would never be freed.
-_keepers: PerLoop[asyncio.AbstractEventLoop, _Deadlines] = PerLoop(_Deadlines, weak=True)
+# Held weakly (see PerLoop): a keeper with waits to time has a timer armed, so its
+# loop holds it; one with none is made again when next needed. Its heap holds its
+# waits' futures, and they their loop.
+_keepers: PerLoop[asyncio.AbstractEventLoop, _Deadlines] = PerLoop(_Deadlines)
 
 
 def wake_at(loop: asyncio.AbstractEventLoop, when: float, fut: asyncio.Future[None]) -> None:

@@ -1,11 +1,11 @@
 """One object per event loop (or trio run), made on first use, gone with the loop.
 
 A loop's :class:`~cancelkit._loop_caller.LoopCaller`, its shared deadline timer:
-each is kept for as long as its loop lives and no longer, so a program that runs
-many loops one after the other (``asyncio.run`` per request, a test suite) keeps
-none of the finished ones. The map holds its keys weakly; a value must never refer
-to its own key strongly (through a bound method of the loop, say), or the key would
-live for ever. Most calls come from the loop asked for last, remembered whole.
+each lives no longer than its loop, so a program that runs many loops one after the
+other (``asyncio.run`` per request, a test suite) keeps none of the finished ones.
+The map holds its keys and its values weakly, and a value should not refer to its
+own key strongly (through a bound method of the loop, say). Most calls come from
+the loop asked for last, remembered whole.
 """
 
 from __future__ import annotations
@@ -27,23 +27,20 @@ def _nothing() -> None:
 
 
 class PerLoop(Generic[K, V]):
-    """``make(key)`` once per live key (a loop, a trio token), then the same value.
+    """``make(key)`` once per live key (a loop, a trio token), then the same value
+    while something else holds it.
 
-    Args:
-        make: makes the value for a key.
-        weak: hold the values weakly too: a value lives only as long as something
-            else holds it (the loop itself, through a timer it has armed), and is
-            made again when next asked for after that.
+    Values are held weakly too: a value lives as long as what uses it holds it (the
+    tokens a loop's caller stops, the timer a deadline keeper has armed on its loop),
+    and is made again when next asked for after that. Held strongly here, a value that
+    came to refer to its own loop (a queued task does) would keep it for good.
     """
 
-    __slots__ = ("_last", "_made", "_make", "_weak")
+    __slots__ = ("_last", "_made", "_make")
 
-    def __init__(self, make: Callable[[K], V], *, weak: bool = False) -> None:
+    def __init__(self, make: Callable[[K], V]) -> None:
         self._make = make
-        self._weak = weak
-        self._made: weakref.WeakKeyDictionary[K, Callable[[], V | None]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._made: weakref.WeakKeyDictionary[K, weakref.ref[V]] = weakref.WeakKeyDictionary()
         self._last: tuple[Callable[[], object], Callable[[], V | None]] = (_nothing, _nothing)
 
     def __len__(self) -> int:
@@ -51,7 +48,7 @@ class PerLoop(Generic[K, V]):
         return sum(1 for held in self._made.values() if held() is not None)
 
     def get(self, key: K) -> V:
-        """The value for ``key``, made now if it has none."""
+        """The value for ``key``, made now if it has none (alive)."""
         last_key, held = self._last
         if last_key() is key:
             value = held()
@@ -61,22 +58,9 @@ class PerLoop(Generic[K, V]):
         value = held()
         if value is None:
             value = self._make(key)
-            held = weakref.ref(value) if self._weak else _Strong(value)
-            self._made[key] = held
+            held = self._made[key] = weakref.ref(value)
         self._last = (weakref.ref(key), held)  # replaced whole: thread-safe
         return value
-
-
-class _Strong(Generic[V]):
-    """A strong reference shaped as a weak one: called, it gives its value."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: V) -> None:
-        self._value = value
-
-    def __call__(self) -> V:
-        return self._value
 
 
 def weak_method(owner: object, name: str, gone: type[Exception]) -> Callable[[object], object]:
