@@ -175,20 +175,22 @@ def cancel_task(task: asyncio.Future[Any], reason: CancelReason | None) -> None:
     task.cancel(reason)
 
 
+_current_tasks = asyncio.tasks._current_tasks  # type: ignore[attr-defined]  # noqa: SLF001
+
+
+def _in_task() -> object:
+    """The task running on this thread's loop, or None: ``asyncio.current_task()``
+    without its checks (this runs once per cancelled task, in the loop's thread)."""
+    return _current_tasks.get(_get_running_loop())
+
+
 def _new_caller(loop: asyncio.AbstractEventLoop) -> LoopCaller[Any]:
     """A loop's caller, holding the loop only weakly (see :class:`PerLoop`)."""
-    current_tasks = asyncio.tasks._current_tasks  # type: ignore[attr-defined]  # noqa: SLF001
-
-    def in_task() -> object:
-        # The task running on this loop, or None: asyncio.current_task() without its
-        # checks (this runs once per cancelled task, always in the loop's thread).
-        return current_tasks.get(_get_running_loop())
-
     return LoopCaller(
         weak_method(loop, "call_soon", RuntimeError),
         weak_method(loop, "call_soon_threadsafe", RuntimeError),
         (RuntimeError,),
-        in_task,
+        _in_task,
         cancel_task,
     )
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import weakref
 from typing import TYPE_CHECKING
 
 from ._per_loop import PerLoop
@@ -38,12 +37,11 @@ _order = itertools.count()  # ties on a deadline are broken by arrival, never by
 class _Deadlines:
     """The deadlines of one loop's shielded waits, and the one timer for them."""
 
-    __slots__ = ("__weakref__", "_armed", "_armed_at", "_heap", "_loop", "_prune_at")
+    __slots__ = ("__weakref__", "_armed", "_armed_at", "_heap", "_prune_at")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, _loop: asyncio.AbstractEventLoop) -> None:
         # The loop holds this keeper (through its armed timer), not the other way
         # round; a timer that a newer one replaced fires and finds itself stale.
-        self._loop = weakref.ref(loop)
         self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
         self._armed = 0  # which timer is the live one (0: none is armed)
         self._armed_at = 0.0
@@ -60,7 +58,7 @@ class _Deadlines:
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         self._armed = timer = next(_order)
         self._armed_at = when
-        loop.call_at(when, self._fire, timer)
+        loop.call_at(when, self._fire, loop, timer)
 
     def _prune(self) -> None:
         """Drop the entries of waits that have ended; in place, as amortized O(1)."""
@@ -69,13 +67,10 @@ class _Deadlines:
         heapq.heapify(heap)
         self._prune_at = max(_PRUNE_FROM, 2 * len(heap))
 
-    def _fire(self, timer: int) -> None:
+    def _fire(self, loop: asyncio.AbstractEventLoop, timer: int) -> None:
         if timer != self._armed:
             return  # replaced by a timer for an earlier deadline
         self._armed = 0
-        loop = self._loop()
-        if loop is None:  # pragma: no cover - a loop runs its timers only while alive
-            return
         heap = self._heap
         now = loop.time()
         while heap and (heap[0][0] <= now or heap[0][2].done()):
