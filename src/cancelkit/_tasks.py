@@ -15,7 +15,7 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
-from ._backends import current
+from ._backends import running
 from ._completion import Completion, completion_of, set_ended
 from ._exceptions import Cancelled, CancelReason, RunCancelled
 from ._token import CancelToken, _current
@@ -207,9 +207,9 @@ def launch(
 ) -> None:
     """Start ``coro`` as a loose task of the current loop: ``token``'s cancel stops
     it, ``ending._finish()`` hears how it ended (see :class:`Finishing`)."""
-    backend = current()
-    target = backend.spawn(coro, name=name, context=context, ending=ending)
-    token._arm(backend.loop_caller(), target)  # noqa: SLF001
+    backend, loop = running()
+    target = backend.spawn(loop, coro, name=name, context=context, ending=ending)
+    token._arm(backend.loop_caller(loop), target)  # noqa: SLF001
 
 
 def start_task(

@@ -35,6 +35,7 @@ __all__ = (
     "current_backend",
     "loop_caller",
     "make_waiter",
+    "running",
 )
 
 BackendName = Literal["asyncio", "trio"]
@@ -94,16 +95,21 @@ class Backend(Protocol):
         """``asyncio`` or ``trio``."""
         ...
 
-    def make_waiter(self) -> Waiter:
+    # ``loop``, below: what :func:`running` found (the running asyncio loop, ``None``
+    # on trio), so that one call that needs several of these asks for it once (on
+    # asyncio every lookup of the running loop is a ``getpid()`` system call).
+
+    def make_waiter(self, loop: Any) -> Waiter:
         """A waiter owned by the current task."""
         ...
 
-    def loop_caller(self) -> LoopCaller[Any]:
+    def loop_caller(self, loop: Any) -> LoopCaller[Any]:
         """The current loop's caller (one per loop)."""
         ...
 
     def spawn(
         self,
+        loop: Any,
         coro: Coroutine[Any, Any, Any],
         *,
         name: str,
@@ -149,18 +155,29 @@ def _load(name: BackendName) -> Backend:
     return BACKEND
 
 
+def running() -> tuple[Backend, Any]:
+    """The backend of the event loop running the current task, and the loop as the
+    backend's calls take it (the asyncio loop; ``None`` on trio): looked up once.
+
+    Raises:
+        RuntimeError: when called outside asyncio and trio.
+    """
+    loop = _get_running_loop()
+    if loop is not None:
+        return _loaded.get("asyncio") or _load("asyncio"), loop
+    trio = sys.modules.get("trio")
+    if trio is not None and trio.lowlevel.in_trio_run():
+        return _loaded.get("trio") or _load("trio"), None
+    raise RuntimeError("cancelkit needs a running asyncio or trio event loop here")
+
+
 def current() -> Backend:
     """The backend of the event loop running the current task.
 
     Raises:
         RuntimeError: when called outside asyncio and trio.
     """
-    if _get_running_loop() is not None:
-        return _loaded.get("asyncio") or _load("asyncio")
-    trio = sys.modules.get("trio")
-    if trio is not None and trio.lowlevel.in_trio_run():
-        return _loaded.get("trio") or _load("trio")
-    raise RuntimeError("cancelkit needs a running asyncio or trio event loop here")
+    return running()[0]
 
 
 def current_backend() -> BackendName:
@@ -174,7 +191,8 @@ def current_backend() -> BackendName:
 
 def make_waiter() -> Waiter:
     """A waiter for the current task's event loop."""
-    return current().make_waiter()
+    backend, loop = running()
+    return backend.make_waiter(loop)
 
 
 def loop_caller() -> LoopCaller[Any]:
@@ -183,4 +201,5 @@ def loop_caller() -> LoopCaller[Any]:
     Safe to use from any thread, from code with no event loop, and from
     finalizers. Once the loop is gone, requests are dropped.
     """
-    return current().loop_caller()
+    backend, loop = running()
+    return backend.loop_caller(loop)

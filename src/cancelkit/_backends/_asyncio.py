@@ -49,8 +49,8 @@ class AsyncioWaiter:
 
     __slots__ = ("_fut", "_is_set", "_loop", "_thread")
 
-    def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop  # the running loop
         self._thread = threading.get_ident()
         self._is_set = False
         self._fut: asyncio.Future[None] | None = None
@@ -178,10 +178,11 @@ def cancel_task(task: asyncio.Future[Any], reason: CancelReason | None) -> None:
 _current_tasks = asyncio.tasks._current_tasks  # type: ignore[attr-defined]  # noqa: SLF001
 
 
-def _in_task() -> object:
-    """The task running on this thread's loop, or None: ``asyncio.current_task()``
-    without its checks (this runs once per cancelled task, in the loop's thread)."""
-    return _current_tasks.get(_get_running_loop())
+def _task_of(loop: weakref.ref[asyncio.AbstractEventLoop]) -> object:
+    """The task ``loop`` is running a step of, or None: ``asyncio.current_task()``
+    without its checks, and without asking for the running loop (a ``getpid()``
+    system call on every lookup); this runs once per cancelled task."""
+    return _current_tasks.get(loop())
 
 
 def _new_caller(loop: asyncio.AbstractEventLoop) -> LoopCaller[Any]:
@@ -190,7 +191,7 @@ def _new_caller(loop: asyncio.AbstractEventLoop) -> LoopCaller[Any]:
         weak_method(loop, "call_soon", RuntimeError),
         weak_method(loop, "call_soon_threadsafe", RuntimeError),
         (RuntimeError,),
-        _in_task,
+        functools.partial(_task_of, weakref.ref(loop)),
         cancel_task,
     )
 
@@ -358,21 +359,22 @@ class _Asyncio:
 
     name: Literal["asyncio"] = "asyncio"
 
-    def make_waiter(self) -> AsyncioWaiter:
-        return AsyncioWaiter()
+    def make_waiter(self, loop: asyncio.AbstractEventLoop) -> AsyncioWaiter:
+        return AsyncioWaiter(loop)
 
-    def loop_caller(self) -> LoopCaller[Any]:
-        return _callers.get(asyncio.get_running_loop())
+    def loop_caller(self, loop: asyncio.AbstractEventLoop) -> LoopCaller[Any]:
+        return _callers.get(loop)
 
     def spawn(
         self,
+        loop: asyncio.AbstractEventLoop,
         coro: Coroutine[Any, Any, Any],
         *,
         name: str,
         context: contextvars.Context,
         ending: Finishing,
     ) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name, context=context)
+        task = loop.create_task(coro, name=name, context=context)
         # _done bound to the ending: one object (a partial would be two, with its
         # arguments), run in the task's own context (the default copies the caller's).
         task.add_done_callback(MethodType(_done, ending), context=context)

@@ -218,14 +218,15 @@ class _Trio:
 
     name: Literal["trio"] = "trio"
 
-    def make_waiter(self) -> TrioWaiter:
+    def make_waiter(self, _loop: None) -> TrioWaiter:
         return TrioWaiter()
 
-    def loop_caller(self) -> LoopCaller[Any]:
+    def loop_caller(self, _loop: None) -> LoopCaller[Any]:
         return _callers.get(trio.lowlevel.current_trio_token())
 
     def spawn(
         self,
+        _loop: None,
         coro: Coroutine[Any, Any, Any],
         *,
         name: str,
