@@ -560,3 +560,74 @@ async def test_an_idle_run_keeps_few_objects_for_the_garbage_collector(
             per_task = (tracked() - before) / count
             nursery.cancel_scope.cancel()
     assert per_run - per_task <= (8 if anyio_backend == "asyncio" else 13), (per_run, per_task)
+
+
+async def test_waiters_cancelled_while_waiting_leave_nothing_behind_and_the_rest_wake(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A waiter in the run's own thread waits among its done callbacks. Cancelled
+    # waiters take theirs back, one cancelled in the loop turn the run ends in
+    # (after its task finished, before its ending ran) is passed over without an
+    # error, and every other waiter is woken.
+    runs = Runs()
+    release = anyio.Event()
+
+    async def body() -> str:
+        await release.wait()
+        return "done"
+
+    run = runs.start(body)
+    woken: list[str] = []
+
+    async def waiter(name: str) -> None:
+        outcome = await run.wait()
+        woken.append(f"{name} {outcome.status}")
+
+    async with anyio.create_task_group() as group:
+        async with anyio.create_task_group() as quitters:
+            for index in range(3):
+                quitters.start_soon(waiter, f"quitter {index}")
+            await anyio.sleep(0.01)
+            quitters.cancel_scope.cancel()
+        assert run._done_callbacks == []  # the three took theirs back
+        for index in range(3):
+            group.start_soon(waiter, f"stayer {index}")
+        async with anyio.create_task_group() as last_moment:
+            last_moment.start_soon(waiter, "last-moment quitter")
+            await anyio.sleep(0.01)
+            release.set()
+            await anyio.lowlevel.checkpoint()  # the run's task finishes meanwhile
+            last_moment.cancel_scope.cancel()
+    # (the last-moment quitter may be woken before its cancel lands: on trio it is)
+    assert sorted(set(woken) - {"last-moment quitter completed"}) == [
+        f"stayer {index} completed" for index in range(3)
+    ]
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+    assert run._done_callbacks is None
+
+
+@pytest.mark.parametrize("other", ["asyncio", "trio"])
+async def test_a_run_awaited_from_another_loop_in_another_thread_wakes_it(other: str) -> None:
+    # Not the run's own thread: the waiter waits on the run's completion, set
+    # across threads when the run ends.
+    runs = Runs()
+    for _ in range(10):
+        started = threading.Event()
+        outcomes: list[Any] = []
+        run = runs.start(echo, "v", 0.02)
+
+        async def other_loop(awaited: Any, started: threading.Event, outcomes: list[Any]) -> None:
+            started.set()
+            with anyio.fail_after(10):
+                outcomes.append(await awaited.wait())
+
+        thread = threading.Thread(
+            target=anyio.run,
+            args=(other_loop, run, started, outcomes),
+            kwargs={"backend": other},
+        )
+        thread.start()
+        await anyio.to_thread.run_sync(started.wait, 10)
+        assert (await run.wait()).value == "v"
+        await anyio.to_thread.run_sync(thread.join, 10)
+        assert [outcome.value for outcome in outcomes] == ["v"]

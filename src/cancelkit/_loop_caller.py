@@ -65,9 +65,9 @@ class LoopCaller(Generic[T]):
         "_pending",
         "_same_thread",
         "_scheduled",
-        "_thread",
         "_threadsafe",
         "_to_cancel",
+        "thread",
     )
 
     def __init__(
@@ -81,7 +81,8 @@ class LoopCaller(Generic[T]):
         self._pending: deque[Callable[[], object]] = deque()
         self._to_cancel: deque[tuple[T, CancelReason | None]] = deque()
         self._scheduled = False
-        self._thread = threading.get_ident()
+        self.thread = threading.get_ident()
+        """The ident of the loop's thread (where it was made, from a task of the loop)."""
         self._same_thread = same_thread
         self._threadsafe = threadsafe
         self._closed = closed
@@ -102,7 +103,7 @@ class LoopCaller(Generic[T]):
         """Whether a request may be carried out right here: on the loop's thread,
         inside a task's step (not the loop's own bookkeeping), and not inside a
         garbage collection."""
-        return threading.get_ident() == self._thread and not _collecting and bool(self._in_task())
+        return threading.get_ident() == self.thread and not _collecting and bool(self._in_task())
 
     def now_or_soon(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` at once when that is safe, else queue it."""
@@ -115,7 +116,7 @@ class LoopCaller(Generic[T]):
         """Cancel ``target`` with ``reason``: at once when safe, else queued and
         batched with other cancels."""
         # _may_act_now(), spelled out: this runs once per task of a cancelled tree.
-        if threading.get_ident() == self._thread and not _collecting and self._in_task():
+        if threading.get_ident() == self.thread and not _collecting and self._in_task():
             held = self._held
             if held is not None:
                 # One extend, atomic: a signal handler that cancels in between
@@ -167,7 +168,7 @@ class LoopCaller(Generic[T]):
         if self._scheduled:
             return
         self._scheduled = True
-        schedule = self._same_thread if threading.get_ident() == self._thread else self._threadsafe
+        schedule = self._same_thread if threading.get_ident() == self.thread else self._threadsafe
         try:
             schedule(self._drain)
         except self._closed:  # the loop is gone: nothing is left to act on

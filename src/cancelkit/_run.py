@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from anyio.lowlevel import checkpoint
 
-from ._backends import Waiter, make_waiter
+from ._backends import Waiter, local_wait, make_waiter
 from ._completion import DONE, Completion, completion_of
 from ._exceptions import CancelReason
 from ._outcome import RunOutcome
@@ -93,6 +93,7 @@ class Run(Recording, Generic[T]):
         "_ended",
         "_ended_mono",
         "_failure",
+        "_home",
         "_is_claimed",
         "_outcome",
         "_receipt_built",
@@ -153,6 +154,9 @@ class Run(Recording, Generic[T]):
         self._claimed = DONE if register is None else Completion()
         self._done_callbacks: list[Callable[[Run[T]], object]] | None = None
         self._threads: ThreadQuota | None = None  # a top-level run's, see thread_quota()
+        # The ident of the thread it ends in, for an async run (its loop's: set as
+        # its task starts); None for a sync run (see wait()).
+        self._home: int | None = None
 
     def __repr__(self) -> str:
         return f"<Run {self.id!r} {self.status}>"
@@ -324,7 +328,23 @@ class Run(Recording, Generic[T]):
     async def wait(self) -> RunOutcome[T]:
         """Wait for the run to end, children included; never raises its error."""
         if self._status is None:
-            await completion_of(self).wait()
+            if threading.get_ident() != self._home:
+                await completion_of(self).wait()
+            else:
+                # In the thread the run ends in, the usual case: its ending runs its
+                # done callbacks in this very thread, so a waiter among them is
+                # woken with no completion made, no lock taken, no race to guard.
+                ended, wake = local_wait()
+                callbacks = self._done_callbacks  # add_done_callback(), spelled out
+                if callbacks is None:
+                    callbacks = self._done_callbacks = [wake]
+                else:
+                    callbacks.append(wake)
+                try:
+                    await ended
+                finally:
+                    if self._done_callbacks is callbacks:  # still running: take it back
+                        callbacks.remove(wake)
         outcome = self.outcome
         assert outcome is not None
         return outcome
@@ -479,6 +499,7 @@ class Run(Recording, Generic[T]):
             self._claimed.set()
         completion = self._ended  # set_ended(), spelled out: once per run
         if completion is not None:
+            self._ended = None  # its waiters hold it; later ones see the status first
             completion.set()
         # The registry knows first, then the parent, then everyone else.
         self._registry._retire(self)  # noqa: SLF001

@@ -173,7 +173,7 @@ class Runs:
         # used); children share it.
         quota = run if parent is None else _quota.get()
         try:
-            launch(
+            run._home = launch(  # noqa: SLF001
                 run._body(fn, args),  # noqa: SLF001
                 name=f"run:{run_id}",
                 token=token,

@@ -204,12 +204,19 @@ def launch(
     token: CancelToken,
     ending: Finishing,
     context: contextvars.Context,
-) -> None:
+) -> int:
     """Start ``coro`` as a loose task of the current loop: ``token``'s cancel stops
-    it, ``ending._finish()`` hears how it ended (see :class:`Finishing`)."""
+    it, ``ending._finish()`` hears how it ended (see :class:`Finishing`).
+
+    Returns:
+        The ident of the loop's thread, where the task runs and ends (one object
+        shared by the loop's tasks).
+    """
     backend, loop = running()
     target = backend.spawn(loop, coro, name=name, context=context, ending=ending)
-    token._arm(backend.loop_caller(loop), target)  # noqa: SLF001
+    caller = backend.loop_caller(loop)
+    token._arm(caller, target)  # noqa: SLF001
+    return caller.thread
 
 
 def start_task(

@@ -70,6 +70,9 @@ class CancelHandle:
 
 
 _TAKEN: Final = True  # what CancelToken._undecided.pop() returns once decided
+# What a decided token's _undecided becomes: one shared empty dict (nothing ever
+# goes in), so a decided token no longer holds a dict of its own.
+_DECIDED: Final[dict[int, None]] = {}
 
 _keys = itertools.count()
 _SHARED = -1  # the key of the shared waiter's registration (see CancelToken.wait)
@@ -187,6 +190,7 @@ class CancelToken:
             raise TypeError(f"reason must be a CancelReason, not {type(reason).__name__}")
         if self._undecided.pop(0, _TAKEN) is _TAKEN:
             return False  # cancelled or finished already
+        self._undecided = _DECIDED
         now = time.monotonic()
         callbacks: list[Callable[[CancelReason], object]] = []
         pending = [self]
@@ -194,8 +198,10 @@ class CancelToken:
         # spelled out here, as this runs once per token of a cancelled tree.
         while pending:
             token = pending.pop()
-            if token is not self and token._undecided.pop(0, _TAKEN) is _TAKEN:
-                continue  # cancelled or finished already
+            if token is not self:
+                if token._undecided.pop(0, _TAKEN) is _TAKEN:
+                    continue  # cancelled or finished already
+                token._undecided = _DECIDED
             token._reason = reason
             token._cancelled_at = now
             token._waiter = None
@@ -272,6 +278,7 @@ class CancelToken:
         """
         if self._undecided.pop(0, _TAKEN) is _TAKEN and not self._finished:
             return False  # a cancel won
+        self._undecided = _DECIDED
         self._finished = True
         with self._lock:
             self._callbacks = None
@@ -294,6 +301,7 @@ class CancelToken:
         """
         if self._undecided.pop(0, _TAKEN) is _TAKEN:
             return self._finished
+        self._undecided = _DECIDED
         self._finished = True
         return True
 

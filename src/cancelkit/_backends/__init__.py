@@ -33,6 +33,7 @@ __all__ = (
     "Waiter",
     "current",
     "current_backend",
+    "local_wait",
     "loop_caller",
     "make_waiter",
     "running",
@@ -49,8 +50,9 @@ class Waiter(Protocol):
     def set(self) -> None:
         """Wake the waiting task; safe from any thread, idempotent."""
 
-    def wake(self, reason: CancelReason, /) -> None:
-        """``set()``, as a token's ``on_cancel`` callback."""
+    def wake(self, cause: object, /) -> None:
+        """``set()``, as a callback that is passed why (a token's ``on_cancel``, a
+        run's done callback)."""
 
     @property
     def shareable(self) -> bool:
@@ -105,6 +107,12 @@ class Backend(Protocol):
 
     def loop_caller(self, loop: Any) -> LoopCaller[Any]:
         """The current loop's caller (one per loop)."""
+        ...
+
+    def local_wait(self, loop: Any) -> tuple[Awaitable[None], Callable[[object], None]]:
+        """A wait for the current task, and the call that ends it (with any one
+        argument), made *in this thread only*: a :class:`Waiter` without its
+        cross-thread hand-over, for an end that happens in this very thread."""
         ...
 
     def spawn(
@@ -193,6 +201,13 @@ def make_waiter() -> Waiter:
     """A waiter for the current task's event loop."""
     backend, loop = running()
     return backend.make_waiter(loop)
+
+
+def local_wait() -> tuple[Awaitable[None], Callable[[object], None]]:
+    """A wait for the current task, and the call that ends it, from this thread
+    only (see :meth:`Backend.local_wait`); await the first exactly once."""
+    backend, loop = running()
+    return backend.local_wait(loop)
 
 
 def loop_caller() -> LoopCaller[Any]:

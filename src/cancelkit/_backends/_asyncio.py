@@ -62,7 +62,7 @@ class AsyncioWaiter:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to wake
             self._loop.call_soon_threadsafe(self._wake)
 
-    def wake(self, _reason: CancelReason, /) -> None:
+    def wake(self, _cause: object, /) -> None:
         self.set()
 
     shareable = False
@@ -112,6 +112,12 @@ class AsyncioWaiter:
                 task.uncancel()
                 task.cancel(absorbed.args[0] if absorbed.args else None)
         return self._is_set
+
+
+def _resolve(fut: asyncio.Future[None], _cause: object) -> None:
+    """End a local wait (see ``local_wait``), unless its task was cancelled out of it."""
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _lost(absorbed: asyncio.CancelledError) -> bool:
@@ -364,6 +370,12 @@ class _Asyncio:
 
     def loop_caller(self, loop: asyncio.AbstractEventLoop) -> LoopCaller[Any]:
         return _callers.get(loop)
+
+    def local_wait(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> tuple[asyncio.Future[None], Callable[[object], None]]:
+        fut = loop.create_future()
+        return fut, functools.partial(_resolve, fut)
 
     def spawn(
         self,

@@ -6,6 +6,7 @@ Imported only once a trio loop runs (trio is an optional dependency).
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -58,7 +59,7 @@ class TrioWaiter:
         with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(self._event.set)
 
-    def wake(self, _reason: CancelReason, /) -> None:
+    def wake(self, _cause: object, /) -> None:
         self.set()
 
     shareable = True
@@ -85,6 +86,10 @@ class TrioWaiter:
         with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout):
             await self._event.wait()
         return self._event.is_set()
+
+
+def _set_event(event: trio.Event, _cause: object) -> None:
+    event.set()
 
 
 def _in_task() -> bool:
@@ -220,6 +225,10 @@ class _Trio:
 
     def make_waiter(self, _loop: None) -> TrioWaiter:
         return TrioWaiter()
+
+    def local_wait(self, _loop: None) -> tuple[Coroutine[Any, Any, None], Callable[[object], None]]:
+        event = trio.Event()
+        return event.wait(), functools.partial(_set_event, event)
 
     def loop_caller(self, _loop: None) -> LoopCaller[Any]:
         return _callers.get(trio.lowlevel.current_trio_token())
