@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 
-from cancelkit import Runs, SyncRun
+from cancelkit import Background, Runs, SyncRun
 from cancelkit._completion import Completion, completion_of, set_ended
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 BACKENDS = ("asyncio", "trio")
 
@@ -18,6 +22,8 @@ class _Thing:
 
     def __init__(self) -> None:
         self._ended: Completion | None = None
+        self._home: int | None = None  # ends in any thread: waiters use the completion
+        self._done_callbacks: list[Callable[[Any], object]] | None = None
         self._done = False
 
     def done(self) -> bool:
@@ -98,3 +104,36 @@ def test_a_sync_run_awaited_from_two_loops_in_two_threads_wakes_both() -> None:
     for _ in range(20):
         values = _finish_while_two_loops_wait(runs.start_sync())
         assert values == {"asyncio": "value", "trio": "value"}
+
+
+@pytest.mark.anyio
+async def test_a_task_awaited_in_its_own_thread_wakes_its_waiters_and_keeps_no_quitter() -> None:
+    # wait()/result() of an owned task in the thread it ends in: waiters among its
+    # done callbacks; cancelled ones take theirs back, the others get the result.
+    release = anyio.Event()
+
+    async def work() -> str:
+        await release.wait()
+        return "value"
+
+    results: list[object] = []
+    async with Background("completion-test") as background:
+        task = background.spawn(work())
+
+        async def wait_for_result() -> None:
+            results.append(await task.result())
+
+        async with anyio.create_task_group() as quitters:
+            for _ in range(3):
+                quitters.start_soon(task.wait)
+            await anyio.sleep(0.01)
+            quitters.cancel_scope.cancel()
+        assert task._done_callbacks == []
+        assert task._ended is None  # nothing was made for waiters in its own thread
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(wait_for_result)
+            await anyio.sleep(0.01)
+            release.set()
+    assert results == ["value"] * 3
+    assert task._done_callbacks is None

@@ -1,26 +1,33 @@
-"""``Completion``: a one-shot "it has ended" that tasks await, plainly or shielded.
+"""Waiting for an ending: ``Completion``, and :func:`wait_ended` that picks the way.
 
-Every task and run ends, and most are never awaited, so their completion is made
-by the first waiter (:func:`completion_of`), and nothing at all exists until then.
-``set()`` may run in another thread than the waiters (a sync run finished by the
-thread that drives it, awaited from async code), and it never takes a lock, so
-the two sides hand over without one: the ending side marks itself done *before*
-it looks for a completion (or for waiters), a waiter is added *before* it looks
-whether it has ended. Whichever side comes second sees the other, so every waiter
-is woken at least once (setting a waiter twice does no harm).
+Every task and run ends, and most are never awaited, so nothing for a waiter
+exists until the first one comes. A waiter in the thread the ending happens in
+(an async task's or run's loop: the usual case) waits among the ending's done
+callbacks, which its end runs in that very thread: nothing to hand over between
+threads, no lock. A waiter in another thread waits on the ending's
+:class:`Completion`, made by the first such waiter (:func:`completion_of`).
+
+``Completion.set()`` may run in another thread than its waiters (a sync run
+finished by the thread that drives it, awaited from async code), and it never
+takes a lock, so the two sides hand over without one: the ending side marks itself
+done *before* it looks for a completion (or for waiters), a waiter is added
+*before* it looks whether it has ended. Whichever side comes second sees the
+other, so every waiter is woken at least once (setting a waiter twice does no harm).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ._backends import make_waiter
+from ._backends import local_wait, make_waiter
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._backends import Waiter
 
-__all__ = ("DONE", "Completion", "Ending", "completion_of", "set_ended")
+__all__ = ("DONE", "Completion", "Ending", "completion_of", "set_ended", "wait_ended")
 
 # Taken only by the first waiter of an ending, to make its completion once if two
 # loops in two threads wait for the same (sync) run at the same moment.
@@ -93,10 +100,36 @@ class Ending(Protocol):
     """Something that ends once (a task, a run), its completion made on demand."""
 
     _ended: Completion | None
+    # The ident of the thread it ends in (None: any), and the callbacks its end runs
+    # there (None once it has run them).
+    _home: int | None
+    _done_callbacks: list[Callable[[Any], object]] | None
 
     def done(self) -> bool:
         """Whether it has ended."""
         ...
+
+
+async def wait_ended(ending: Ending) -> None:
+    """Wait until ``ending`` (not ended yet) has ended; cancellable.
+
+    In the thread it ends in, on a local wait among its done callbacks, taken back
+    if this waiter is cancelled first; from any other thread, on its completion.
+    """
+    if threading.get_ident() != ending._home:  # noqa: SLF001 - the field this module reads
+        await completion_of(ending).wait()
+        return
+    ended, wake = local_wait()
+    callbacks = ending._done_callbacks  # noqa: SLF001
+    if callbacks is None:
+        callbacks = ending._done_callbacks = [wake]  # noqa: SLF001
+    else:
+        callbacks.append(wake)
+    try:
+        await ended
+    finally:
+        if ending._done_callbacks is callbacks:  # noqa: SLF001 - not ended: take it back
+            callbacks.remove(wake)
 
 
 def completion_of(ending: Ending) -> Completion:
@@ -113,7 +146,9 @@ def completion_of(ending: Ending) -> Completion:
 
 
 def set_ended(ending: Ending) -> None:
-    """Wake whoever waits for ``ending``; call once it is ``done()``."""
+    """Wake whoever waits on ``ending``'s completion; call once it is ``done()``
+    (its done callbacks are the ending's to run)."""
     completion = ending._ended  # noqa: SLF001
     if completion is not None:
+        ending._ended = None  # noqa: SLF001 - its waiters hold it; later ones see done()
         completion.set()

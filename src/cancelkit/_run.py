@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from anyio.lowlevel import checkpoint
 
-from ._backends import Waiter, local_wait, make_waiter
-from ._completion import DONE, Completion, completion_of
+from ._backends import Waiter, make_waiter
+from ._completion import DONE, Completion, completion_of, wait_ended
 from ._exceptions import CancelReason
 from ._outcome import RunOutcome
 from ._receipt import Entry, Recording, StopReceipt, _current_recording
@@ -328,23 +328,7 @@ class Run(Recording, Generic[T]):
     async def wait(self) -> RunOutcome[T]:
         """Wait for the run to end, children included; never raises its error."""
         if self._status is None:
-            if threading.get_ident() != self._home:
-                await completion_of(self).wait()
-            else:
-                # In the thread the run ends in, the usual case: its ending runs its
-                # done callbacks in this very thread, so a waiter among them is
-                # woken with no completion made, no lock taken, no race to guard.
-                ended, wake = local_wait()
-                callbacks = self._done_callbacks  # add_done_callback(), spelled out
-                if callbacks is None:
-                    callbacks = self._done_callbacks = [wake]
-                else:
-                    callbacks.append(wake)
-                try:
-                    await ended
-                finally:
-                    if self._done_callbacks is callbacks:  # still running: take it back
-                        callbacks.remove(wake)
+            await wait_ended(self)
         outcome = self.outcome
         assert outcome is not None
         return outcome

@@ -16,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from ._backends import running
-from ._completion import Completion, completion_of, set_ended
+from ._completion import Completion, completion_of, set_ended, wait_ended
 from ._exceptions import Cancelled, CancelReason, RunCancelled
 from ._token import CancelToken, _current
 
@@ -68,9 +68,10 @@ class OwnedTask(Generic[T]):
     """
 
     __slots__ = (
-        "_callbacks",
+        "_done_callbacks",
         "_ended",
         "_error",
+        "_home",
         "_owner",
         "_state",
         "_value",
@@ -85,8 +86,9 @@ class OwnedTask(Generic[T]):
         self._state: _Ending = "running"
         self._value: T | None = None
         self._error: BaseException | None = None
-        self._ended: Completion | None = None  # made by the first waiter
-        self._callbacks: list[Callable[[OwnedTask[T]], object]] | None = None  # made on demand
+        self._ended: Completion | None = None  # made by the first waiter in another thread
+        self._done_callbacks: list[Callable[[OwnedTask[T]], object]] | None = None  # on demand
+        self._home: int | None = None  # the thread it ends in, once started on a loop
 
     def __repr__(self) -> str:
         return f"<OwnedTask {self.name!r} {self.status}>"
@@ -124,7 +126,8 @@ class OwnedTask(Generic[T]):
             Exception: the error the task failed with (a cancelled task's ending is
                 not an error here: see :meth:`result`).
         """
-        await completion_of(self).wait()
+        if self._state == "running":
+            await wait_ended(self)
         if self._error is not None:
             raise self._error
 
@@ -143,7 +146,8 @@ class OwnedTask(Generic[T]):
             RunCancelled: the task was cancelled (with the token's reason).
             Exception: the task's own error.
         """
-        await completion_of(self).wait()
+        if self._state == "running":
+            await wait_ended(self)
         if self._state == "cancelled":
             assert self.token.reason is not None
             raise RunCancelled(self.token.reason)
@@ -155,10 +159,10 @@ class OwnedTask(Generic[T]):
         """Call ``callback(handle)`` in the loop's thread when the task ends."""
         if self.done():
             callback(self)
-        elif self._callbacks is None:
-            self._callbacks = [callback]
+        elif self._done_callbacks is None:
+            self._done_callbacks = [callback]
         else:
-            self._callbacks.append(callback)
+            self._done_callbacks.append(callback)
 
     def _finish(self, value: T | None, error: BaseException | None, cancelled: bool) -> None:
         state, error = decide_ending(self.token, error, cancelled)
@@ -171,11 +175,9 @@ class OwnedTask(Generic[T]):
         if owner is not None:
             self._owner = None
             owner._task_ended(self)  # noqa: SLF001 - the owner's hook, see TaskOwner
-        callbacks = self._callbacks
-        if callbacks:
-            self._callbacks = None
-            for callback in callbacks:
-                callback(self)
+        callbacks, self._done_callbacks = self._done_callbacks, None
+        for callback in callbacks or ():
+            callback(self)
 
 
 def decide_ending(
@@ -250,7 +252,7 @@ def start_task(
     if context is None:
         context = contextvars.copy_context()
         context.run(_current.set, token)
-    launch(coro, name=name, token=token, ending=handle, context=context)
+    handle._home = launch(coro, name=name, token=token, ending=handle, context=context)  # noqa: SLF001
     return handle
 
 
