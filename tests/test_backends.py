@@ -7,6 +7,7 @@ import asyncio
 import gc
 import threading
 import weakref
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -234,3 +235,37 @@ async def test_a_run_asks_asyncio_for_its_running_loop_once_to_start_and_once_to
         sys.setprofile(None)
     assert outcome.status == "cancelled"
     assert len(lookups) == 2, lookups  # start, wait; the cancel from a task asks none
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_loops_caller_is_made_once_for_the_runs_that_follow_each_other_on_it(
+    backend: str,
+) -> None:
+    # Each run's token holds the caller only until the run is stopped; the caller
+    # keeps itself until the collector finds it unused, so runs one after the
+    # other on a (fresh) loop do not make one each.
+    from cancelkit._loop_caller import LoopCaller  # noqa: PLC0415
+
+    made: list[object] = []
+    original = LoopCaller.__init__
+
+    def counting(self: LoopCaller[Any], *args: Any) -> None:
+        made.append(type(self))
+        original(self, *args)
+
+    async def one_after_the_other() -> None:
+        runs = Runs()
+        for _ in range(50):
+            run = runs.start(anyio.sleep, 3600)
+            await anyio.lowlevel.checkpoint()
+            run.cancel(STOP)
+            await run.wait()
+
+    gc.disable()
+    LoopCaller.__init__ = counting  # type: ignore[assignment, method-assign]
+    try:
+        anyio.run(one_after_the_other, backend=backend)
+    finally:
+        LoopCaller.__init__ = original  # type: ignore[method-assign]
+        gc.enable()
+    assert len(made) == 1

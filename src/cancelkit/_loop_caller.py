@@ -11,7 +11,6 @@ scheduling primitives (see :mod:`cancelkit._backends`).
 
 from __future__ import annotations
 
-import functools
 import gc
 import logging
 import threading
@@ -57,11 +56,11 @@ class LoopCaller(Generic[T]):
 
     __slots__ = (
         "__weakref__",
-        "_cancel_bound",
         "_cancel_one",
         "_closed",
         "_held",
         "_in_task",
+        "_kept",
         "_pending",
         "_same_thread",
         "_scheduled",
@@ -88,11 +87,16 @@ class LoopCaller(Generic[T]):
         self._closed = closed
         self._in_task = in_task
         self._cancel_one = cancel_one
-        self._cancel_bound = self.cancel  # made once, shared by every stopper()
         # See holding(): target, reason, target, reason, ... in one flat list (a
         # tuple kept per cancel would be one more object for the collector to walk,
         # at a shutdown of thousands).
         self._held: list[Any] | None = None
+        # A reference to itself: a loop's caller is held only weakly by its loop's
+        # entry (see PerLoop) and strongly by the tokens it stops, until they are
+        # cancelled or finish; this keeps it (and what it cost to make) between one
+        # run and the next, until the collector finds it unused. A cycle, not a
+        # strong entry: the loop is never kept alive by it.
+        self._kept = self
 
     def __call__(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` soon in the loop's thread (always queued)."""
@@ -129,6 +133,31 @@ class LoopCaller(Generic[T]):
         if not self._scheduled:
             self._schedule()
 
+    def cancel_many(self, targets: list[T], reason: CancelReason) -> None:
+        """:meth:`cancel` for each of ``targets`` (a cancelled tree's tasks), asking
+        once whether they may be cancelled at once; one failing is logged, the
+        others are still cancelled."""
+        if threading.get_ident() == self.thread and not _collecting and self._in_task():
+            held = self._held
+            if held is not None:
+                for target in targets:
+                    held.extend((target, reason))  # one extend per pair: see cancel()
+                return
+            cancel_one = self._cancel_one
+            for target in targets:
+                try:
+                    cancel_one(target, reason)
+                except Exception:
+                    logging.getLogger("cancelkit").exception(
+                        "cancelkit: cancel of %r failed", target
+                    )
+            return
+        to_cancel = self._to_cancel
+        for target in targets:
+            to_cancel.append((target, reason))
+        if not self._scheduled:
+            self._schedule()
+
     @contextmanager
     def holding(self) -> Iterator[None]:
         """Carry out the cancels made at once inside the block only as it ends, from
@@ -158,11 +187,6 @@ class LoopCaller(Generic[T]):
                     logging.getLogger("cancelkit").exception(
                         "cancelkit: cancel of %r failed", target
                     )
-
-    def stopper(self, target: T) -> Callable[[CancelReason], None]:
-        """The ``on_cancel`` callback that cancels ``target`` with the token's reason
-        (a C-level partial: no Python frame of its own on the cancel path)."""
-        return functools.partial(self._cancel_bound, target)
 
     def _schedule(self) -> None:
         if self._scheduled:

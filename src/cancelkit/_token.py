@@ -9,7 +9,6 @@ woken on their own loop.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import threading
@@ -41,6 +40,10 @@ class TaskStopper(Protocol):
 
     def cancel(self, target: Any, reason: CancelReason | None = None, /) -> None:
         """Cancel ``target`` (a task, a cancel scope) with ``reason``."""
+        ...
+
+    def cancel_many(self, targets: list[Any], reason: CancelReason, /) -> None:
+        """Cancel every one of ``targets`` with ``reason`` (a cancelled tree's)."""
         ...
 
 
@@ -193,6 +196,7 @@ class CancelToken:
         self._undecided = _DECIDED
         now = time.monotonic()
         callbacks: list[Callable[[CancelReason], object]] = []
+        stops: dict[TaskStopper, list[object]] = {}  # the tree's tasks, by their loop's caller
         pending = [self]
         # Iterative, so a deep chain of children cannot hit the recursion limit; and
         # spelled out here, as this runs once per token of a cancelled tree.
@@ -214,7 +218,8 @@ class CancelToken:
                 or token._callbacks is not None
                 or token._children is not None
             ):
-                token._take_registered(callbacks, pending, blocking=False)
+                token._take_registered(callbacks, pending, stops, blocking=False)
+        _stop_tasks(stops, reason)
         _run_callbacks(callbacks, reason)
         return True
 
@@ -222,10 +227,12 @@ class CancelToken:
         self,
         callbacks: list[Callable[[CancelReason], object]],
         children: list[CancelToken],
+        stops: dict[TaskStopper, list[object]],
         *,
         blocking: bool,
     ) -> None:
-        """Move the registered callbacks and live children out, for a cancel.
+        """Move the registered callbacks, live children and the task to stop (into
+        ``stops``, by its stopper) out, for a cancel.
 
         Without ``blocking``, a busy lock means a registration is under way (in
         another thread, or in this very thread's interrupted code): that
@@ -245,7 +252,11 @@ class CancelToken:
             self._stop_target = self._stop_caller = None
         self._lock.release()
         if caller is not None:
-            callbacks.append(functools.partial(caller.cancel, target))
+            targets = stops.get(caller)
+            if targets is None:
+                stops[caller] = [target]
+            else:
+                targets.append(target)
         if registered:
             callbacks.extend(registered.values())
         if followers:
@@ -261,9 +272,11 @@ class CancelToken:
             return
         callbacks: list[Callable[[CancelReason], object]] = []
         children: list[CancelToken] = []
-        self._take_registered(callbacks, children, blocking=True)
+        stops: dict[TaskStopper, list[object]] = {}
+        self._take_registered(callbacks, children, stops, blocking=True)
         for child in children:
             child.cancel(reason)
+        _stop_tasks(stops, reason)
         _run_callbacks(callbacks, reason)
 
     def _finish(self) -> bool:
@@ -473,6 +486,16 @@ class CancelToken:
             self._after_registration()
             return
         child.cancel(reason)
+
+
+def _stop_tasks(stops: dict[TaskStopper, list[object]], reason: CancelReason) -> None:
+    """Stop the tasks a cancel took, each loop's in one call (a cancelled tree has
+    one task per token, most often all on one loop)."""
+    for caller, targets in stops.items():
+        try:
+            caller.cancel_many(targets, reason)
+        except Exception:
+            logger.exception("cancelkit: stopping %d task(s) failed", len(targets))
 
 
 def _run_callbacks(callbacks: list[Callable[[CancelReason], object]], reason: CancelReason) -> None:
