@@ -137,3 +137,36 @@ async def test_a_task_awaited_in_its_own_thread_wakes_its_waiters_and_keeps_no_q
             release.set()
     assert results == ["value"] * 3
     assert task._done_callbacks is None
+
+
+@pytest.mark.anyio
+async def test_a_shielded_wait_in_the_tasks_thread_is_bounded_holds_cancels_off_keeps_nothing() -> (
+    None
+):
+    release = anyio.Event()
+
+    async def work() -> str:
+        await release.wait()
+        return "value"
+
+    async with Background("shielded-test") as background:
+        task = background.spawn(work())
+        assert await task.wait_shielded(0.01) is False  # the bound, then taken back
+        assert task._done_callbacks == []
+        delivered: list[str] = []
+        with anyio.CancelScope() as scope:
+            scope.cancel()  # cancelled before the wait even starts: held off
+            background.spawn(_set_after(release, 0.02))
+            ended = await task.wait_shielded(5)
+            delivered.append("waited")
+            await anyio.lowlevel.checkpoint()  # the held-off cancel lands here
+            delivered.append("not reached")
+        assert ended is True
+        assert delivered == ["waited"]
+        assert task._done_callbacks is None
+        assert await task.result() == "value"
+
+
+async def _set_after(event: anyio.Event, delay: float) -> None:
+    await anyio.sleep(delay)
+    event.set()

@@ -27,7 +27,15 @@ if TYPE_CHECKING:
 
     from ._backends import Waiter
 
-__all__ = ("DONE", "Completion", "Ending", "completion_of", "set_ended", "wait_ended")
+__all__ = (
+    "DONE",
+    "Completion",
+    "Ending",
+    "completion_of",
+    "set_ended",
+    "wait_ended",
+    "wait_ended_shielded",
+)
 
 # Taken only by the first waiter of an ending, to make its completion once if two
 # loops in two threads wait for the same (sync) run at the same moment.
@@ -120,7 +128,7 @@ async def wait_ended(ending: Ending) -> None:
         await completion_of(ending).wait()
         return
     ended, wake = local_wait()
-    callbacks = ending._done_callbacks  # noqa: SLF001
+    callbacks = ending._done_callbacks  # noqa: SLF001 - _listen(), spelled out: the usual wait
     if callbacks is None:
         callbacks = ending._done_callbacks = [wake]  # noqa: SLF001
     else:
@@ -130,6 +138,38 @@ async def wait_ended(ending: Ending) -> None:
     finally:
         if ending._done_callbacks is callbacks:  # noqa: SLF001 - not ended: take it back
             callbacks.remove(wake)
+
+
+async def wait_ended_shielded(ending: Ending, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``ending`` to end, not interrupted by
+    cancellation (delivered at the next await after); whether it has ended.
+
+    Where, as :func:`wait_ended`: in its own thread its end wakes the waiter
+    directly, from its done callbacks.
+    """
+    if threading.get_ident() != ending._home:  # noqa: SLF001
+        return await completion_of(ending).wait_shielded(timeout)
+    if not ending.done():
+        waiter = make_waiter()
+        wake = waiter.wake
+        callbacks = _listen(ending, wake)
+        try:
+            await waiter.wait_shielded(timeout)
+        finally:
+            if ending._done_callbacks is callbacks:  # noqa: SLF001
+                callbacks.remove(wake)
+    return ending.done()
+
+
+def _listen(ending: Ending, wake: Callable[[object], None]) -> list[Callable[[Any], object]]:
+    """Put ``wake`` among the done callbacks of ``ending`` (not ended; in its own
+    thread): the list it is in, to take it back from while it is the ending's."""
+    callbacks = ending._done_callbacks  # noqa: SLF001
+    if callbacks is None:
+        callbacks = ending._done_callbacks = [wake]  # noqa: SLF001
+    else:
+        callbacks.append(wake)
+    return callbacks
 
 
 def completion_of(ending: Ending) -> Completion:

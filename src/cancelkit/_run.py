@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 from anyio.lowlevel import checkpoint
 
 from ._backends import Waiter, make_waiter
-from ._completion import DONE, Completion, completion_of, wait_ended
+from ._completion import DONE, Completion, wait_ended, wait_ended_shielded
 from ._exceptions import CancelReason
 from ._outcome import RunOutcome
 from ._receipt import Entry, Recording, StopReceipt, _current_recording
@@ -335,7 +335,7 @@ class Run(Recording, Generic[T]):
 
     async def wait_shielded(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds, not interrupted by cancellation."""
-        return await completion_of(self).wait_shielded(timeout)
+        return await wait_ended_shielded(self, timeout)
 
     async def result(self) -> T:
         """Wait for the run and return its value.

@@ -16,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from ._backends import running
-from ._completion import Completion, completion_of, set_ended, wait_ended
+from ._completion import Completion, set_ended, wait_ended, wait_ended_shielded
 from ._exceptions import Cancelled, CancelReason, RunCancelled
 from ._token import CancelToken, _current
 
@@ -137,7 +137,7 @@ class OwnedTask(Generic[T]):
         Returns:
             Whether the task has ended.
         """
-        return await completion_of(self).wait_shielded(timeout)
+        return await wait_ended_shielded(self, timeout)
 
     async def result(self) -> T:
         """Wait for the task and return its value.
