@@ -170,3 +170,42 @@ async def test_a_shielded_wait_in_the_tasks_thread_is_bounded_holds_cancels_off_
 async def _set_after(event: anyio.Event, delay: float) -> None:
     await anyio.sleep(delay)
     event.set()
+
+
+@pytest.mark.anyio
+async def test_a_failing_done_callback_keeps_no_waiter_from_waking(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Waiters in the ending's own thread are among its done callbacks: one of the
+    # user's that raises, added before them, is logged and the waiters still wake.
+    def broken(_ended: object) -> None:
+        raise RuntimeError("a broken done callback")
+
+    release = anyio.Event()
+
+    async def work() -> str:
+        await release.wait()
+        return "value"
+
+    runs = Runs()
+    async with Background("failing-callback") as background:
+        task = background.spawn(work())
+        run = runs.start(work)
+        task.add_done_callback(broken)
+        run.add_done_callback(broken)
+        got: list[object] = []
+
+        async def wait_task() -> None:
+            got.append(await task.result())
+
+        async def wait_run() -> None:
+            got.append((await run.wait()).value)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                group.start_soon(wait_task)
+                group.start_soon(wait_run)
+                await anyio.sleep(0.01)
+                release.set()
+    assert got == ["value", "value"]
+    assert len([r for r in caplog.records if "a broken done callback" in str(r.exc_info)]) == 2

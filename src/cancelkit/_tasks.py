@@ -177,7 +177,12 @@ class OwnedTask(Generic[T]):
             owner._task_ended(self)  # noqa: SLF001 - the owner's hook, see TaskOwner
         callbacks, self._done_callbacks = self._done_callbacks, None
         for callback in callbacks or ():
-            callback(self)
+            try:  # one failing never keeps the others (waiters among them) from running
+                callback(self)
+            except Exception:
+                logger.exception(
+                    "cancelkit: done callback %r of task %s failed", callback, self.name
+                )
 
 
 def decide_ending(
