@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -209,3 +210,121 @@ async def test_a_failing_done_callback_keeps_no_waiter_from_waking(
                 release.set()
     assert got == ["value", "value"]
     assert len([r for r in caplog.records if "a broken done callback" in str(r.exc_info)]) == 2
+
+
+@pytest.mark.parametrize("waiter_backend", BACKENDS)
+def test_runs_of_an_asyncio_loop_moved_to_another_thread_wake_waiters_in_the_first(
+    waiter_backend: str,
+) -> None:
+    # A loop prepared in the main thread (run_until_complete), then run by a
+    # worker's run_forever: a run started before the move ends in the worker, one
+    # started after it too. A waiter on another loop in the first thread is woken
+    # by both, in time (the first one's end comes from the other thread).
+    import asyncio  # noqa: PLC0415
+
+    runs = Runs()
+    loop = asyncio.new_event_loop()
+
+    async def start(delay: float) -> Any:
+        return runs.start(asyncio.sleep, delay, "v")
+
+    before = loop.run_until_complete(start(0.3))
+    worker = threading.Thread(target=loop.run_forever)
+    worker.start()
+    try:
+        after = asyncio.run_coroutine_threadsafe(start(0.3), loop).result(5)
+        woken: list[str] = []
+
+        async def wait_both() -> None:
+            with anyio.move_on_after(10):
+                for run in (before, after):
+                    woken.append((await run.wait()).value)
+
+        started = time.monotonic()
+        anyio.run(wait_both, backend=waiter_backend)
+        assert woken == ["v", "v"]
+        # Woken by the runs' ends (0.3 s), not by the first thing that happens to
+        # wake the waiting loop: a wake-up set on its future from the other thread
+        # without waking the loop would come only at the 10 s bound.
+        assert time.monotonic() - started < 5
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        worker.join(5)
+        loop.close()
+
+
+class _FailingEnd:
+    """A registry backend whose note of a run's end fails (a full queue, say)."""
+
+    worker = "w"
+
+    async def open(self, local: object) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    async def register(self, run_id: str, owner: str | None) -> None:
+        return None
+
+    def note_cancelled(self, run_id: str, reason: object) -> None:
+        pass
+
+    def note_ended(self, run_id: str, status: str, reason: object) -> None:
+        raise RuntimeError("the backend's queue is full")
+
+    async def cancel(self, run_id: str, reason: object, owner: str | None) -> bool:
+        return False
+
+    async def info(self, run_id: str, owner: str | None) -> None:
+        return None
+
+
+def test_a_run_whose_end_fails_to_reach_the_backend_still_wakes_its_waiters() -> None:
+    import asyncio  # noqa: PLC0415
+
+    reported: list[object] = []
+
+    async def main() -> str:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _loop, context: reported.append(context.get("exception"))
+        )
+        async with Runs(backend=_FailingEnd()) as runs:
+            run = runs.start(asyncio.sleep, 0.01, "v")
+            with anyio.fail_after(5):
+                return str((await run.wait()).value)
+
+    assert asyncio.run(main()) == "v"
+    assert [repr(error) for error in reported] == ['RuntimeError("the backend\'s queue is full")']
+
+
+@pytest.mark.anyio
+async def test_a_done_callback_raising_a_base_exception_keeps_no_waiter_from_waking() -> None:
+    import asyncio  # noqa: PLC0415
+
+    def interrupting(_ended: object) -> None:
+        raise asyncio.CancelledError  # a callback awaiting nothing, yet: a BaseException
+
+    after: list[str] = []
+    runs = Runs()
+    release = anyio.Event()
+
+    async def work() -> str:
+        await release.wait()
+        return "value"
+
+    run = runs.start(work)
+    run.add_done_callback(interrupting)
+    run.add_done_callback(lambda ended: after.append(ended.status))
+    got: list[object] = []
+
+    async def wait_run() -> None:
+        got.append((await run.wait()).value)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait_run)
+            await anyio.sleep(0.01)
+            release.set()
+    assert got == ["value"]
+    assert after == ["completed"]

@@ -17,6 +17,7 @@ other, so every waiter is woken at least once (setting a waiter twice does no ha
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -32,10 +33,13 @@ __all__ = (
     "Completion",
     "Ending",
     "completion_of",
+    "run_done_callbacks",
     "set_ended",
     "wait_ended",
     "wait_ended_shielded",
 )
+
+logger = logging.getLogger("cancelkit")
 
 # Taken only by the first waiter of an ending, to make its completion once if two
 # loops in two threads wait for the same (sync) run at the same moment.
@@ -133,6 +137,8 @@ async def wait_ended(ending: Ending) -> None:
         callbacks = ending._done_callbacks = [wake]  # noqa: SLF001
     else:
         callbacks.append(wake)
+    if ending.done():  # ended meanwhile in another thread (its loop moved): see _listen()
+        wake(None)
     try:
         await ended
     finally:
@@ -163,13 +169,41 @@ async def wait_ended_shielded(ending: Ending, timeout: float) -> bool:
 
 def _listen(ending: Ending, wake: Callable[[object], None]) -> list[Callable[[Any], object]]:
     """Put ``wake`` among the done callbacks of ``ending`` (not ended; in its own
-    thread): the list it is in, to take it back from while it is the ending's."""
+    thread): the list it is in, to take it back from while it is the ending's.
+
+    ``wake`` is also called here if it has ended meanwhile: an asyncio loop can be
+    moved to another thread (prepared with ``run_until_complete``, then run by a
+    worker's ``run_forever``), and then the ending of a task started before the move
+    runs in another thread than this. Its status is set before its callbacks are
+    taken, this waiter's wake is put in before its status is read: whichever comes
+    second sees the other (``wake`` itself is safe from any thread).
+    """
     callbacks = ending._done_callbacks  # noqa: SLF001
     if callbacks is None:
         callbacks = ending._done_callbacks = [wake]  # noqa: SLF001
     else:
         callbacks.append(wake)
+    if ending.done():
+        wake(None)
     return callbacks
+
+
+def run_done_callbacks(ending: Ending) -> None:
+    """Run the done callbacks of ``ending`` (it has just ended), each once: waiters
+    in its own thread are among them, so one that fails never keeps the others from
+    running. An ``Exception`` is logged; any other (a ``CancelledError`` from a
+    callback's own await, a ``KeyboardInterrupt``) is raised once all have run."""
+    callbacks, ending._done_callbacks = ending._done_callbacks, None  # noqa: SLF001
+    escaped: BaseException | None = None
+    for callback in callbacks or ():
+        try:
+            callback(ending)
+        except Exception:
+            logger.exception("cancelkit: done callback %r of %r failed", callback, ending)
+        except BaseException as exc:  # noqa: BLE001 - raised below, after the others
+            escaped = escaped or exc
+    if escaped is not None:
+        raise escaped
 
 
 def completion_of(ending: Ending) -> Completion:

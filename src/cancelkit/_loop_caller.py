@@ -81,7 +81,9 @@ class LoopCaller(Generic[T]):
         self._to_cancel: deque[tuple[T, CancelReason | None]] = deque()
         self._scheduled = False
         self.thread = threading.get_ident()
-        """The ident of the loop's thread (where it was made, from a task of the loop)."""
+        """The ident of the loop's thread: where it was made, from a task of the loop,
+        and updated when a task starts on the loop in another (an asyncio loop can be
+        run by one thread, then another)."""
         self._same_thread = same_thread
         self._threadsafe = threadsafe
         self._closed = closed

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 from anyio.lowlevel import checkpoint
 
 from ._backends import Waiter, make_waiter
-from ._completion import DONE, Completion, wait_ended, wait_ended_shielded
+from ._completion import DONE, Completion, run_done_callbacks, wait_ended, wait_ended_shielded
 from ._exceptions import CancelReason
 from ._outcome import RunOutcome
 from ._receipt import Entry, Recording, StopReceipt, _current_recording
@@ -485,16 +485,16 @@ class Run(Recording, Generic[T]):
         if completion is not None:
             self._ended = None  # its waiters hold it; later ones see the status first
             completion.set()
-        # The registry knows first, then the parent, then everyone else.
-        self._registry._retire(self)  # noqa: SLF001
-        if self.parent is not None:
-            self.parent._child_run_ended(self)  # noqa: SLF001
-        callbacks, self._done_callbacks = self._done_callbacks, None
-        for callback in callbacks or ():
-            try:
-                callback(self)
-            except Exception:
-                logger.exception("cancelkit: done callback %r of run %s failed", callback, self.id)
+        # The registry knows first, then the parent, then everyone else: waiters in
+        # this thread are among the callbacks, run even if the registry's backend or
+        # the parent fails.
+        try:
+            self._registry._retire(self)  # noqa: SLF001
+            if self.parent is not None:
+                self.parent._child_run_ended(self)  # noqa: SLF001
+        finally:
+            if self._done_callbacks is not None:
+                run_done_callbacks(self)
 
 
 def work_context(

@@ -13,10 +13,17 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
+import threading
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from ._backends import running
-from ._completion import Completion, set_ended, wait_ended, wait_ended_shielded
+from ._completion import (
+    Completion,
+    run_done_callbacks,
+    set_ended,
+    wait_ended,
+    wait_ended_shielded,
+)
 from ._exceptions import Cancelled, CancelReason, RunCancelled
 from ._token import CancelToken, _current
 
@@ -172,17 +179,13 @@ class OwnedTask(Generic[T]):
         self._error = error
         set_ended(self)
         owner = self._owner
-        if owner is not None:
-            self._owner = None
-            owner._task_ended(self)  # noqa: SLF001 - the owner's hook, see TaskOwner
-        callbacks, self._done_callbacks = self._done_callbacks, None
-        for callback in callbacks or ():
-            try:  # one failing never keeps the others (waiters among them) from running
-                callback(self)
-            except Exception:
-                logger.exception(
-                    "cancelkit: done callback %r of task %s failed", callback, self.name
-                )
+        try:
+            if owner is not None:
+                self._owner = None
+                owner._task_ended(self)  # noqa: SLF001 - the owner's hook, see TaskOwner
+        finally:  # waiters in this thread are among the callbacks
+            if self._done_callbacks is not None:
+                run_done_callbacks(self)
 
 
 def decide_ending(
@@ -223,6 +226,9 @@ def launch(
     target = backend.spawn(loop, coro, name=name, context=context, ending=ending)
     caller = backend.loop_caller(loop)
     token._arm(caller, target)  # noqa: SLF001
+    here = threading.get_ident()
+    if caller.thread != here:  # an asyncio loop now run by another thread than before
+        caller.thread = here
     return caller.thread
 
 

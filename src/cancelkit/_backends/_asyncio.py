@@ -114,8 +114,19 @@ class AsyncioWaiter:
         return self._is_set
 
 
-def _resolve(fut: asyncio.Future[None], _cause: object) -> None:
-    """End a local wait (see ``local_wait``), unless its task was cancelled out of it."""
+def _resolve(fut: asyncio.Future[None], thread: int, _cause: object) -> None:
+    """End a local wait (see ``local_wait``), unless its task was cancelled out of it;
+    through the loop from another thread (a loop moved to another thread ends what
+    it started before the move there)."""
+    if threading.get_ident() == thread:
+        if not fut.done():
+            fut.set_result(None)
+        return
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to wake
+        fut.get_loop().call_soon_threadsafe(_resolve_here, fut)
+
+
+def _resolve_here(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
 
@@ -184,11 +195,23 @@ def cancel_task(task: asyncio.Future[Any], reason: CancelReason | None) -> None:
 _current_tasks = asyncio.tasks._current_tasks  # type: ignore[attr-defined]  # noqa: SLF001
 
 
-def _task_of(loop: weakref.ref[asyncio.AbstractEventLoop]) -> object:
-    """The task ``loop`` is running a step of, or None: ``asyncio.current_task()``
-    without its checks, and without asking for the running loop (a ``getpid()``
-    system call on every lookup); this runs once per cancelled task."""
-    return _current_tasks.get(loop())
+def _task_of(loop_ref: weakref.ref[asyncio.AbstractEventLoop]) -> object:
+    """The task the loop is running a step of *in this thread*, or None:
+    ``asyncio.current_task()`` without asking for the running loop (a ``getpid()``
+    system call on every lookup) where the loop says which thread runs it."""
+    loop = loop_ref()
+    if loop is None:
+        return None
+    thread = getattr(loop, "_thread_id", _UNKNOWN)  # asyncio's own loops keep it
+    if thread is _UNKNOWN:
+        if _get_running_loop() is not loop:
+            return None
+    elif thread != threading.get_ident():
+        return None
+    return _current_tasks.get(loop)
+
+
+_UNKNOWN: Any = object()
 
 
 def _new_caller(loop: asyncio.AbstractEventLoop) -> LoopCaller[Any]:
@@ -375,7 +398,7 @@ class _Asyncio:
         self, loop: asyncio.AbstractEventLoop
     ) -> tuple[asyncio.Future[None], Callable[[object], None]]:
         fut = loop.create_future()
-        return fut, functools.partial(_resolve, fut)
+        return fut, functools.partial(_resolve, fut, threading.get_ident())
 
     def spawn(
         self,

@@ -88,8 +88,16 @@ class TrioWaiter:
         return self._event.is_set()
 
 
-def _set_event(event: trio.Event, _cause: object) -> None:
-    event.set()
+def _set_event(
+    event: trio.Event, thread: int, token: trio.lowlevel.TrioToken, _cause: object
+) -> None:
+    """End a local wait (see ``local_wait``); through the trio token from another
+    thread (an asyncio loop moved to another thread ends there what it started)."""
+    if threading.get_ident() == thread:
+        event.set()
+        return
+    with contextlib.suppress(trio.RunFinishedError):
+        token.run_sync_soon(event.set)
 
 
 def _in_task() -> bool:
@@ -228,7 +236,10 @@ class _Trio:
 
     def local_wait(self, _loop: None) -> tuple[Coroutine[Any, Any, None], Callable[[object], None]]:
         event = trio.Event()
-        return event.wait(), functools.partial(_set_event, event)
+        wake = functools.partial(
+            _set_event, event, threading.get_ident(), trio.lowlevel.current_trio_token()
+        )
+        return event.wait(), wake
 
     def loop_caller(self, _loop: None) -> LoopCaller[Any]:
         return _callers.get(trio.lowlevel.current_trio_token())
