@@ -87,3 +87,9 @@ def run_scenario(module: str, *args: str) -> str:
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("OK "), done.stdout
     return done.stdout
+
+
+async def released(event: anyio.Event, value: object = "value") -> object:
+    """Wait for ``event``, then return ``value``: work that ends when the test says."""
+    await event.wait()
+    return value

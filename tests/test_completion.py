@@ -12,6 +12,8 @@ import pytest
 from cancelkit import Background, Runs, SyncRun
 from cancelkit._completion import Completion, completion_of, set_ended
 
+from .helpers import released
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -113,13 +115,9 @@ async def test_a_task_awaited_in_its_own_thread_wakes_its_waiters_and_keeps_no_q
     # done callbacks; cancelled ones take theirs back, the others get the result.
     release = anyio.Event()
 
-    async def work() -> str:
-        await release.wait()
-        return "value"
-
     results: list[object] = []
     async with Background("completion-test") as background:
-        task = background.spawn(work())
+        task = background.spawn(released(release))
 
         async def wait_for_result() -> None:
             results.append(await task.result())
@@ -146,12 +144,8 @@ async def test_a_shielded_wait_in_the_tasks_thread_is_bounded_holds_cancels_off_
 ):
     release = anyio.Event()
 
-    async def work() -> str:
-        await release.wait()
-        return "value"
-
     async with Background("shielded-test") as background:
-        task = background.spawn(work())
+        task = background.spawn(released(release))
         assert await task.wait_shielded(0.01) is False  # the bound, then taken back
         assert task._done_callbacks == []
         delivered: list[str] = []
@@ -184,14 +178,10 @@ async def test_a_failing_done_callback_keeps_no_waiter_from_waking(
 
     release = anyio.Event()
 
-    async def work() -> str:
-        await release.wait()
-        return "value"
-
     runs = Runs()
     async with Background("failing-callback") as background:
-        task = background.spawn(work())
-        run = runs.start(work)
+        task = background.spawn(released(release))
+        run = runs.start(released, release)
         task.add_done_callback(broken)
         run.add_done_callback(broken)
         got: list[object] = []
@@ -309,11 +299,7 @@ async def test_a_done_callback_raising_a_base_exception_keeps_no_waiter_from_wak
     runs = Runs()
     release = anyio.Event()
 
-    async def work() -> str:
-        await release.wait()
-        return "value"
-
-    run = runs.start(work)
+    run = runs.start(released, release)
     run.add_done_callback(interrupting)
     run.add_done_callback(lambda ended: after.append(ended.status))
     got: list[object] = []

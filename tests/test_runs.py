@@ -23,7 +23,7 @@ from cancelkit import (
 )
 from cancelkit.testing import cancel_at_each_checkpoint
 
-from .helpers import Log, wait_until
+from .helpers import Log, released, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -572,11 +572,7 @@ async def test_waiters_cancelled_while_waiting_leave_nothing_behind_and_the_rest
     runs = Runs()
     release = anyio.Event()
 
-    async def body() -> str:
-        await release.wait()
-        return "done"
-
-    run = runs.start(body)
+    run = runs.start(released, release, "done")
     woken: list[str] = []
 
     async def waiter(name: str) -> None:
