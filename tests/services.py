@@ -1,7 +1,10 @@
 """The real services the suite starts, for any test folder: PostgreSQL and Redis.
 
 PostgreSQL runs from the binaries on the machine (``initdb``, ``pg_ctl``), in a
-temporary folder, listening on a unix socket only. Both refuse to run as root, so
+temporary folder, listening on a unix socket only. ``pg_ctl`` leaves it running on
+its own, so a watchdog process stops it and removes the folder when the session
+ends, however it ends: it waits for the end of a pipe only the session holds, which
+the kernel closes when pytest exits or is killed. Both refuse to run as root, so
 when the suite runs as root the server runs as ``nobody``. Redis is Debian's
 ``redis-server`` (``scripts/test`` installs it), on a unix socket in a temporary
 folder, ended with the session (or by the kernel, if pytest is killed). A missing
@@ -14,6 +17,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +45,16 @@ def _as_server_user(command: list[str], owner: int | None) -> list[str]:
     return ["runuser", "-u", "nobody", "--", *command] if owner is not None else command
 
 
+# Waits for the end of its stdin (the session has ended, however it ended), then runs
+# the stop command (argv[2:]) and removes the server's folder (argv[1]).
+_WATCHDOG = """
+import shutil, subprocess, sys
+sys.stdin.buffer.read()
+subprocess.run(sys.argv[2:], capture_output=True)
+shutil.rmtree(sys.argv[1], ignore_errors=True)
+"""
+
+
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="ck-pg-"))
@@ -59,15 +73,31 @@ def postgres_dsn() -> Iterator[str]:
         f"-k {sock} -c listen_addresses='' -c fsync=off -c max_connections=200"
         " -c client_connection_check_interval=100ms"  # notice killed clients mid-query
     )
-    run([_binary("pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"])
+    stop = _as_server_user([_binary("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], owner)
+    watchdog = subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(root), *stop],
+        stdin=subprocess.PIPE,
+        start_new_session=True,  # a Ctrl-C to the session's group does not cut it short
+    )
     try:
+        run(
+            [
+                _binary("pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-l",
+                str(root / "log"),
+                "-w",
+                "start",
+            ]
+        )
         yield f"host={sock} dbname=postgres user=cancelkit"
     finally:
-        subprocess.run(
-            _as_server_user([_binary("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], owner),
-            capture_output=True,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        assert watchdog.stdin is not None
+        watchdog.stdin.close()  # what a killed session's end does too
+        watchdog.wait(60)
 
 
 @pytest.fixture(scope="session")

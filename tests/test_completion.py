@@ -314,3 +314,36 @@ async def test_a_done_callback_raising_a_base_exception_keeps_no_waiter_from_wak
             release.set()
     assert got == ["value"]
     assert after == ["completed"]
+
+
+def test_a_stop_from_the_thread_a_loop_moved_away_from_reaches_its_run_at_once() -> None:
+    # The loop was prepared in this thread, then moved to a worker's run_forever and
+    # left idle there (its only task sleeps for an hour). A Stop from this thread
+    # must wake the loop, not wait for something else to.
+    import asyncio  # noqa: PLC0415
+
+    runs = Runs()
+    loop = asyncio.new_event_loop()
+
+    async def start() -> Any:
+        return runs.start(asyncio.sleep, 3600)
+
+    run = loop.run_until_complete(start())
+    worker = threading.Thread(target=loop.run_forever)
+    worker.start()
+    try:
+        time.sleep(0.05)  # the loop is idle in the worker
+        started = time.monotonic()
+        assert run.cancel()
+
+        async def wait() -> str:
+            with anyio.move_on_after(10):
+                return str((await run.wait()).status)
+            return "not ended"
+
+        assert anyio.run(wait) == "cancelled"
+        assert time.monotonic() - started < 5  # not at the 10 s bound
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        worker.join(5)
+        loop.close()

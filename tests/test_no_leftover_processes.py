@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -96,3 +98,49 @@ def test_the_check_sees_what_this_session_starts() -> None:
         child.kill()
         child.wait()
     assert child.pid not in leftovers(mark, os.getpid())
+
+
+HOLDS_POSTGRES = """
+import os, time
+from pathlib import Path
+
+pytest_plugins = ["tests.services"]
+
+
+def test_holds_the_server(postgres_dsn):
+    Path(os.environ["DSN_FILE"]).write_text(postgres_dsn)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_the_suites_postgresql_is_gone_when_its_session_is_killed(tmp_path: Path, how: str) -> None:
+    # pg_ctl leaves the server running on its own: a pytest killed mid-session must
+    # not leave it (or its folder) behind.
+    (tmp_path / "test_holder.py").write_text(HOLDS_POSTGRES)
+    dsn_file = tmp_path / "dsn"
+    repo = Path(__file__).parent.parent
+    session = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=repo,
+        env={**os.environ, "DSN_FILE": str(dsn_file), "PYTHONPATH": str(repo)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not dsn_file.exists() and time.monotonic() < deadline:
+            assert session.poll() is None, "the session ended before its server started"
+            time.sleep(0.05)
+        sock = Path(dsn_file.read_text().split()[0].removeprefix("host="))
+        root = sock.parent
+        server = int((root / "data" / "postmaster.pid").read_text().split()[0])
+        assert _alive(server)
+    finally:
+        session.send_signal(getattr(signal, how))
+        session.wait(30)
+    deadline = time.monotonic() + 30
+    while (_alive(server) or root.exists()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(server)
+    assert not root.exists()

@@ -194,7 +194,11 @@ class LoopCaller(Generic[T]):
         if self._scheduled:
             return
         self._scheduled = True
-        schedule = self._same_thread if threading.get_ident() == self.thread else self._threadsafe
+        # From a task step of the loop, in its thread, the loop is awake and runs the
+        # drain soon; from anywhere else (another thread, the loop's own callbacks, a
+        # thread the loop ran in before it moved) it is woken to do so.
+        here = threading.get_ident() == self.thread and self._in_task()
+        schedule = self._same_thread if here else self._threadsafe
         try:
             schedule(self._drain)
         except self._closed:  # the loop is gone: nothing is left to act on
