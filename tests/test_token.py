@@ -433,7 +433,7 @@ def test_a_cancel_landing_inside_arming_stops_the_task_once() -> None:
         def cancel(self, what: object, _reason: CancelReason | None = None, /) -> None:
             stopped.append(what)
 
-        def cancel_many(self, targets: list[object], _reason: CancelReason, /) -> None:
+        def cancel_many(self, targets: list[object], _reason: CancelReason | None, /) -> None:
             stopped.extend(targets)
 
     def between_the_two(frame: Any, event: str, _arg: object) -> Any:

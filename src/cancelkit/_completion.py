@@ -132,13 +132,7 @@ async def wait_ended(ending: Ending) -> None:
         await completion_of(ending).wait()
         return
     ended, wake = local_wait()
-    callbacks = ending._done_callbacks  # noqa: SLF001 - _listen(), spelled out: the usual wait
-    if callbacks is None:
-        callbacks = ending._done_callbacks = [wake]  # noqa: SLF001
-    else:
-        callbacks.append(wake)
-    if ending.done():  # ended meanwhile in another thread (its loop moved): see _listen()
-        wake(None)
+    callbacks = _listen(ending, wake)
     try:
         await ended
     finally:

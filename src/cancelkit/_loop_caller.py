@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
     from ._exceptions import CancelReason
 
@@ -120,30 +120,21 @@ class LoopCaller(Generic[T]):
 
     def cancel(self, target: T, reason: CancelReason | None = None) -> None:
         """Cancel ``target`` with ``reason``: at once when safe, else queued and
-        batched with other cancels."""
-        # _may_act_now(), spelled out: this runs once per task of a cancelled tree.
-        if threading.get_ident() == self.thread and not _collecting and self._in_task():
-            held = self._held
-            if held is not None:
-                # One extend, atomic: a signal handler that cancels in between
-                # cannot pair a target with another's reason.
-                held.extend((target, reason))
-            else:
-                self._cancel_one(target, reason)
-            return
-        self._to_cancel.append((target, reason))
-        if not self._scheduled:
-            self._schedule()
+        batched with other cancels (:meth:`cancel_many` of one)."""
+        self.cancel_many((target,), reason)
 
-    def cancel_many(self, targets: list[T], reason: CancelReason) -> None:
-        """:meth:`cancel` for each of ``targets`` (a cancelled tree's tasks), asking
-        once whether they may be cancelled at once; one failing is logged, the
-        others are still cancelled."""
+    def cancel_many(self, targets: Sequence[T], reason: CancelReason | None) -> None:
+        """Cancel each of ``targets`` (a cancelled tree's tasks) with ``reason``,
+        asking once whether they may be cancelled at once; one failing is logged,
+        the others are still cancelled."""
+        # _may_act_now(), spelled out: this runs once per cancelled tree.
         if threading.get_ident() == self.thread and not _collecting and self._in_task():
             held = self._held
             if held is not None:
                 for target in targets:
-                    held.extend((target, reason))  # one extend per pair: see cancel()
+                    # One extend per pair, atomic: a signal handler that cancels in
+                    # between cannot pair a target with another's reason.
+                    held.extend((target, reason))
                 return
             cancel_one = self._cancel_one
             for target in targets:

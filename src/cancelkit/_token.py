@@ -42,7 +42,7 @@ class TaskStopper(Protocol):
         """Cancel ``target`` (a task, a cancel scope) with ``reason``."""
         ...
 
-    def cancel_many(self, targets: list[Any], reason: CancelReason, /) -> None:
+    def cancel_many(self, targets: list[Any], reason: CancelReason | None, /) -> None:
         """Cancel every one of ``targets`` with ``reason`` (a cancelled tree's)."""
         ...
 
