@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import random
@@ -46,6 +45,7 @@ from redis.asyncio import Redis
 
 from _harness import Row, measure, save
 from cancelkit import Runs
+from cancelkit._lifetime import die_with_parent
 from cancelkit.distributed import RedisBackend, RedisServer
 from cancelkit.distributed._redis_scripts import CANCEL
 
@@ -118,11 +118,6 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # -- the worker process ------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:  # runs in the child, before exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
 
 
 def _say(**event: Any) -> None:
@@ -217,7 +212,7 @@ class Worker:
             prefix,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            preexec_fn=_die_with_parent,  # SIGKILL of the bench ends it too
+            preexec_fn=die_with_parent,  # SIGKILL of the bench ends it too
         )
         return cls(process)
 

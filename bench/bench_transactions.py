@@ -16,7 +16,6 @@ import argparse
 import itertools
 import os
 import pwd
-import shutil
 import sqlite3
 import subprocess
 import tempfile
@@ -29,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from _harness import Row, against, measure, report
 from cancelkit import transaction
+from cancelkit._lifetime import FolderWatchdog
 from cancelkit.stores import PostgresStore, SQLiteStore
 
 if TYPE_CHECKING:
@@ -48,11 +48,17 @@ def start_postgres() -> tuple[str, Callable[[], None]]:
         os.chown(root, uid, -1)
         os.chown(sock, uid, -1)
 
+    prefix = ["runuser", "-u", "nobody", "--"] if as_nobody else []
+
     def run(command: list[str]) -> None:
-        prefix = ["runuser", "-u", "nobody", "--"] if as_nobody else []
         subprocess.run(prefix + command, check=True, capture_output=True)
 
     binaries = "/usr/local/bin"
+    # pg_ctl leaves the server running on its own: stopped, and its folder removed,
+    # when this bench ends, however it ends (a SIGKILL too).
+    watchdog = FolderWatchdog(
+        root, [*prefix, f"{binaries}/pg_ctl", "-D", str(data), "-m", "fast", "stop"]
+    )
     run([f"{binaries}/initdb", "-D", str(data), "-A", "trust", "-U", "bench", "--no-sync"])
     run(
         [
@@ -68,11 +74,7 @@ def start_postgres() -> tuple[str, Callable[[], None]]:
         ]
     )
 
-    def stop() -> None:
-        run([f"{binaries}/pg_ctl", "-D", str(data), "-m", "fast", "stop"])
-        shutil.rmtree(root, ignore_errors=True)
-
-    return f"host={sock} dbname=postgres user=bench", stop
+    return f"host={sock} dbname=postgres user=bench", watchdog.release
 
 
 def per_op_us(body: Callable[[], Coroutine[Any, Any, float]]) -> Callable[[], float]:
@@ -168,6 +170,7 @@ def main() -> None:
     repeats = 3 if args.quick else 7
     rows: list[Row] = []
     folder = Path(tempfile.mkdtemp(prefix="ck-bench-sqlite-"))
+    sqlite_folder = FolderWatchdog(folder)
     path = folder / "bench.db"
 
     async def prepare_sqlite() -> None:
@@ -186,7 +189,7 @@ def main() -> None:
             baseline="bare sqlite3 in a thread",
             target="<= 1.2x",
         )
-    shutil.rmtree(folder, ignore_errors=True)
+    sqlite_folder.release()
 
     dsn, stop = start_postgres()
     try:

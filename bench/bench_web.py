@@ -79,6 +79,7 @@ from _web_load import (
     start_service,
     together_plan,
 )
+from cancelkit._lifetime import FolderWatchdog
 
 PEERS = ("cancelkit", "naive")
 DRAIN_SECONDS = 20.0  # a bound on waiting for the model server's streams to end
@@ -203,6 +204,7 @@ def measure(
     stacks, ``<peer>-<first label>.txt``).
     """
     data = Path(tempfile.mkdtemp(prefix=f"ck-bench-web-{peer}-"))
+    folder = FolderWatchdog(data)  # gone once read, or with the bench however it ends
     url, service = start_service(peer, model_url, data)
     spy: subprocess.Popen[bytes] | None = None
     try:
@@ -229,6 +231,7 @@ def measure(
                 found = model.get("/stats/requests", params=params).json()["requests"]
                 session.tokens_after = sum(r["tokens_after"] for r in found)
     outcomes, partial = _database(peer, data, sessions)
+    folder.release()
     return Measurement(peer, sessions, elapsed, cpu, before, after, outcomes, partial, machine_load)
 
 

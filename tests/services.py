@@ -17,13 +17,13 @@ import os
 import pwd
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from cancelkit._lifetime import FolderWatchdog
 from cancelkit.distributed import RedisServer
 
 if TYPE_CHECKING:
@@ -45,16 +45,6 @@ def _as_server_user(command: list[str], owner: int | None) -> list[str]:
     return ["runuser", "-u", "nobody", "--", *command] if owner is not None else command
 
 
-# Waits for the end of its stdin (the session has ended, however it ended), then runs
-# the stop command (argv[2:]) and removes the server's folder (argv[1]).
-_WATCHDOG = """
-import shutil, subprocess, sys
-sys.stdin.buffer.read()
-subprocess.run(sys.argv[2:], capture_output=True)
-shutil.rmtree(sys.argv[1], ignore_errors=True)
-"""
-
-
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="ck-pg-"))
@@ -68,18 +58,14 @@ def postgres_dsn() -> Iterator[str]:
     def run(command: list[str]) -> None:
         subprocess.run(_as_server_user(command, owner), check=True, capture_output=True, text=True)
 
-    run([_binary("initdb"), "-D", str(data), "-A", "trust", "-U", "cancelkit", "--no-sync"])
+    stop = _as_server_user([_binary("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], owner)
+    watchdog = FolderWatchdog(root, stop)
     options = (
         f"-k {sock} -c listen_addresses='' -c fsync=off -c max_connections=200"
         " -c client_connection_check_interval=100ms"  # notice killed clients mid-query
     )
-    stop = _as_server_user([_binary("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], owner)
-    watchdog = subprocess.Popen(
-        [sys.executable, "-c", _WATCHDOG, str(root), *stop],
-        stdin=subprocess.PIPE,
-        start_new_session=True,  # a Ctrl-C to the session's group does not cut it short
-    )
     try:
+        run([_binary("initdb"), "-D", str(data), "-A", "trust", "-U", "cancelkit", "--no-sync"])
         run(
             [
                 _binary("pg_ctl"),
@@ -95,9 +81,7 @@ def postgres_dsn() -> Iterator[str]:
         )
         yield f"host={sock} dbname=postgres user=cancelkit"
     finally:
-        assert watchdog.stdin is not None
-        watchdog.stdin.close()  # what a killed session's end does too
-        watchdog.wait(60)
+        watchdog.release()
 
 
 @pytest.fixture(scope="session")

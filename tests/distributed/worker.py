@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import signal
 import sys
@@ -32,9 +31,8 @@ import time
 from typing import Any
 
 from cancelkit import BackendUnavailable, CancelReason, Runs, RunsBackend, transaction
+from cancelkit._lifetime import set_parent_death_signal
 from cancelkit.stores import SQLiteStore
-
-_PR_SET_PDEATHSIG = 1
 
 
 def _say(**event: Any) -> None:
@@ -135,9 +133,7 @@ async def _main(options: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    if sys.platform == "linux":
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    set_parent_death_signal(signal.SIGKILL)
     parser = argparse.ArgumentParser()
     parser.add_argument("backend", choices=["redis", "postgres"])
     parser.add_argument("url")

@@ -16,8 +16,10 @@ import selectors
 import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import httpx2
@@ -30,7 +32,6 @@ from .test_demo_service import wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from pathlib import Path
 
 pytestmark = pytest.mark.slow
 
@@ -266,21 +267,37 @@ def test_sigterm_ends_every_process_of_a_demo_with_its_own_redis(tmp_path: Path)
     assert not left, demo.fail(f"left running: {left}")
 
 
-def test_sigkill_of_the_parent_leaves_no_process(tmp_path: Path) -> None:
+def test_sigkill_of_the_parent_leaves_no_process_and_no_folder(tmp_path: Path) -> None:
     demo = start_workers(tmp_path, "--workers", "2")
     try:
         processes = _processes(demo)
+        redis_folder = _redis_folder(processes)
+        assert redis_folder.is_dir()
     finally:
         stop_workers(demo, signal.SIGKILL)  # no handler, no finally: each must notice
     left = [command for pid, command in processes.items() if not gone_within(pid, 30)]
     assert not left, demo.fail(f"left running: {left}")
+    deadline = time.monotonic() + 30
+    while redis_folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not redis_folder.exists(), demo.fail(f"its Redis folder was left: {redis_folder}")
+
+
+def _redis_folder(processes: dict[int, str]) -> Path:
+    """The folder of the demo's own redis-server, as its watchdog names it."""
+    command = next(c for c in processes.values() if "cancelkit-watchdog" in c).split()
+    return Path(command[command.index("cancelkit-watchdog") + 1])
 
 
 def _processes(demo: Workers) -> dict[int, str]:
-    """The demo's child processes (pid -> command): two workers, the model, Redis."""
+    """The demo's child processes (pid -> command): two workers, the model, Redis, and
+    the watchdog that removes Redis's folder (and its ``cat``)."""
     found = {pid: _command(pid) for pid in children(demo.process.pid)}
+    watchdogs = [pid for pid, command in found.items() if "cancelkit-watchdog" in command]
+    assert len(watchdogs) == 1, found
+    found.update((pid, _command(pid)) for pid in children(watchdogs[0]))
     commands = " | ".join(found.values())
-    assert len(found) == 4, commands
+    assert len(found) == 6, commands
     assert "redis-server" in commands
     assert " model " in commands
     assert sum("cancelkit.demo._worker" in c for c in found.values()) == 2, commands

@@ -18,7 +18,8 @@ workers. Here:
   connection waiting in the queue;
 - every worker is tied to the parent as the local model process is: it watches a
   pipe from it (its stdin) and, on Linux, gets SIGTERM from the kernel when the
-  parent dies (``PR_SET_PDEATHSIG``); redis-server gets SIGKILL the same way;
+  parent dies (``PR_SET_PDEATHSIG``); redis-server gets SIGKILL the same way, and
+  its folder is removed by a watchdog (``RedisServer``);
 - each worker runs the one-process demo's graceful server: SIGTERM cancels its runs
   (kind ``shutdown``) first, then their last events and endings reach Redis;
 - workers run in a process group of their own (and so does redis-server), so a

@@ -3,8 +3,10 @@
 It listens on a unix socket in a temporary directory only (no TCP port), and it
 ends with its owner however the owner ends: :meth:`RedisServer.stop`, an exception
 (the context manager), or a SIGKILL of the owner (the kernel's parent-death signal,
-Linux). It runs in a process group of its own, so a Ctrl-C in a terminal reaches its
-owner only, which stops it after what still writes to it. ``persist=True`` turns the
+Linux); the folder it made goes then too (see
+:class:`~cancelkit._lifetime.FolderWatchdog`). It runs in a process group of its
+own, so a Ctrl-C in a terminal reaches its owner only, which stops it after what
+still writes to it. ``persist=True`` turns the
 append-only file on (fsync on every write), so a restart keeps every tombstone
 written before it.
 """
@@ -12,23 +14,21 @@ written before it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .._lifetime import FolderWatchdog, die_with_parent
 
 if TYPE_CHECKING:
     from types import TracebackType
 
 __all__ = ("RedisServer", "redis_server_binary")
 
-_PR_SET_PDEATHSIG = 1
 INSTALL_HINT = "install it (Debian: apt-get install -y redis-server)"
 
 
@@ -37,12 +37,6 @@ def redis_server_binary() -> str | None:
     return shutil.which("redis-server") or (
         "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
     )
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
-    if sys.platform == "linux":
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 class RedisServer:
@@ -63,8 +57,10 @@ class RedisServer:
             raise RuntimeError(f"redis-server is not installed: {INSTALL_HINT}")
         self.binary = binary
         self.persist = persist
-        self._owns_directory = directory is None
         self.directory = directory or Path(tempfile.mkdtemp(prefix="ck-redis-"))
+        # A folder of its own goes with its owner, however the owner ends (a SIGKILL
+        # too, where redis-server itself is killed by the kernel).
+        self._watchdog = FolderWatchdog(self.directory) if directory is None else None
         self.socket = self.directory / "redis.sock"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -95,7 +91,7 @@ class RedisServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # prctl only, before exec
+            preexec_fn=die_with_parent,  # prctl only, before exec
             process_group=0,  # a Ctrl-C meant for its owner does not reach it: stopped last
         )
         deadline = time.monotonic() + timeout
@@ -128,8 +124,8 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        if self._owns_directory:
-            shutil.rmtree(self.directory, ignore_errors=True)
+        if self._watchdog is not None:
+            self._watchdog.release()  # removes the folder
 
     def __enter__(self) -> RedisServer:
         self.start()

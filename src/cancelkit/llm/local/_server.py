@@ -11,19 +11,17 @@ The foreground form (``cancelkit model``) can be tied to the process that starte
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from typing import TYPE_CHECKING
 
 import uvicorn
 
+from ..._lifetime import set_parent_death_signal
 from ._app import LocalModelApp, LocalModelConfig, StreamCut
 
 if TYPE_CHECKING:
@@ -135,9 +133,6 @@ def serve(config: LocalModelConfig, host: str = "127.0.0.1", port: int = 8765) -
     uvicorn.Server(config_).run()
 
 
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
 def exit_with_parent(parent_pid: int, *, watch_stdin: bool = True, grace: float = 5.0) -> None:
     """End this process when ``parent_pid`` ends, however it ends (SIGKILL included).
 
@@ -158,10 +153,7 @@ def exit_with_parent(parent_pid: int, *, watch_stdin: bool = True, grace: float 
         watch_stdin: whether to run the stdin watchdog (stdin must be that pipe).
         grace: seconds a graceful stop may take before the process exits hard.
     """
-    if sys.platform == "linux":
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    set_parent_death_signal(signal.SIGTERM)
     if os.getppid() != parent_pid:  # it died before the guard was set
         os._exit(0)
     if not watch_stdin:
