@@ -9,7 +9,7 @@ import threading
 import time
 import tracemalloc
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -17,6 +17,9 @@ import pytest
 from cancelkit import Cancelled, CancelReason, CancelToken, current_token, link
 
 from .helpers import run_scenario
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 USER = CancelReason("user", "stop pressed")
 
@@ -418,23 +421,33 @@ def test_cancel_is_safe_from_a_signal_handler_and_a_finalizer(mode: str) -> None
     run_scenario("cancel_in_handlers", mode)
 
 
-def test_a_cancel_landing_inside_arming_stops_the_task_once() -> None:
+class Stopper:
+    """A task stopper that records what it is asked to stop."""
+
+    def __init__(self) -> None:
+        self.stopped: list[object] = []
+
+    def cancel(self, what: object, _reason: CancelReason | None = None, /) -> None:
+        self.stopped.append(what)
+
+    def cancel_many(self, targets: Sequence[object], _reason: CancelReason | None, /) -> None:
+        self.stopped.extend(targets)
+
+
+@pytest.mark.parametrize("registered", ["the task alone", "a callback too"])
+def test_a_cancel_landing_inside_arming_stops_the_task_once(registered: str) -> None:
     """A task's stopper is armed without the token's lock (the caller, then the
     target). A cancel that lands between the two (a signal handler, another thread)
     must neither take a half-published stopper nor lose it: the task is stopped
-    exactly once, itself."""
+    exactly once, itself. With the task alone the cancel takes its short way (no
+    walk); with a callback, the walk."""
     token = CancelToken()
-    token.on_cancel(lambda _reason: None)  # with a callback, a cancel looks at them all
-    stopped: list[object] = []
+    if registered == "a callback too":
+        token.on_cancel(lambda _reason: None)
+    stopper = Stopper()
+    stopped = stopper.stopped
     target = object()
     landed: list[bool] = []
-
-    class Stopper:
-        def cancel(self, what: object, _reason: CancelReason | None = None, /) -> None:
-            stopped.append(what)
-
-        def cancel_many(self, targets: list[object], _reason: CancelReason | None, /) -> None:
-            stopped.extend(targets)
 
     def between_the_two(frame: Any, event: str, _arg: object) -> Any:
         if frame.f_code is not CancelToken._arm.__code__:
@@ -451,8 +464,50 @@ def test_a_cancel_landing_inside_arming_stops_the_task_once() -> None:
 
     sys.settrace(between_the_two)
     try:
-        token._arm(Stopper(), target)
+        token._arm(stopper, target)
     finally:
         sys.settrace(None)
     assert landed == [True]
     assert stopped == [target]
+
+
+@pytest.mark.parametrize("registered", ["the task alone", "a callback too"])
+def test_a_cancel_during_a_registration_leaves_the_task_to_it(registered: str) -> None:
+    """A cancel never waits for the token's lock: one that comes while a
+    registration holds it (another thread, or this thread's own code a signal
+    handler interrupted) leaves the task to that registration, which stops it,
+    once, as it releases the lock."""
+    token = CancelToken()
+    if registered == "a callback too":
+        token.on_cancel(lambda _reason: None)
+    stopper = Stopper()
+    target = object()
+    token._arm(stopper, target)
+    with token._lock:  # a registration under way
+        assert token.cancel(USER) is True
+        assert stopper.stopped == []  # left to the registration
+    token._after_registration()  # what the registration does once it has released it
+    assert stopper.stopped == [target]
+    token._after_registration()
+    assert stopper.stopped == [target]  # once
+
+
+@pytest.mark.parametrize("registered", ["the task alone", "a callback too"])
+def test_a_stopper_that_fails_is_logged_and_the_cancel_still_counts(
+    registered: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = CancelToken()
+    ran: list[CancelReason] = []
+    if registered == "a callback too":
+        token.on_cancel(ran.append)
+
+    class Broken(Stopper):
+        def cancel_many(self, targets: Sequence[object], _reason: CancelReason | None, /) -> None:
+            raise RuntimeError("the loop is broken")
+
+    token._arm(Broken(), object())
+    with caplog.at_level(logging.ERROR, logger="cancelkit"):
+        assert token.cancel(USER) is True
+    assert token.reason is USER
+    assert "the loop is broken" in caplog.text
+    assert ran == ([USER] if registered == "a callback too" else [])

@@ -125,7 +125,7 @@ class Background:
         """One of its tasks ended (see :class:`~cancelkit._tasks.TaskOwner`)."""
         with self._lock:
             self._tasks.pop(handle, None)
-        if handle.status == "failed":
+        if handle._state == "failed":  # noqa: SLF001 - its ending, as the owner hears it
             logger.error("cancelkit: background task %s failed", handle.name, exc_info=handle.error)
 
     def close(self, reason: CancelReason | None = None) -> None:
@@ -175,7 +175,8 @@ class Background:
                 handle.cancel(why)
             if not await handle.wait_shielded(max(0.0, deadline - time.monotonic())):
                 stragglers.append(handle.name)
-        self._cancel_all(why)  # and whatever was spawned meanwhile
+        if self._tasks:  # spawned meanwhile, from another thread
+            self._cancel_all(why)
         if stragglers:
             warnings.warn(
                 f"cancelkit: Background {self.name!r}: tasks still running {limit}s "

@@ -127,15 +127,18 @@ class LoopCaller(Generic[T]):
         """Cancel each of ``targets`` (a cancelled tree's tasks) with ``reason``,
         asking once whether they may be cancelled at once; one failing is logged,
         the others are still cancelled."""
+        here = threading.get_ident() == self.thread
+        held = self._held
+        if held is not None and here:
+            # Inside holding(): a task step of this loop's (the holding block has no
+            # await), or a signal handler or a collection that interrupted it.
+            for target in targets:
+                # One extend per pair, atomic: a signal handler that cancels in
+                # between cannot pair a target with another's reason.
+                held.extend((target, reason))
+            return
         # _may_act_now(), spelled out: this runs once per cancelled tree.
-        if threading.get_ident() == self.thread and not _collecting and self._in_task():
-            held = self._held
-            if held is not None:
-                for target in targets:
-                    # One extend per pair, atomic: a signal handler that cancels in
-                    # between cannot pair a target with another's reason.
-                    held.extend((target, reason))
-                return
+        if here and not _collecting and self._in_task():
             cancel_one = self._cancel_one
             for target in targets:
                 try:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from ._threads import QuotaSource
     from ._token import CancelToken
 
-__all__ = ("Registry", "Run", "RunOutcome", "RunStatus", "run_context", "spawn", "work_context")
+__all__ = ("Registry", "Run", "RunOutcome", "RunStatus", "spawn", "work_context")
 
 T = TypeVar("T")
 
@@ -459,13 +459,16 @@ class Run(Recording, Generic[T]):
     def _finish(self, value: T | None, error: BaseException | None, cancelled: bool) -> None:
         """The run's task ended (it is its own task's ending, see ``Finishing``): one
         object less per run than an :class:`OwnedTask` reporting to it."""
+        if cancelled and self.token._reason is not None:  # noqa: SLF001
+            self._settle("cancelled", None, None)  # the usual Stop: decided by the cancel
+            return
         state, error = decide_ending(self.token, error, cancelled)
         self._settle(state, value, error)
 
     def _settle(self, state: str, value: T | None, error: BaseException | None) -> None:
         status: RunStatus
         if self._failure is not None:
-            status, self._end_reason, self._end_error = "failed", self.token.reason, self._failure
+            status, self._end_reason, self._end_error = "failed", self.token._reason, self._failure  # noqa: SLF001
         elif state == "completed":
             status, self._end_value = "completed", value
         elif state == "cancelled":
@@ -473,7 +476,7 @@ class Run(Recording, Generic[T]):
             # unwound is dropped, or its traceback would pin every frame (and every
             # closed stream) of the run in the history. What the run chose to hand
             # back (keep_partial) is kept.
-            status, self._end_reason = "cancelled", self.token.reason
+            status, self._end_reason = "cancelled", self.token._reason  # noqa: SLF001
         else:
             self._end_reason = CancelReason("error", f"{type(error).__name__}: {error}")
             status, self._end_error = "failed", error
@@ -507,11 +510,6 @@ def work_context(
     context = contextvars.copy_context()
     context.run(_enter, token, run, quota)
     return context
-
-
-def run_context(run: Run[Any], quota: QuotaSource | None) -> contextvars.Context:
-    """:func:`work_context` for code that works for ``run``, with its token."""
-    return work_context(run.token, run, quota)
 
 
 def _enter(token: CancelToken, run: Run[Any] | None, quota: QuotaSource | None) -> None:

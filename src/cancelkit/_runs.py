@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack
 from ._backends import loop_caller
 from ._exceptions import CancelReason
 from ._ids import new_id
-from ._run import Run, _current_run, run_context
+from ._run import Run, _current_run, work_context
 from ._runs_backend import RunInfo
 from ._sync_run import SyncRun, run_in_thread
 from ._tasks import launch
@@ -178,7 +178,7 @@ class Runs:
                 name=f"run:{run_id}",
                 token=token,
                 ending=run,  # its task's end settles it
-                context=run_context(run, quota),
+                context=work_context(run.token, run, quota),
             )
         except BaseException:
             del self._active[run_id]  # never started: it never ends to remove itself
@@ -394,7 +394,8 @@ class Runs:
         stragglers = [
             run.id
             for run in runs
-            if not run.done() and not await run.wait_shielded(max(0.0, deadline - time.monotonic()))
+            if run._status is None  # noqa: SLF001 - done(), read for each of thousands
+            and not await run.wait_shielded(max(0.0, deadline - time.monotonic()))
         ]
         if stragglers:
             logger.warning(

@@ -21,7 +21,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, TypeVarTuple, Unpack
 
 from ._receipt import record
-from ._run import Run, RunOutcome, run_context
+from ._run import Run, RunOutcome, work_context
 from ._tasks import OwnedTask
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class SyncRun(Generic[T]):
         self.run = run
         """The :class:`Run` (``id``, ``status``, ``reason``, ``outcome``...)."""
         self._main: OwnedTask[T] = OwnedTask(f"run:{run.id}", run.token)
-        self._context = run_context(run, None)  # its threads are its caller's
+        self._context = work_context(run.token, run, None)  # its threads are its caller's
         self._thread: str | None = None
 
     def __repr__(self) -> str:

@@ -23,7 +23,7 @@ from ._timers import schedule
 from ._validate import seconds
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from ._backends import Waiter
     from ._timers import Deadline
@@ -42,7 +42,7 @@ class TaskStopper(Protocol):
         """Cancel ``target`` (a task, a cancel scope) with ``reason``."""
         ...
 
-    def cancel_many(self, targets: list[Any], reason: CancelReason | None, /) -> None:
+    def cancel_many(self, targets: Sequence[Any], reason: CancelReason | None, /) -> None:
         """Cancel every one of ``targets`` with ``reason`` (a cancelled tree's)."""
         ...
 
@@ -195,8 +195,10 @@ class CancelToken:
             return False  # cancelled or finished already
         self._undecided = _DECIDED
         now = time.monotonic()
-        callbacks: list[Callable[[CancelReason], object]] = []
-        stops: dict[TaskStopper, list[object]] = {}  # the tree's tasks, by their loop's caller
+        # What the walk takes (made at the first token with more than its task): the
+        # callbacks to run, and the tree's tasks by their loop's caller.
+        callbacks: list[Callable[[CancelReason], object]] | None = None
+        stops: dict[TaskStopper, list[object]] | None = None
         pending = [self]
         # Iterative, so a deep chain of children cannot hit the recursion limit; and
         # spelled out here, as this runs once per token of a cancelled tree.
@@ -213,15 +215,35 @@ class CancelToken:
             if deadline is not None:
                 token._deadline = None
                 deadline.discard()
-            if (
-                token._stop_target is not None
-                or token._callbacks is not None
-                or token._children is not None
-            ):
-                token._take_registered(callbacks, pending, stops, blocking=False)
-        _stop_tasks(stops, reason)
-        _run_callbacks(callbacks, reason)
+            if token._callbacks is None and token._children is None:
+                if token._stop_target is None:
+                    continue
+                if token is self:
+                    # The usual cancel: a run's or a task's own token, with its task
+                    # and nothing else registered: the task is stopped directly.
+                    self._stop_own_task(reason)
+                    return True
+            if callbacks is None or stops is None:
+                callbacks, stops = [], {}
+            token._take_registered(callbacks, pending, stops, blocking=False)
+        if callbacks is not None and stops is not None:
+            _stop_tasks(stops, reason)
+            _run_callbacks(callbacks, reason)
         return True
+
+    def _stop_own_task(self, reason: CancelReason) -> None:
+        """Stop the token's task, as a cancel's walk would (see _take_registered)."""
+        if not self._lock.acquire(False):
+            return  # a registration under way finds the cancel, and does this
+        target = self._stop_target
+        caller = self._stop_caller
+        self._stop_target = self._stop_caller = None
+        self._lock.release()
+        if target is not None and caller is not None:
+            try:
+                caller.cancel_many((target,), reason)
+            except Exception:
+                logger.exception("cancelkit: stopping the task of %r failed", self)
 
     def _take_registered(
         self,
