@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 import httpx2
 
+from cancelkit._lifetime import tied_to_this_process
 from cancelkit.llm.local import count_tokens
 
 PROMPT = 'Research [[tool:save_note {"text": "session %d"}]] [[tokens:%d]] [[label:%s]]'
@@ -61,6 +62,8 @@ class Process:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            # SIGTERM (a graceful stop) when the bench ends, however it ends.
+            preexec_fn=tied_to_this_process(signal.SIGTERM),
         )
         try:
             self._wait_ready(ready_url)

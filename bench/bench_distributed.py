@@ -45,7 +45,7 @@ from redis.asyncio import Redis
 
 from _harness import Row, measure, save
 from cancelkit import Runs
-from cancelkit._lifetime import die_with_parent
+from cancelkit._lifetime import tied_to_this_process
 from cancelkit.distributed import RedisBackend, RedisServer
 from cancelkit.distributed._redis_scripts import CANCEL
 
@@ -212,7 +212,7 @@ class Worker:
             prefix,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            preexec_fn=die_with_parent,  # SIGKILL of the bench ends it too
+            preexec_fn=tied_to_this_process(),  # SIGKILL of the bench ends it too
         )
         return cls(process)
 

@@ -39,26 +39,25 @@ ids = itertools.count()
 
 
 def start_postgres() -> tuple[str, Callable[[], None]]:
+    as_nobody = os.geteuid() == 0
+    prefix = ["runuser", "-u", "nobody", "--"] if as_nobody else []
+    binaries = "/usr/local/bin"
     root = Path(tempfile.mkdtemp(prefix="ck-bench-pg-"))
     data, sock = root / "data", root / "sock"
-    sock.mkdir()
-    as_nobody = os.geteuid() == 0
-    if as_nobody:
-        uid = pwd.getpwnam("nobody").pw_uid
-        os.chown(root, uid, -1)
-        os.chown(sock, uid, -1)
-
-    prefix = ["runuser", "-u", "nobody", "--"] if as_nobody else []
-
-    def run(command: list[str]) -> None:
-        subprocess.run(prefix + command, check=True, capture_output=True)
-
-    binaries = "/usr/local/bin"
     # pg_ctl leaves the server running on its own: stopped, and its folder removed,
     # when this bench ends, however it ends (a SIGKILL too).
     watchdog = FolderWatchdog(
         root, [*prefix, f"{binaries}/pg_ctl", "-D", str(data), "-m", "fast", "stop"]
     )
+    sock.mkdir()
+    if as_nobody:
+        uid = pwd.getpwnam("nobody").pw_uid
+        os.chown(root, uid, -1)
+        os.chown(sock, uid, -1)
+
+    def run(command: list[str]) -> None:
+        subprocess.run(prefix + command, check=True, capture_output=True)
+
     run([f"{binaries}/initdb", "-D", str(data), "-A", "trust", "-U", "bench", "--no-sync"])
     run(
         [

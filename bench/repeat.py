@@ -14,19 +14,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 from _harness import RESULTS, Row, report
+from cancelkit._lifetime import tied_to_this_process
 
 HERE = Path(__file__).parent
 
 
 def run_once(bench: str, args: list[str]) -> list[Row]:
     """Run ``bench`` (``bench_runs``) once; the rows it wrote."""
-    subprocess.run([sys.executable, str(HERE / f"{bench}.py"), *args], check=True)
+    subprocess.run(
+        [sys.executable, str(HERE / f"{bench}.py"), *args],
+        check=True,
+        preexec_fn=tied_to_this_process(signal.SIGTERM),  # it ends with this one
+    )
     name = bench.removeprefix("bench_")
     data = json.loads((RESULTS / f"{name}.json").read_text())
     return [Row(**row) for row in data["rows"]]

@@ -47,28 +47,29 @@ def _as_server_user(command: list[str], owner: int | None) -> list[str]:
 
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
+    initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")  # before anything is made
+    owner = pwd.getpwnam("nobody").pw_uid if os.geteuid() == 0 else None
     root = Path(tempfile.mkdtemp(prefix="ck-pg-"))
     data, sock = root / "data", root / "sock"
-    sock.mkdir()
-    owner = pwd.getpwnam("nobody").pw_uid if os.geteuid() == 0 else None
-    if owner is not None:
-        for path in (root, sock):
-            os.chown(path, owner, -1)
+    stop = _as_server_user([pg_ctl, "-D", str(data), "-m", "immediate", "stop"], owner)
+    watchdog = FolderWatchdog(root, stop)
 
     def run(command: list[str]) -> None:
         subprocess.run(_as_server_user(command, owner), check=True, capture_output=True, text=True)
 
-    stop = _as_server_user([_binary("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], owner)
-    watchdog = FolderWatchdog(root, stop)
     options = (
         f"-k {sock} -c listen_addresses='' -c fsync=off -c max_connections=200"
         " -c client_connection_check_interval=100ms"  # notice killed clients mid-query
     )
     try:
-        run([_binary("initdb"), "-D", str(data), "-A", "trust", "-U", "cancelkit", "--no-sync"])
+        sock.mkdir()
+        if owner is not None:
+            for path in (root, sock):
+                os.chown(path, owner, -1)
+        run([initdb, "-D", str(data), "-A", "trust", "-U", "cancelkit", "--no-sync"])
         run(
             [
-                _binary("pg_ctl"),
+                pg_ctl,
                 "-D",
                 str(data),
                 "-o",

@@ -128,9 +128,12 @@ async def test_close_from_another_thread_stops_the_work() -> None:
     background = Background()
     handle = background.spawn(log.child("pump", 10))
     await anyio.sleep(0.01)
-    threading.Thread(target=background.close).start()
+    closer = threading.Thread(target=background.close)
+    closer.start()
     with anyio.fail_after(2):
         await handle.wait()
+    closer.join(5)
+    assert not closer.is_alive()
     assert handle.status == "cancelled"
     assert log.cancelled == ["pump"]
 

@@ -347,3 +347,71 @@ def test_a_stop_from_the_thread_a_loop_moved_away_from_reaches_its_run_at_once()
         loop.call_soon_threadsafe(loop.stop)
         worker.join(5)
         loop.close()
+
+
+def test_a_stop_from_a_loops_old_thread_during_its_held_cancels_is_not_lost() -> None:
+    # The loop was prepared in thread `old`, then run by this thread, whose task
+    # holds its cancels (as Runs.shutdown does). A Stop from `old` (the thread the
+    # loop's caller still names) that reads the held list just before the block ends
+    # must not be appended to it after it was carried out: it is queued instead.
+    import asyncio  # noqa: PLC0415
+    import inspect  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from cancelkit._backends import loop_caller  # noqa: PLC0415
+    from cancelkit._loop_caller import LoopCaller  # noqa: PLC0415
+
+    runs = Runs()
+    loop = asyncio.new_event_loop()
+    lines, first = inspect.getsourcelines(LoopCaller.cancel_many)
+    after_reading = first + next(i for i, line in enumerate(lines) if "= self._held" in line) + 1
+    read, block_ended, go = threading.Event(), threading.Event(), threading.Event()
+    box: dict[str, Any] = {}
+
+    def pause_after_reading_held(frame: Any, event: str, _arg: object) -> Any:
+        if frame.f_code is not LoopCaller.cancel_many.__code__:
+            return None
+
+        def on_line(frame: Any, event: str, _arg: object) -> Any:
+            if event == "line" and frame.f_lineno == after_reading and not read.is_set():
+                read.set()
+                block_ended.wait(5)
+            return on_line
+
+        return on_line
+
+    def old() -> None:
+        async def start() -> Any:
+            return runs.start(asyncio.sleep, 3600)
+
+        box["run"] = loop.run_until_complete(start())
+        go.wait(5)
+        sys.settrace(pause_after_reading_held)
+        try:
+            box["cancelled"] = box["run"].cancel()
+        finally:
+            sys.settrace(None)
+
+    thread = threading.Thread(target=old)
+    thread.start()
+    try:
+
+        async def hold_while_the_stop_lands() -> str:
+            caller = loop_caller()
+            assert caller.thread == thread.ident  # no task started here: still the old
+            go.set()
+            with caller.holding():
+                assert read.wait(5)  # the Stop has read the held list
+            block_ended.set()
+            await box["run"].wait_shielded(5)
+            return str(box["run"].status)
+
+        while "run" not in box:
+            time.sleep(0.01)
+        assert loop.run_until_complete(hold_while_the_stop_lands()) == "cancelled"
+        assert box["cancelled"] is True
+    finally:
+        block_ended.set()
+        thread.join(5)
+        loop.run_until_complete(runs.shutdown(1))
+        loop.close()

@@ -8,6 +8,7 @@ redis-server nor its folder behind.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from cancelkit._lifetime import FolderWatchdog
+from cancelkit.distributed import RedisServer
 
 from .web.conftest import alive
 
@@ -44,6 +46,23 @@ server = RedisServer()
 server.start()
 print(server.process.pid, server.directory, flush=True)
 time.sleep(120)
+"""
+
+
+# Starts a child tied to it, says the child's pid, then waits.
+TIES_A_CHILD = """
+import signal, subprocess, time
+from cancelkit._lifetime import tied_to_this_process
+
+child = subprocess.Popen(["sleep", "120"], preexec_fn=tied_to_this_process(signal.SIGTERM))
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+# What scripts/test and scripts/demo do before their last command: a tool run tied.
+SCRIPT_RUNS_A_TOOL = """
+source scripts/_env.sh
+tied bash -c 'echo $$; exec sleep 120'
 """
 
 
@@ -107,3 +126,98 @@ def test_a_redis_server_and_its_folder_go_when_its_owner_is_killed() -> None:
         time.sleep(0.05)
     assert not alive(int(pid)), "redis-server outlived its owner's SIGKILL"
     assert _gone_within(Path(folder), 10), f"{folder} outlived its owner's SIGKILL"
+
+
+def _process_gone_within(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_child_tied_to_its_owner_ends_with_it(how: str) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", TIES_A_CHILD], stdout=subprocess.PIPE, text=True
+    ) as owner:
+        try:
+            assert owner.stdout is not None
+            child = int(owner.stdout.readline())
+            assert alive(child)
+        finally:
+            owner.send_signal(getattr(signal, how))
+            owner.wait(30)
+    assert _process_gone_within(child, 10), f"the child outlived its owner's {how}"
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_tool_the_scripts_run_ends_with_the_script(how: str) -> None:
+    repo = Path(__file__).parent.parent
+    with subprocess.Popen(
+        ["bash", "-c", SCRIPT_RUNS_A_TOOL], cwd=repo, stdout=subprocess.PIPE, text=True
+    ) as script:
+        try:
+            assert script.stdout is not None
+            tool = int(script.stdout.readline())
+            assert alive(tool)
+        finally:
+            script.send_signal(getattr(signal, how))
+            script.wait(30)
+    assert _process_gone_within(tool, 10), f"the tool outlived the script's {how}"
+
+
+def test_a_forked_child_neither_keeps_the_folder_nor_removes_it() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="ck-test-lifetime-"))
+    watchdog = FolderWatchdog(folder)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the forked child: lives on, then ends
+        time.sleep(3)
+        os._exit(0 if folder.exists() else 1)
+    try:
+        time.sleep(0.2)
+        assert folder.exists(), "the forked child's start removed it"
+        started = time.monotonic()
+        watchdog.release(timeout=10)
+        assert not folder.exists()
+        assert time.monotonic() - started < 2.5  # not held until the child ends
+    finally:
+        _, status = os.waitpid(child, 0)
+    assert os.WEXITSTATUS(status) == 1  # the child saw it removed, by the owner
+
+
+# Drops a watchdog in a reference cycle, collects it, says whether the folder is
+# still there, then ends (and so releases it).
+DROPS_A_WATCHDOG = """
+import gc, tempfile, time
+from pathlib import Path
+from cancelkit._lifetime import FolderWatchdog
+
+folder = Path(tempfile.mkdtemp(prefix="ck-test-lifetime-"))
+watchdog = FolderWatchdog(folder)
+watchdog.cycle = watchdog
+del watchdog
+gc.collect()
+time.sleep(1)  # time enough for a watchdog woken by a closed pipe to remove it
+print(folder, folder.exists(), flush=True)
+"""
+
+
+def test_a_dropped_watchdog_keeps_the_folder_until_its_owner_ends() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", DROPS_A_WATCHDOG], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[1] == "True", "removed while its owner was still running"
+    assert _gone_within(Path(out[0]), 10), "left after its owner ended"
+
+
+def test_a_redis_server_that_fails_to_start_leaves_no_folder_and_no_watchdog() -> None:
+    server = RedisServer()
+    server.binary = "/bin/false"  # exits at once
+    with pytest.raises(RuntimeError, match="exited at start"), server:
+        pass
+    assert not server.directory.exists()
+    watchdog = server._watchdog
+    assert watchdog is not None
+    assert watchdog._process.poll() is not None

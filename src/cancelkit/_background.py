@@ -175,8 +175,7 @@ class Background:
                 handle.cancel(why)
             if not await handle.wait_shielded(max(0.0, deadline - time.monotonic())):
                 stragglers.append(handle.name)
-        if self._tasks:  # spawned meanwhile, from another thread
-            self._cancel_all(why)
+        self._cancel_all(why)  # and whatever was spawned meanwhile
         if stragglers:
             warnings.warn(
                 f"cancelkit: Background {self.name!r}: tasks still running {limit}s "

@@ -3,8 +3,8 @@ that made them, however it ends (a SIGKILL included, which no handler sees).
 
 Two guards, both from the kernel rather than from a handler of the owner:
 
-- :func:`die_with_parent` (a child's ``preexec_fn``): the kernel signals the child
-  when its parent exits (Linux's ``PR_SET_PDEATHSIG``);
+- :func:`tied_to_this_process` (a child's ``preexec_fn``): the kernel signals the
+  child when its parent exits (Linux's ``PR_SET_PDEATHSIG``);
 - :class:`FolderWatchdog`: a small watchdog process waits for the end of a
   pipe whose other end only the owner holds. The kernel closes that end however the
   owner ends; the watchdog then runs a stop command and removes a folder (a
@@ -15,33 +15,61 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
+import shutil
 import signal
 import subprocess
 import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
-__all__ = ("FolderWatchdog", "die_with_parent", "set_parent_death_signal")
+__all__ = ("FolderWatchdog", "set_parent_death_signal", "tied_to_this_process")
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _prctl() -> Callable[..., int] | None:
+    """Linux's ``prctl``, looked up in this process (never after a fork: the loader's
+    lock may be held there by a thread the fork did not copy)."""
+    if sys.platform != "linux":
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
 
 
 def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
     """Have the kernel send ``sig`` to this process when its parent exits (strictly:
     when the parent's thread that started it exits). Linux only; elsewhere, and where
     ``prctl`` cannot be called, nothing."""
-    if sys.platform == "linux":
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
 
-def die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
-    """A ``preexec_fn`` for a child process that must not outlive its parent: it is
-    killed (SIGKILL) when the parent exits."""
-    set_parent_death_signal(signal.SIGKILL)
+def tied_to_this_process(sig: int = signal.SIGKILL) -> Callable[[], None]:
+    """A ``preexec_fn`` for a child process that must not outlive this one: the
+    kernel sends it ``sig`` when this process (the thread that starts it) exits, and
+    it exits at once if this process is already gone by the time it could ask.
+
+    Start the child from a thread that lives as long as the child should (the main
+    thread, typically).
+    """
+    prctl = _prctl()
+    parent = os.getpid()
+
+    def in_the_child() -> None:  # pragma: no cover - runs in the child, before exec
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # it died before the signal was asked for
+            os._exit(1)
+
+    return in_the_child
 
 
 # $1 is the folder, the rest the stop command. `cat` returns at the end of stdin: the
@@ -53,10 +81,17 @@ class FolderWatchdog:
     """Removes ``folder`` (after running the command ``stop``, if given) once its
     owner, the process that made this, ends however it ends, or calls
     :meth:`release`. The folder is named by the caller and must be one only this
-    owner uses (a ``tempfile.mkdtemp()``)."""
+    owner uses (a ``tempfile.mkdtemp()``).
+
+    The pipe's end is held until :meth:`release` or the process's end, not by this
+    object alone: dropped unreleased, the folder stays until the process ends. A
+    child forked without exec (``multiprocessing``'s default on Linux) closes its copy
+    at once, so it neither keeps the folder nor removes it.
+    """
 
     def __init__(self, folder: Path, stop: Sequence[str] = ()) -> None:
         self.folder = folder
+        self._owner = os.getpid()
         self._process = subprocess.Popen(  # noqa: S603 - our own script and arguments
             ["/bin/sh", "-c", _WATCH, "cancelkit-watchdog", str(folder), *stop],
             stdin=subprocess.PIPE,
@@ -64,14 +99,41 @@ class FolderWatchdog:
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C to the owner's group does not cut it short
         )
+        _unreleased.add(self)
 
     def release(self, timeout: float = 60.0) -> None:
-        """Stop and remove now, and wait for it (up to ``timeout`` seconds)."""
+        """Stop and remove now, and wait for it (up to ``timeout`` seconds; then the
+        watchdog's whole group is killed and the folder removed from here)."""
+        _unreleased.discard(self)
         process = self._process
         if process.stdin is not None and not process.stdin.closed:
             process.stdin.close()  # what the owner's end does too
+        if os.getpid() != self._owner:
+            return  # a forked child's copy: the owner's to release
         try:
             process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        except subprocess.TimeoutExpired:  # a stop command that hangs
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# Every watchdog not yet released: their pipes stay open as long as the process lives
+# (a watchdog dropped in a reference cycle would otherwise close its pipe when
+# collected, and remove a folder its server still uses).
+_unreleased: set[FolderWatchdog] = set()
+
+
+def _close_in_forked_child() -> None:
+    """In a child forked without exec, close the copies of the watchdogs' pipes: the
+    owner's end alone counts (else a forked worker keeps a folder after its owner)."""
+    for watchdog in _unreleased:
+        stdin = watchdog._process.stdin  # noqa: SLF001 - this module's own object
+        if stdin is not None:
+            with contextlib.suppress(OSError):
+                stdin.close()
+    _unreleased.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_forked_child)

@@ -89,10 +89,10 @@ class LoopCaller(Generic[T]):
         self._closed = closed
         self._in_task = in_task
         self._cancel_one = cancel_one
-        # See holding(): target, reason, target, reason, ... in one flat list (a
-        # tuple kept per cancel would be one more object for the collector to walk,
-        # at a shutdown of thousands).
-        self._held: list[Any] | None = None
+        # See holding(): the thread holding, and target, reason, target, reason, ...
+        # in one flat list (a tuple kept per cancel would be one more object for the
+        # collector to walk, at a shutdown of thousands).
+        self._held: tuple[int, list[Any]] | None = None
         # A reference to itself: a loop's caller is held only weakly by its loop's
         # entry (see PerLoop) and strongly by the tokens it stops, until they are
         # cancelled or finish; this keeps it (and what it cost to make) between one
@@ -127,18 +127,19 @@ class LoopCaller(Generic[T]):
         """Cancel each of ``targets`` (a cancelled tree's tasks) with ``reason``,
         asking once whether they may be cancelled at once; one failing is logged,
         the others are still cancelled."""
-        here = threading.get_ident() == self.thread
+        thread = threading.get_ident()
         held = self._held
-        if held is not None and here:
-            # Inside holding(): a task step of this loop's (the holding block has no
-            # await), or a signal handler or a collection that interrupted it.
+        if held is not None and held[0] == thread:
+            # Inside holding(), in the thread that holds: its task step (the block
+            # has no await), or a signal handler or a collection that interrupted it.
+            pairs = held[1]
             for target in targets:
                 # One extend per pair, atomic: a signal handler that cancels in
                 # between cannot pair a target with another's reason.
-                held.extend((target, reason))
+                pairs.extend((target, reason))
             return
         # _may_act_now(), spelled out: this runs once per cancelled tree.
-        if here and not _collecting and self._in_task():
+        if thread == self.thread and not _collecting and self._in_task():
             cancel_one = self._cancel_one
             for target in targets:
                 try:
@@ -169,7 +170,7 @@ class LoopCaller(Generic[T]):
             yield
             return
         held: list[Any] = []
-        self._held = held
+        self._held = (threading.get_ident(), held)
         try:
             yield
         finally:

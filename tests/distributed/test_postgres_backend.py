@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import json
 import secrets
-import shutil
 import signal
 import sys
 import tempfile
 import textwrap
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -28,6 +28,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from cancelkit import BackendUnavailable, CancelReason, Runs
+from cancelkit._lifetime import FolderWatchdog
 from cancelkit.distributed import PostgresBackend
 
 if TYPE_CHECKING:
@@ -532,7 +533,9 @@ class Relay:
 
     def __init__(self, postgres_dsn: str) -> None:
         self.target = f"{conninfo_to_dict(postgres_dsn)['host']}/.s.PGSQL.5432"
+        # In /tmp, not the test's own folder: a unix socket's path is short.
         self.directory = tempfile.mkdtemp(prefix="ck-relay-")
+        self.folder = FolderWatchdog(Path(self.directory))  # gone even with a killed session
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -587,9 +590,9 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 async def test_stops_while_the_database_is_down(tables: Tables, postgres_dsn: str) -> None:
     holder = Holder()
     relay = Relay(postgres_dsn)
-    await relay.start()
     through = f"host={relay.directory} dbname=postgres user=cancelkit application_name={tables.tag}"
     try:
+        await relay.start()
         async with (
             tables.registry(through, timeout=1.0, backstop=0.2) as here,
             tables.registry() as there,
@@ -610,7 +613,7 @@ async def test_stops_while_the_database_is_down(tables: Tables, postgres_dsn: st
             assert backend_of(here).connected
     finally:
         await relay.stop()
-        shutil.rmtree(relay.directory, ignore_errors=True)
+        relay.folder.release()
 
 
 # -- what is refused before anything starts ------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from cancelkit._lifetime import tied_to_this_process
 from cancelkit.stores import SQLiteStore
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ class ModelProcess:
             [sys.executable, "-m", "cancelkit", "model", "--port", str(port), "--rate", str(rate)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=tied_to_this_process(signal.SIGTERM),  # never outlives the session
         )
         for _ in range(400):
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import httpx2
 import openai
 import pytest
 
+from cancelkit._lifetime import tied_to_this_process
 from cancelkit.llm.local import LocalModelConfig, LocalModelServer
 
 from .conftest import anthropic_client, ended, openai_client
@@ -298,6 +300,7 @@ def test_the_model_command_serves() -> None:
         [sys.executable, "-m", "cancelkit", "model", "--port", str(port), "--rate", "500"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        preexec_fn=tied_to_this_process(signal.SIGTERM),  # never outlives the session
     )
     try:
         deadline = time.monotonic() + 15

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from cancelkit._lifetime import tied_to_this_process
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
@@ -62,6 +64,7 @@ def start_demo(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
+        preexec_fn=tied_to_this_process(signal.SIGTERM),  # never outlives the session
     )
     demo = Demo(f"http://127.0.0.1:{port}", process, data)
     deadline = time.monotonic() + 20

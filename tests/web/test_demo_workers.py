@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 import httpx2
 import pytest
 
+from cancelkit._lifetime import tied_to_this_process
 from cancelkit.distributed import RedisServer
 
 from .conftest import Demo, alive, children, gone_within
@@ -75,6 +76,7 @@ def start_workers(tmp_path: Path, *args: str) -> Workers:
             stdout=subprocess.PIPE,
             stderr=errors,
             text=True,
+            preexec_fn=tied_to_this_process(signal.SIGTERM),  # never outlives the session
         )
     assert process.stdout is not None
     line = _line(process.stdout, timeout=60)

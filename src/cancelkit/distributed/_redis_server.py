@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._lifetime import FolderWatchdog, die_with_parent
+from .._lifetime import FolderWatchdog, tied_to_this_process
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -91,7 +91,7 @@ class RedisServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,  # prctl only, before exec
+            preexec_fn=tied_to_this_process(),  # SIGKILLed when its owner ends
             process_group=0,  # a Ctrl-C meant for its owner does not reach it: stopped last
         )
         deadline = time.monotonic() + timeout
@@ -128,7 +128,11 @@ class RedisServer:
             self._watchdog.release()  # removes the folder
 
     def __enter__(self) -> RedisServer:
-        self.start()
+        try:
+            self.start()
+        except BaseException:  # no __exit__ then: its folder and watchdog go here
+            self.stop()
+            raise
         return self
 
     def __exit__(
