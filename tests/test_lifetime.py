@@ -15,13 +15,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from cancelkit._lifetime import FolderWatchdog
 from cancelkit.distributed import RedisServer
 
-from .web.conftest import alive
+from .web.conftest import alive, gone_within
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # Makes a folder (with a file in it) guarded by a watchdog whose stop command writes
 # a marker outside it, says where, then waits to be killed.
@@ -92,80 +96,54 @@ def test_a_released_watchdog_runs_the_stop_command_then_removes_the_folder(
     watchdog.release()  # a second release changes nothing
 
 
-@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
-def test_a_folder_goes_when_its_owner_is_killed(tmp_path: Path, how: str) -> None:
-    marker = tmp_path / "stopped"
-    with subprocess.Popen(
-        [sys.executable, "-c", OWNS_A_FOLDER, str(marker)], stdout=subprocess.PIPE, text=True
-    ) as owner:
+def _first_line_then_end(
+    argv: list[str], how: str, there: Callable[[list[str]], bool], cwd: Path | None = None
+) -> list[str]:
+    """Run an owner that prints what it made on its first line, check that it is
+    ``there`` while the owner lives, then end the owner with ``how``: the line's words."""
+    with subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, text=True) as owner:
         try:
             assert owner.stdout is not None
-            folder = Path(owner.stdout.readline().strip())
-            assert (folder / "data").exists()
+            made = owner.stdout.readline().split()
+            assert there(made), f"{made} is not there while its owner lives"
+            return made
         finally:
             owner.send_signal(getattr(signal, how))
             owner.wait(30)
-    assert _gone_within(folder, 10), f"{folder} outlived its owner's {how}"
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_folder_goes_when_its_owner_is_killed(tmp_path: Path, how: str) -> None:
+    marker = tmp_path / "stopped"
+    argv = [sys.executable, "-c", OWNS_A_FOLDER, str(marker)]
+    (made,) = _first_line_then_end(argv, how, lambda made: Path(made[0], "data").exists())
+    assert _gone_within(Path(made), 10), f"{made} outlived its owner's {how}"
     assert marker.read_text() == "stopped\n"
 
 
 def test_a_redis_server_and_its_folder_go_when_its_owner_is_killed() -> None:
-    with subprocess.Popen(
-        [sys.executable, "-c", OWNS_A_REDIS], stdout=subprocess.PIPE, text=True
-    ) as owner:
-        try:
-            assert owner.stdout is not None
-            pid, folder = owner.stdout.readline().split()
-            assert alive(int(pid))
-            assert Path(folder, "redis.sock").exists()
-        finally:
-            owner.kill()
-            owner.wait(30)
-    deadline = time.monotonic() + 10
-    while alive(int(pid)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(int(pid)), "redis-server outlived its owner's SIGKILL"
+    pid, folder = _first_line_then_end(
+        [sys.executable, "-c", OWNS_A_REDIS],
+        "SIGKILL",
+        lambda made: alive(int(made[0])) and Path(made[1], "redis.sock").exists(),
+    )
+    assert gone_within(int(pid), 10), "redis-server outlived its owner's SIGKILL"
     assert _gone_within(Path(folder), 10), f"{folder} outlived its owner's SIGKILL"
 
 
-def _process_gone_within(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
-def test_a_child_tied_to_its_owner_ends_with_it(how: str) -> None:
-    with subprocess.Popen(
-        [sys.executable, "-c", TIES_A_CHILD], stdout=subprocess.PIPE, text=True
-    ) as owner:
-        try:
-            assert owner.stdout is not None
-            child = int(owner.stdout.readline())
-            assert alive(child)
-        finally:
-            owner.send_signal(getattr(signal, how))
-            owner.wait(30)
-    assert _process_gone_within(child, 10), f"the child outlived its owner's {how}"
+@pytest.mark.parametrize("owner", ["a program", "a script"])
+def test_a_child_tied_to_its_owner_ends_with_it(owner: str, how: str) -> None:
+    def running(made: list[str]) -> bool:
+        return alive(int(made[0]))
 
-
-@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
-def test_a_tool_the_scripts_run_ends_with_the_script(how: str) -> None:
-    repo = Path(__file__).parent.parent
-    with subprocess.Popen(
-        ["bash", "-c", SCRIPT_RUNS_A_TOOL], cwd=repo, stdout=subprocess.PIPE, text=True
-    ) as script:
-        try:
-            assert script.stdout is not None
-            tool = int(script.stdout.readline())
-            assert alive(tool)
-        finally:
-            script.send_signal(getattr(signal, how))
-            script.wait(30)
-    assert _process_gone_within(tool, 10), f"the tool outlived the script's {how}"
+    if owner == "a program":
+        (child,) = _first_line_then_end([sys.executable, "-c", TIES_A_CHILD], how, running)
+    else:  # a tool run by scripts/test or scripts/demo
+        repo = Path(__file__).parent.parent
+        argv = ["bash", "-c", SCRIPT_RUNS_A_TOOL]
+        (child,) = _first_line_then_end(argv, how, running, cwd=repo)
+    assert gone_within(int(child), 10), f"the child outlived its owner's {how}"
 
 
 def test_a_forked_child_neither_keeps_the_folder_nor_removes_it() -> None:

@@ -172,12 +172,15 @@ class OwnedTask(Generic[T]):
             self._done_callbacks.append(callback)
 
     def _finish(self, value: T | None, error: BaseException | None, cancelled: bool) -> None:
-        state, error = decide_ending(self.token, error, cancelled)
-        if state == "completed":
-            self._value = value
-        self._state = state
-        self._error = error
-        set_ended(self)
+        if cancelled and self.token._reason is not None:  # noqa: SLF001
+            self._state = "cancelled"  # the usual Stop: decided by the cancel
+        else:
+            state, self._error = decide_ending(self.token, error, cancelled)
+            if state == "completed":
+                self._value = value
+            self._state = state
+        if self._ended is not None:  # a waiter in another thread
+            set_ended(self)
         owner = self._owner
         try:
             if owner is not None:
