@@ -79,7 +79,7 @@ from _web_load import (
     start_service,
     together_plan,
 )
-from cancelkit._lifetime import FolderWatchdog
+from cancelkit._lifetime import FolderWatchdog, tied_to_this_process
 
 PEERS = ("cancelkit", "naive")
 DRAIN_SECONDS = 20.0  # a bound on waiting for the model server's streams to end
@@ -220,10 +220,16 @@ def measure(
         time.sleep(0.5)  # what is left is what stays
         after = httpx2.get(url + "/api/stats").json()
     finally:
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)  # py-spy writes its file and exits
-            spy.wait(30)
-        service.stop()
+        try:
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+                try:
+                    spy.wait(30)
+                except subprocess.TimeoutExpired:
+                    spy.kill()
+                    spy.wait()
+        finally:
+            service.stop()
     with httpx2.Client(base_url=model_url, timeout=10) as model:
         for session in sessions:
             if session.moment is not None:
@@ -240,7 +246,12 @@ def _profiler(pid: int, output: Path) -> subprocess.Popen[bytes]:
     output.parent.mkdir(parents=True, exist_ok=True)
     spy = Path(sys.executable).with_name("py-spy")
     argv = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--output", str(output)]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=tied_to_this_process(signal.SIGINT),  # ends (and writes) with the bench
+    )
     time.sleep(1.0)  # it attaches
     return process
 
