@@ -99,6 +99,8 @@ class FolderWatchdog:
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C to the owner's group does not cut it short
         )
+        assert self._process.stdin is not None
+        self._pipe = self._process.stdin.fileno()
         _unreleased.add(self)
 
     def release(self, timeout: float = 60.0) -> None:
@@ -127,12 +129,21 @@ _unreleased: set[FolderWatchdog] = set()
 
 def _close_in_forked_child() -> None:
     """In a child forked without exec, close the copies of the watchdogs' pipes: the
-    owner's end alone counts (else a forked worker keeps a folder after its owner)."""
-    for watchdog in _unreleased:
-        stdin = watchdog._process.stdin  # noqa: SLF001 - this module's own object
-        if stdin is not None:
-            with contextlib.suppress(OSError):
-                stdin.close()
+    owner's end alone counts (else a forked worker keeps a folder after its owner).
+
+    Each copy's descriptor is pointed at ``/dev/null`` (``dup2``): no lock is taken,
+    as a thread of the parent may have held a file object's own lock at the fork, and
+    the file object, closed later in the child, closes ``/dev/null``, not a number
+    since reused for something else."""
+    if not _unreleased:
+        return
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            for watchdog in _unreleased:
+                os.dup2(null, watchdog._pipe)  # noqa: SLF001 - this module's own object
+        finally:
+            os.close(null)
     _unreleased.clear()
 
 
