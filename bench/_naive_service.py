@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,11 +131,12 @@ def create_app(model_url: str, database: Path) -> FastAPI:
         return StreamingResponse(stream(), media_type="text/event-stream")
 
     @app.post("/api/runs/{run_id}/cancel")
-    async def cancel_run(run_id: str) -> dict[str, bool]:
+    async def cancel_run(run_id: str) -> dict[str, bool | float]:
+        reached = time.time()  # for the bench: when the Stop reached the handler
         task = runs.get(run_id)
         if task is None or task.done():
-            return {"cancelled": False}
-        return {"cancelled": task.cancel()}
+            return {"cancelled": False, "reached": reached}
+        return {"cancelled": task.cancel(), "reached": reached}
 
     @app.get("/api/stats")
     async def stats() -> dict[str, int]:

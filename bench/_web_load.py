@@ -142,6 +142,7 @@ class Session:
     stop_sent: float | None = None  # time.perf_counter() of its cancel request
     stop_answered: float | None = None  # time.perf_counter() of the cancel's response
     stop_wall: float | None = None  # time.time() of the Stop, beside the receipt's clock
+    stop_reached_wall: float | None = None  # time.time() the naive handler ran, if said
     done_at: float | None = None  # time.perf_counter() of the run's final event
     final: dict[str, Any] | None = None
     tokens: int = 0  # tokens received
@@ -171,8 +172,10 @@ async def press_stop(client: httpx2.AsyncClient, session: Session) -> None:
     session.moment = time.monotonic()
     session.stop_wall = time.time()
     session.stop_sent = time.perf_counter()
-    await client.post(f"/api/runs/{session.run_id}/cancel")
+    reply = await client.post(f"/api/runs/{session.run_id}/cancel")
     session.stop_answered = time.perf_counter()
+    if reply.status_code == 200:  # the naive service says when its handler ran
+        session.stop_reached_wall = reply.json().get("reached")
 
 
 async def drive(url: str, session: Session, together: Together | None) -> None:

@@ -28,9 +28,10 @@ Measured, per run, and reported as the median of the repeats:
 
 - client Stop latency: the cancel request until the run's final event (and until
   the cancel request's own response, for where the time goes);
-- when the Stop reached the service (cancelkit only): from the client's Stop until
-  the run's token was cancelled (the receipt's ``asked_at``; one machine, one wall
-  clock), the trip of the cancel request and its wait in the service's queue;
+- when the Stop reached the service: from the client's Stop until the run's token
+  was cancelled (the receipt's ``asked_at``; one machine, one wall clock), or until
+  the naive service's cancel handler ran (its reply says when): the trip of the
+  cancel request and its wait in the service's queue;
 - service Stop latency (cancelkit only, the service's own measure): the cancel until
   every layer stopped, the ``stopped_in_ms`` of each stopped run's receipt (also
   ``/api/stats`` ``stop_latency_ms``: p50, p99 and max of the last 200), and from the same
@@ -119,14 +120,12 @@ class Measurement:
         ]
         layers = _layers([s.final["receipt"] for s in stops if s.final and s.final.get("receipt")])
         # The same machine's wall clock on both sides: from the client's Stop until
-        # the service cancelled the run (the request's trip and its queueing).
+        # the service cancelled the run (the request's trip and its queueing): the
+        # receipt's asked_at, or the time the naive service's handler says it ran.
         reached = [
-            (s.final["receipt"]["asked_at"] - s.stop_wall) * 1e3
+            (at - s.stop_wall) * 1e3
             for s in stops
-            if s.stop_wall is not None
-            and s.final
-            and s.final.get("receipt")
-            and s.final["receipt"].get("asked_at") is not None
+            if s.stop_wall is not None and (at := _reached_at(s)) is not None
         ]
         after_stop = [s.tokens_after for s in stops if s.tokens_after is not None]
         closed = [
@@ -239,6 +238,14 @@ def measure(
     outcomes, partial = _database(peer, data, sessions)
     folder.release()
     return Measurement(peer, sessions, elapsed, cpu, before, after, outcomes, partial, machine_load)
+
+
+def _reached_at(session: Session) -> float | None:
+    """When the Stop reached the service (``time.time()``), if it says."""
+    receipt = session.final.get("receipt") if session.final else None
+    if receipt and receipt.get("asked_at") is not None:
+        return float(receipt["asked_at"])
+    return session.stop_reached_wall
 
 
 def _profiler(pid: int, output: Path) -> subprocess.Popen[bytes]:
