@@ -409,6 +409,7 @@ def test_a_stop_from_a_loops_old_thread_during_its_held_cancels_is_not_lost() ->
         while "run" not in box:
             time.sleep(0.01)
         assert loop.run_until_complete(hold_while_the_stop_lands()) == "cancelled"
+        thread.join(5)  # its cancel() may return only after the run has ended
         assert box["cancelled"] is True
     finally:
         block_ended.set()

@@ -459,8 +459,9 @@ class Run(Recording, Generic[T]):
     def _finish(self, value: T | None, error: BaseException | None, cancelled: bool) -> None:
         """The run's task ended (it is its own task's ending, see ``Finishing``): one
         object less per run than an :class:`OwnedTask` reporting to it."""
+        # The usual Stop: decide_ending's answer, without the call.
         if cancelled and self.token._reason is not None:  # noqa: SLF001
-            self._settle("cancelled", None, None)  # the usual Stop: decided by the cancel
+            self._settle("cancelled", None, None)
             return
         state, error = decide_ending(self.token, error, cancelled)
         self._settle(state, value, error)

@@ -172,8 +172,9 @@ class OwnedTask(Generic[T]):
             self._done_callbacks.append(callback)
 
     def _finish(self, value: T | None, error: BaseException | None, cancelled: bool) -> None:
+        # The usual Stop: decide_ending's answer, without the call.
         if cancelled and self.token._reason is not None:  # noqa: SLF001
-            self._state = "cancelled"  # the usual Stop: decided by the cancel
+            self._state = "cancelled"
         else:
             state, self._error = decide_ending(self.token, error, cancelled)
             if state == "completed":

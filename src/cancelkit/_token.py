@@ -195,10 +195,8 @@ class CancelToken:
             return False  # cancelled or finished already
         self._undecided = _DECIDED
         now = time.monotonic()
-        # What the walk takes (made at the first token with more than its task): the
-        # callbacks to run, and the tree's tasks by their loop's caller.
-        callbacks: list[Callable[[CancelReason], object]] | None = None
-        stops: dict[TaskStopper, list[object]] | None = None
+        callbacks: list[Callable[[CancelReason], object]] = []
+        stops: dict[TaskStopper, list[object]] = {}  # the tree's tasks, by their loop's caller
         pending = [self]
         # Iterative, so a deep chain of children cannot hit the recursion limit; and
         # spelled out here, as this runs once per token of a cancelled tree.
@@ -223,12 +221,9 @@ class CancelToken:
                     # and nothing else registered: the task is stopped directly.
                     self._stop_own_task(reason)
                     return True
-            if callbacks is None or stops is None:
-                callbacks, stops = [], {}
             token._take_registered(callbacks, pending, stops, blocking=False)
-        if callbacks is not None and stops is not None:
-            _stop_tasks(stops, reason)
-            _run_callbacks(callbacks, reason)
+        _stop_tasks(stops, reason)
+        _run_callbacks(callbacks, reason)
         return True
 
     def _stop_own_task(self, reason: CancelReason) -> None:

@@ -6,9 +6,8 @@ ends with its owner however the owner ends: :meth:`RedisServer.stop`, an excepti
 Linux); the folder it made goes then too (see
 :class:`~cancelkit._lifetime.FolderWatchdog`). It runs in a process group of its
 own, so a Ctrl-C in a terminal reaches its owner only, which stops it after what
-still writes to it. ``persist=True`` turns the
-append-only file on (fsync on every write), so a restart keeps every tombstone
-written before it.
+still writes to it. ``persist=True`` turns the append-only file on (fsync on every
+write), so a restart keeps every tombstone written before it.
 """
 
 from __future__ import annotations
