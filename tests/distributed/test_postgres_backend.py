@@ -616,6 +616,42 @@ async def test_stops_while_the_database_is_down(tables: Tables, postgres_dsn: st
         relay.folder.release()
 
 
+@pytest.mark.anyio
+async def test_a_late_answer_to_an_older_call_does_not_change_whether_it_is_connected() -> None:
+    # Calls overlap. One begun in an outage can fail after a later one found the service
+    # back (CI saw ``connected`` False after the endings were written); and a slow
+    # success begun before a failure must not hide the failure.
+    backend = PostgresBackend("host=/nonexistent dbname=postgres")
+    release = asyncio.Event()
+
+    async def answer(late: bool, *, ok: bool) -> str:
+        if late:
+            await release.wait()
+        if not ok:
+            raise OSError("connection refused")
+        return "answer"
+
+    async def overlapping(*, older_ok: bool) -> None:
+        release.clear()
+        older = asyncio.ensure_future(backend._round_trip(answer(True, ok=older_ok)))
+        await asyncio.sleep(0)  # the older call has begun
+        if older_ok:
+            with pytest.raises(BackendUnavailable):
+                await backend._round_trip(answer(False, ok=False))
+        else:
+            assert await backend._round_trip(answer(False, ok=True)) == "answer"
+        newer = backend.connected
+        release.set()
+        with contextlib.suppress(BackendUnavailable):
+            await older
+        assert backend.connected is newer is not older_ok
+
+    await overlapping(older_ok=False)  # up: the old failure is ignored
+    await overlapping(older_ok=True)  # down: the old success is ignored
+    assert await backend._round_trip(answer(False, ok=True)) == "answer"
+    assert backend.connected
+
+
 # -- what is refused before anything starts ------------------------------------------
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -132,6 +133,8 @@ class BackendBase(ABC):
         self._mine: dict[str, str] = {}  # run id -> owner, for the runs claimed here
         self._down_since: float | None = None
         self._up_since = time.monotonic()
+        self._tickets = itertools.count(1)  # calls to the service, in the order they began
+        self._news = 0  # the ticket of the latest call whose outcome counted
         self.stats = {"delivered": 0, "by_message": 0, "by_backstop": 0, "reconnects": 0}
 
     @property
@@ -141,7 +144,7 @@ class BackendBase(ABC):
 
     @property
     def connected(self) -> bool:
-        """Whether the last round trip to the service succeeded."""
+        """Whether the service answered the latest call (by when calls began)."""
         return self._down_since is None
 
     # -- what a subclass supplies -------------------------------------------------
@@ -419,6 +422,7 @@ class BackendBase(ABC):
         def subscribed() -> None:
             nonlocal failures
             failures = 0
+            self._note_up(began)
             self._reclaim_now = True
             self._resync_now.set()  # the keeper re-reads the tombstones at once
 
@@ -426,12 +430,13 @@ class BackendBase(ABC):
             self._deliver(run_id, reason, by_message=True)
 
         while not self._closing:
+            began = next(self._tickets)
             try:
                 await self._listen(deliver, subscribed)
             except self.unreachable as exc:
                 failures += 1
                 if failures > 1:
-                    self._note_down(exc)
+                    self._note_down(exc, began)
             except Exception:  # never stop listening: log, then subscribe again
                 failures += 1
                 logger.exception("cancelkit: the %s backend's listener failed", self.service)
@@ -513,17 +518,25 @@ class BackendBase(ABC):
 
     async def _round_trip(self, call: Awaitable[Any]) -> Any:
         """Await a call to the service; "unreachable" becomes :class:`BackendUnavailable`."""
+        began = next(self._tickets)
         try:
             with _timeout(self.timeout):
                 result = await call
         except self.unreachable as exc:
-            self._note_down(exc)
+            self._note_down(exc, began)
             raise BackendUnavailable(f"{self.service} cannot be reached: {exc}") from exc
         except TimeoutError as exc:
-            self._note_down(exc)
+            self._note_down(exc, began)
             raise BackendUnavailable(
                 f"{self.service} did not answer within {self.timeout}s"
             ) from exc
+        self._note_up(began)
+        return result
+
+    def _note_up(self, began: int) -> None:
+        if began < self._news:
+            return  # older news than what is known (see _note_down)
+        self._news = began
         if self._down_since is not None:
             logger.warning(
                 "cancelkit: %s is reachable again after %.1fs",
@@ -532,9 +545,17 @@ class BackendBase(ABC):
             )
             self._down_since = None
             self._up_since = time.monotonic()
-        return result
 
-    def _note_down(self, exc: BaseException) -> None:
+    def _note_down(self, exc: BaseException, began: int) -> None:
+        """Count the service down, unless a call begun later has already been heard of.
+
+        Calls overlap: one begun during an outage can fail after a later one has found
+        the service back. That failure is older news, and must not turn :attr:`connected`
+        back to False; nor may a slow success begun before a failure turn it True.
+        """
+        if began < self._news:
+            return
+        self._news = began
         if self._down_since is None:
             self._down_since = time.monotonic()
             logger.warning(
