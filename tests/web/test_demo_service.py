@@ -216,6 +216,29 @@ def test_someone_elses_run_is_a_404(demo: Demo) -> None:
         assert alice.post(f"/api/runs/{run_id}/cancel").json() == {"cancelled": True}
 
 
+def test_a_stop_answered_before_fastapi_is_answered_as_the_route_answers(demo: Demo) -> None:
+    # A Stop without a body takes the short path (StopRoute); one with a body goes
+    # through FastAPI's route. What the client gets, and what happens, must not differ.
+    with httpx2.Client(base_url=demo.url) as client:
+        short, routed = (client.post("/api/runs", json={"prompt": LONG}).json()["id"] for _ in "ab")
+        replies = {
+            "short": [client.post(f"/api/runs/{short}/cancel") for _ in "ab"],
+            "routed": [client.post(f"/api/runs/{routed}/cancel", json={}) for _ in "ab"],
+        }
+        for run_id in (short, routed):
+            assert wait_for(
+                lambda r=run_id: client.get(f"/api/runs/{r}").json()["status"] != "running"
+            )
+            described = client.get(f"/api/runs/{run_id}").json()
+            assert (described["status"], described["reason"]["kind"]) == ("cancelled", "user")
+    for first, again in replies.values():
+        assert (first.status_code, first.content) == (200, b'{"cancelled":true}')
+        assert (again.status_code, again.content) == (200, b'{"cancelled":false}')
+    for name in ("content-type", "content-length", "x-cancelkit-worker"):
+        assert replies["short"][0].headers[name] == replies["routed"][0].headers[name]
+    assert "set-cookie" not in replies["short"][0].headers
+
+
 def test_a_disconnected_event_stream_cancels_a_run_that_asked_for_it(demo: Demo) -> None:
     with httpx2.Client(base_url=demo.url) as client:
         body = {"prompt": LONG, "stop_when_unwatched": True}

@@ -49,13 +49,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import BackendUnavailable, CancelReason, thread_stats
 from ..agent import AgentRun
-from ..web import CancelOnDisconnect, LimitBody
+from ..web import CancelOnDisconnect, LimitBody, StopRoute
 from ._events import Event, batches, describe, sse, summarize
 from ._page import CONTENT_SECURITY_POLICY, PAGE
 from ._state import COOKIE
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator
+    from collections.abc import AsyncGenerator, AsyncIterator, MutableMapping
 
     from .. import RunInfo
     from ._state import DemoState
@@ -65,6 +65,7 @@ __all__ = ("StartRun", "WorkerHeader", "create_app")
 logger = logging.getLogger("cancelkit.demo")
 
 STOP = CancelReason("user", "Stop pressed")
+STOP_PATH = "/api/runs/{run_id}/cancel"  # answered by StopRoute when the run is here
 NOT_SHARED = CancelReason("error", "the run could not be shared with the other workers")
 UNAVAILABLE = (
     "the workers' shared registry (Redis) cannot be reached; the run may be on another"
@@ -264,7 +265,16 @@ def create_app(state: DemoState) -> Any:
             answer = summarize(found, await state.feeds.events(run_id))
         return answer | {"followers": await state.followers_of(run_id)}
 
-    @app.post("/api/runs/{run_id}/cancel")
+    def stop_here(run_id: str, scope: MutableMapping[str, Any]) -> bool | None:
+        """A Stop of a run this process holds, answered before FastAPI (StopRoute);
+        ``None`` leaves the rest to the route: no session, an unknown id or someone
+        else's (404), a run of another worker."""
+        owner = state.session_of(Request(scope).cookies.get(COOKIE))
+        if owner is None or state.local(run_id, owner) is None:
+            return None
+        return state.stop(run_id, STOP, owner)
+
+    @app.post(STOP_PATH)
     async def cancel_run(run_id: str, request: Request, response: Response) -> dict[str, Any]:
         owner = session(request, response)
         found = await find(run_id, owner)  # 404 for an unknown id and for someone else's alike
@@ -289,7 +299,8 @@ def create_app(state: DemoState) -> Any:
     async def stats() -> dict[str, Any]:
         return await _stats(state)
 
-    return WorkerHeader(LimitBody(CancelOnDisconnect(app), state.limits.body_bytes), state.worker)
+    guarded = LimitBody(CancelOnDisconnect(app), state.limits.body_bytes)
+    return WorkerHeader(StopRoute(guarded, STOP_PATH, stop_here), state.worker)
 
 
 async def _shared(run: AgentRun) -> None:
