@@ -102,3 +102,31 @@ def test_the_secret_must_be_long_enough() -> None:
     with pytest.raises(ValueError, match="at least 32 bytes"):
         DemoState(agent=None, secret=b"x" * 31)  # type: ignore[arg-type]
     DemoState(agent=None, secret=b"x" * 32)  # type: ignore[arg-type]
+
+
+def test_a_remembered_cookie_still_expires_and_a_bad_one_is_never_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state = DemoState(agent=None, secret=SECRET.encode())  # type: ignore[arg-type]
+    max_age = state.limits.session_max_age
+    cookie = state.sign("alice")
+    assert state.session_of(cookie) == "alice"  # checked, and remembered
+    assert state.session_of(cookie) == "alice"  # from memory
+    tampered = cookie[:-1] + ("A" if cookie[-1] != "A" else "B")
+    assert state.session_of(tampered) is None
+    assert state.session_of(tampered) is None  # a bad one is checked again, every time
+    assert state.session_of(_Backdated(SECRET, max_age + 1).sign("bob").decode()) is None
+    assert state.session_of(_Backdated(SECRET, -60).sign("eve").decode()) is None  # future
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + max_age + 2)
+    assert state.session_of(cookie) is None  # remembered, and expired all the same
+
+
+def test_the_remembered_cookies_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("cancelkit.demo._state.SESSIONS_REMEMBERED", 3)
+    state = DemoState(agent=None, secret=SECRET.encode())  # type: ignore[arg-type]
+    cookies = [state.sign(f"s{i}") for i in range(5)]
+    assert [state.session_of(cookie) for cookie in cookies] == [f"s{i}" for i in range(5)]
+    assert len(state._checked) == 3
+    assert list(state._checked) == cookies[2:]  # the oldest checked go first
+    assert state.session_of(cookies[0]) == "s0"  # forgotten is checked again, not refused

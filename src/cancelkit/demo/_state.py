@@ -42,6 +42,7 @@ __all__ = ("COOKIE", "MIN_SECRET_BYTES", "SESSION_SALT", "DemoState", "Limits")
 COOKIE = "cancelkit_session"
 SESSION_SALT = "cancelkit.web.session"  # unchanged by the move: issued cookies stay valid
 MIN_SECRET_BYTES = 32
+SESSIONS_REMEMBERED = 10_000  # checked cookies kept (session_of): a bounded memory
 
 logger = logging.getLogger("cancelkit.demo")
 
@@ -119,6 +120,7 @@ class DemoState:
                 f" (got {len(self.secret) if isinstance(self.secret, bytes) else 'no bytes'})"
             )
         self._signer = TimestampSigner(self.secret, salt=SESSION_SALT)
+        self._checked: dict[str, tuple[str, int]] = {}  # cookie -> (session, issued at)
 
     @property
     def backend(self) -> RedisBackend | None:
@@ -130,13 +132,28 @@ class DemoState:
         return self._signer.sign(session).decode()
 
     def session_of(self, cookie: str | None) -> str | None:
-        """The session a cookie names, if it is ours and younger than ``limits.session_max_age``."""
+        """The session a cookie names, if it is ours and younger than ``limits.session_max_age``.
+
+        A cookie whose signature checked out is remembered (the latest
+        :data:`SESSIONS_REMEMBERED`) with the time it was issued: a session's every
+        request, each Stop above all, then costs a lookup, not an HMAC. Its age is
+        checked on every request all the same, as itsdangerous checks it.
+        """
         if not cookie:
             return None
-        try:
-            return self._signer.unsign(cookie, max_age=self.limits.session_max_age).decode()
-        except BadSignature:  # forged, tampered with, or expired (SignatureExpired)
-            return None
+        known = self._checked.get(cookie)
+        if known is None:
+            try:
+                value, issued = self._signer.unsign(cookie, return_timestamp=True)
+            except BadSignature:  # forged or tampered with (never remembered)
+                return None
+            known = (value.decode(), int(issued.timestamp()))
+            if len(self._checked) >= SESSIONS_REMEMBERED:
+                del self._checked[next(iter(self._checked))]  # the oldest checked
+            self._checked[cookie] = known
+        session, issued_at = known
+        age = int(time.time()) - issued_at
+        return session if 0 <= age <= self.limits.session_max_age else None
 
     def remember(self, run: AgentRun, keep: int = 1000) -> None:
         """Keep a new run's event log; forget the oldest finished ones beyond ``keep``."""
