@@ -26,6 +26,7 @@ from typing import Any
 
 import anyio
 import httpx2
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from cancelkit._lifetime import tied_to_this_process
 from cancelkit.llm.local import count_tokens
@@ -143,13 +144,14 @@ class Session:
     stop_answered: float | None = None  # time.perf_counter() of the cancel's response
     stop_wall: float | None = None  # time.time() of the Stop, beside the receipt's clock
     stop_reached_wall: float | None = None  # time.time() the naive handler ran, if said
+    stop_written_wall: float | None = None  # time.time() the cancel request was sent off
     done_at: float | None = None  # time.perf_counter() of the run's final event
     final: dict[str, Any] | None = None
     tokens: int = 0  # tokens received
     error: str | None = None
     tokens_after: int | None = None  # generated after ``moment``, by the model server
     arrived: bool = False  # (concurrent Stops) counted as streaming, or as gone
-    warm: bool = True  # polls once as the page does: its Stop goes on that connection
+    warm: bool = True  # polls as the page does; a concurrent Stop uses an idle connection
 
 
 @dataclass
@@ -172,7 +174,12 @@ async def press_stop(client: httpx2.AsyncClient, session: Session) -> None:
     session.moment = time.monotonic()
     session.stop_wall = time.time()
     session.stop_sent = time.perf_counter()
-    reply = await client.post(f"/api/runs/{session.run_id}/cancel")
+
+    async def written(event: str, info: dict[str, Any]) -> None:  # httpcore's trace hook
+        if event == "http11.send_request_body.complete":
+            session.stop_written_wall = time.time()
+
+    reply = await client.post(f"/api/runs/{session.run_id}/cancel", extensions={"trace": written})
     session.stop_answered = time.perf_counter()
     if reply.status_code == 200:  # the naive service says when its handler ran
         session.stop_reached_wall = reply.json().get("reached")
@@ -231,8 +238,51 @@ async def _poll(client: httpx2.AsyncClient) -> None:
 
 
 async def _stop_together(client: httpx2.AsyncClient, session: Session, together: Together) -> None:
-    await together.go.wait()
-    await press_stop(client, session)
+    """One of the concurrent Stops, sent as its own browser would send it.
+
+    60 browsers send their Stops each at once; one load generator sending 60 through
+    httpx2 would interleave them with its own handling of the replies and events that
+    the first Stops bring back, so a faster service would see its later Stops sent
+    later. So the request is written by hand on a socket: opened in advance (the
+    idle connection a browser's page keeps, ``warm``) or at the signal (a new one);
+    the moment is taken just before it is written.
+    """
+    host, port = client.base_url.host, client.base_url.port
+    assert port is not None
+    cookies = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+    request = (
+        f"POST /api/runs/{session.run_id}/cancel HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Cookie: {cookies}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ).encode()
+    stream = await anyio.connect_tcp(host, port) if session.warm else None
+    try:
+        await together.go.wait()
+        session.moment = time.monotonic()
+        session.stop_wall = time.time()
+        session.stop_sent = time.perf_counter()
+        if stream is None:
+            stream = await anyio.connect_tcp(host, port)
+        await stream.send(request)
+        session.stop_written_wall = time.time()
+        status, body = await _read_reply(BufferedByteReceiveStream(stream))
+        session.stop_answered = time.perf_counter()
+    finally:
+        if stream is not None:
+            await stream.aclose()
+    if status == 200:  # the naive service says when its handler ran
+        session.stop_reached_wall = json.loads(body).get("reached")
+
+
+async def _read_reply(reader: BufferedByteReceiveStream) -> tuple[int, bytes]:
+    """The status and body of an HTTP/1.1 reply with a ``Content-Length``."""
+    try:
+        head = (await reader.receive_until(b"\r\n\r\n", 65536)).decode("latin-1")
+        status, *lines = head.split("\r\n")
+        fields = dict(line.lower().split(": ", 1) for line in lines if ": " in line)
+        body = await reader.receive_exactly(int(fields.get("content-length", "0")))
+    except (anyio.IncompleteRead, anyio.DelimiterNotFound) as exc:
+        raise OSError(f"a broken reply to a Stop: {exc!r}") from exc
+    return int(status.split()[1]), body
 
 
 async def load(url: str, sessions: list[Session], together: Together | None) -> None:
@@ -257,7 +307,7 @@ async def _bounded(url: str, session: Session, together: Together | None) -> Non
     try:
         with anyio.fail_after(SESSION_SECONDS):
             await drive(url, session, together)
-    except (TimeoutError, httpx2.HTTPError) as exc:
+    except (TimeoutError, OSError, httpx2.HTTPError, anyio.EndOfStream) as exc:
         session.error = f"{type(exc).__name__}: {exc}"
     finally:
         if together is not None and not session.arrived:
@@ -282,7 +332,7 @@ def together_plan(
     size: int, tag: str, tokens: int = REPLY_TOKENS, *, warm: bool = True
 ) -> list[Session]:
     """``size`` sessions that all press Stop once every one has had 20 deltas; each
-    on the connection its poll left open (``warm``), else on a new one."""
+    on an idle connection it opened before (``warm``), else on a new one."""
     return [
         Session(index, "stop", f"{tag}-{index}", 20, tokens, warm=warm) for index in range(size)
     ]

@@ -22,7 +22,10 @@ same seed gives both peers the same moments. As the page, each session polls
 open: both services keep idle connections 65 s), and its Stop goes out on that
 connection. Then **60 concurrent Stops**: 60 sessions streaming press Stop at the
 same moment; and again, each Stop on a new connection (a client that had no other
-connection open: 60 connections opened at once).
+connection open: 60 connections opened at once). Last, **one Stop request**: what
+each Stop of a burst costs the ones queued behind it, the service's CPU per cancel
+request (2,000 in a row on one connection, of a run that has ended, so that only the
+request's own path is counted).
 
 Measured, per run, and reported as the median of the repeats:
 
@@ -71,6 +74,7 @@ import httpx2
 from _harness import Row, save
 from _web_load import (
     REPLY_TOKENS,
+    SESSION_SECONDS,
     Session,
     Together,
     cpu_seconds,
@@ -84,6 +88,8 @@ from cancelkit._lifetime import FolderWatchdog, tied_to_this_process
 
 PEERS = ("cancelkit", "naive")
 DRAIN_SECONDS = 20.0  # a bound on waiting for the model server's streams to end
+STOP_REQUESTS = 2000  # cancel requests per measure of one Stop request's CPU
+STOP_SCENARIO = "one Stop request"
 
 
 @dataclass
@@ -127,6 +133,18 @@ class Measurement:
             for s in stops
             if s.stop_wall is not None and (at := _reached_at(s)) is not None
         ]
+        # ... of which the client's own part: until the request was written to its socket
+        # (a busy load generator is slow to send), and the rest: the service's.
+        written = [
+            (s.stop_written_wall - s.stop_wall) * 1e3
+            for s in stops
+            if s.stop_wall is not None and s.stop_written_wall is not None
+        ]
+        queued = [
+            (at - s.stop_written_wall) * 1e3
+            for s in stops
+            if s.stop_written_wall is not None and (at := _reached_at(s)) is not None
+        ]
         after_stop = [s.tokens_after for s in stops if s.tokens_after is not None]
         closed = [
             s.tokens_after for s in self.sessions if s.kind == "disconnect" and s.tokens_after
@@ -141,6 +159,10 @@ class Measurement:
             "cancel request answered p99 (ms)": _quantile(answered, 99),
             "Stop reached the service p50 (ms)": _quantile(reached, 50),
             "Stop reached the service p99 (ms)": _quantile(reached, 99),
+            "  client: request written p50 (ms)": _quantile(written, 50),
+            "  client: request written p99 (ms)": _quantile(written, 99),
+            "  service: written to reached p50 (ms)": _quantile(queued, 50),
+            "  service: written to reached p99 (ms)": _quantile(queued, 99),
             "service Stop p50 (ms)": _quantile(service, 50),
             "service Stop p99 (ms)": _quantile(service, 99),
             "receipt: model stream closed p50 (ms)": _quantile(layers.get("stream", []), 50),
@@ -238,6 +260,52 @@ def measure(
     outcomes, partial = _database(peer, data, sessions)
     folder.release()
     return Measurement(peer, sessions, elapsed, cpu, before, after, outcomes, partial, machine_load)
+
+
+def stop_request_cpu(peer: str, model_url: str, count: int = STOP_REQUESTS) -> float:
+    """A fresh ``peer`` service's CPU (us) per cancel request of a run that has ended,
+    ``count`` in a row on one connection (after a tenth as many to warm up)."""
+    data = Path(tempfile.mkdtemp(prefix=f"ck-bench-web-{peer}-"))
+    folder = FolderWatchdog(data)
+    url, service = start_service(peer, model_url, data)
+    try:
+        with httpx2.Client(base_url=url, timeout=SESSION_SECONDS) as client:
+            run_id = client.post("/api/runs", json={"prompt": "Hi [[tokens:1]]"}).json()["id"]
+            with client.stream("GET", f"/api/runs/{run_id}/events") as events:
+                for _line in events.iter_lines():  # to the run's final event
+                    pass
+            cancel = f"/api/runs/{run_id}/cancel"
+            for _ in range(count // 10):
+                client.post(cancel).raise_for_status()
+            start = cpu_seconds(service.pid)
+            for _ in range(count):
+                client.post(cancel).raise_for_status()
+            return (cpu_seconds(service.pid) - start) / count * 1e6
+    finally:
+        service.stop()
+        folder.release()
+
+
+def stop_request_rows(
+    model_url: str, peers: list[str], repeats: int, count: int = STOP_REQUESTS
+) -> list[Row]:
+    """The one-Stop-request scenario: per peer, the median of ``repeats`` fresh services."""
+    if count < 1:
+        return []
+    samples: dict[str, list[float]] = {peer: [] for peer in peers}
+    for _ in range(repeats):
+        for peer in peers:
+            samples[peer].append(stop_request_cpu(peer, model_url, count))
+    rows = [
+        Row(f"{STOP_SCENARIO}: service CPU (us)", peer, "us", statistics.median(v), min(v))
+        for peer, v in samples.items()
+    ]
+    base = statistics.median(samples["naive"]) if "naive" in samples else None
+    for row in rows:
+        row.samples = samples[row.contestant]
+        if base and len(rows) > 1:
+            row.baseline, row.ratio = "naive", row.median / base
+    return rows
 
 
 def _reached_at(session: Session) -> float | None:
@@ -370,9 +438,13 @@ def main() -> None:
     if not set(peers) <= set(PEERS) or repeats < 1 or not all(size > 0 for size in sizes):
         parser.error(f"--peers from {PEERS}, --repeats and --sizes positive")
     print(f"load before the bench: {os.getloadavg()} on {os.cpu_count()} cores")
-    results = run(sizes, repeats, stops, peers, profile=args.profile)
+    requests = 200 if args.quick else STOP_REQUESTS
+    results, stop_rows = run(
+        sizes, repeats, stops, peers, profile=args.profile, stop_requests=requests
+    )
     print(f"load after the bench: {os.getloadavg()}")
     rows = [row for scenario, runs in results.items() for row in rows_of(scenario, runs)]
+    rows += stop_rows
     print_table(rows, peers, repeats)
     print(f"\nwritten: {save('web', rows)}")
 
@@ -409,13 +481,15 @@ def run(
     peers: list[str],
     tokens: int = REPLY_TOKENS,
     profile: Path | None = None,
-) -> dict[str, dict[str, list[Measurement]]]:
+    stop_requests: int = STOP_REQUESTS,
+) -> tuple[dict[str, dict[str, list[Measurement]]], list[Row]]:
     """Every scenario, peers interleaved within each repeat; the model server is
     started first and stopped last, however the bench ends.
 
     Returns:
         By scenario (``"N sessions"``, ``"N concurrent Stops"`` and the same on new
-        connections), by peer, one measurement per repeat.
+        connections), by peer, one measurement per repeat; and the rows of the
+        one-Stop-request scenario (``stop_requests`` requests a measure; 0: none).
     """
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     model_url, model = start_model()
@@ -438,10 +512,11 @@ def run(
                     together = Together(stops)
                     runs[peer].append(measure(peer, model_url, sessions, together, profile))
             describe(scenario, runs)
+        stop_rows = stop_request_rows(model_url, peers, repeats, stop_requests)
     finally:
         model.stop()
         signal.signal(signal.SIGTERM, previous)
-    return results
+    return results, stop_rows
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:

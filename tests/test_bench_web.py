@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("peer", ["cancelkit", "naive"])
 def test_the_web_bench_drives_a_peer_and_counts(peer: str) -> None:
-    results = bench_web.run([6], 1, 3, [peer], tokens=40)
+    results, stop_rows = bench_web.run([6], 1, 3, [peer], tokens=40, stop_requests=20)
     [load] = results["6 sessions"][peer]
     [together] = results["3 concurrent Stops"][peer]
     [cold] = results["3 concurrent Stops, new connections"][peer]
@@ -52,3 +52,7 @@ def test_the_web_bench_drives_a_peer_and_counts(peer: str) -> None:
         assert all(s.tokens_after is not None and s.tokens_after <= 1 for s in together.sessions)
     else:
         assert load.outcomes["complete"] == {"completed": 2}
+    [stop_row] = stop_rows  # one Stop request: the service's CPU for it, measured
+    assert (stop_row.contestant, stop_row.unit) == (peer, "us")
+    assert stop_row.comparison == "one Stop request: service CPU (us)"
+    assert stop_row.median >= 0  # CPU time is read in clock ticks: 20 requests may be 0
