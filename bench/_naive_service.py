@@ -39,7 +39,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from cancelkit.llm.local._server import exit_with_parent
+from cancelkit.llm.local._server import UVICORN_HTTP, exit_with_parent
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -157,9 +157,16 @@ def main() -> None:
         exit_with_parent(args.exit_with_parent)
     args.data.mkdir(parents=True, exist_ok=True)
     app = create_app(args.model_url, args.data / "naive.db")
-    # The demo's keep-alive (cancelkit.demo._serve.KEEP_ALIVE_SECONDS): the same server
-    # settings for both peers.
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", timeout_keep_alive=65)
+    # The demo's HTTP implementation and keep-alive (cancelkit.demo._serve's
+    # KEEP_ALIVE_SECONDS): the same server settings for both peers.
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        http=UVICORN_HTTP,
+        log_level="warning",
+        timeout_keep_alive=65,
+    )
 
 
 if __name__ == "__main__":

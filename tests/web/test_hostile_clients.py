@@ -203,3 +203,35 @@ def test_bad_prompts_are_422s_not_500s(demo: Demo, raw: str, says: str) -> None:
             assert reply.status_code == 422, reply.text
             assert says in " ".join(e["msg"] for e in reply.json()["detail"])
         assert client.get("/api/stats").json()["active_runs"] == 0  # nothing started
+
+
+def test_a_client_gone_with_a_request_pipelined_behind_its_stream_stops_the_run(
+    limited: Demo,
+) -> None:
+    # HTTP/1.1 lets a client send its next request before the first is answered. With
+    # uvicorn's httptools parser the disconnect then goes to the queued request, never
+    # to the streaming one: the servers run on h11 (UVICORN_HTTP), whatever is installed.
+    parts = urlsplit(limited.url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    body = json.dumps({"prompt": LONG}).encode()
+    stream = (
+        b"POST /api/runs/stream HTTP/1.1\r\nHost: demo\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    behind = b"GET /api/stats HTTP/1.1\r\nHost: demo\r\n\r\n"
+    with socket.create_connection((parts.hostname, parts.port), timeout=20) as sock:
+        sock.sendall(stream + behind)
+        reply = b""
+        while reply.count(b"event: ") < 3:  # streaming: the run event, then deltas
+            chunk = sock.recv(65536)
+            assert chunk, "the stream ended before it began"
+            reply += chunk
+    head = reply.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    fields = {name.lower(): value for name, value in (line.split(": ", 1) for line in head[1:])}
+    run_id = fields["x-run-id"]
+    cookie = fields["set-cookie"].split(";", 1)[0]
+    with httpx2.Client(base_url=limited.url, headers={"Cookie": cookie}) as client:
+        assert wait_for(lambda: client.get(f"/api/runs/{run_id}").json()["status"] != "running")
+        described = client.get(f"/api/runs/{run_id}").json()
+    assert (described["status"], described["reason"]["kind"]) == ("cancelled", "disconnect")

@@ -112,7 +112,8 @@ def test_a_remembered_cookie_still_expires_and_a_bad_one_is_never_remembered(
     cookie = state.sign("alice")
     assert state.session_of(cookie) == "alice"  # checked, and remembered
     assert state.session_of(cookie) == "alice"  # from memory
-    tampered = cookie[:-1] + ("A" if cookie[-1] != "A" else "B")
+    at = cookie.rindex(".") + 1  # the signature's first character: all 6 bits count
+    tampered = cookie[:at] + ("A" if cookie[at] != "A" else "B") + cookie[at + 1 :]
     assert state.session_of(tampered) is None
     assert state.session_of(tampered) is None  # a bad one is checked again, every time
     assert state.session_of(_Backdated(SECRET, max_age + 1).sign("bob").decode()) is None
@@ -130,3 +131,15 @@ def test_the_remembered_cookies_are_bounded(monkeypatch: pytest.MonkeyPatch) -> 
     assert len(state._checked) == 3
     assert list(state._checked) == cookies[2:]  # the oldest checked go first
     assert state.session_of(cookies[0]) == "s0"  # forgotten is checked again, not refused
+
+
+def test_a_padded_copy_of_a_cookie_is_honoured_but_never_remembered() -> None:
+    # base64 decoding skips stray characters: a signed cookie padded with them still
+    # verifies. Remembering each padded copy would let one session fill the memory.
+    state = DemoState(agent=None, secret=SECRET.encode())  # type: ignore[arg-type]
+    cookie = state.sign("alice")
+    padded = [cookie + "!" * n for n in (4, 8, 4000)]
+    assert [state.session_of(copy) for copy in padded] == ["alice"] * 3
+    assert state._checked == {}
+    assert state.session_of(cookie) == "alice"
+    assert list(state._checked) == [cookie]

@@ -30,6 +30,7 @@ from uvicorn.server import HANDLED_SIGNALS
 from .. import CancelReason
 from ..llm import AnthropicModel, Model, OpenAIModel
 from ..llm._network import asyncio_transport
+from ..llm.local._server import UVICORN_HTTP
 from ..stores import SQLiteStore
 from ._agent import build_agent, setup_tables
 from ._app import create_app
@@ -268,6 +269,7 @@ async def _main(options: DemoOptions, with_local_model: bool, secret: bytes | No
         )
         config = uvicorn.Config(
             create_app(state),
+            http=UVICORN_HTTP,
             host=options.host,
             port=options.port,
             log_level="warning",

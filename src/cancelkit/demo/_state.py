@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -37,12 +38,24 @@ if TYPE_CHECKING:
     from ..distributed import RedisBackend
     from ._feeds import RunFeeds
 
-__all__ = ("COOKIE", "MIN_SECRET_BYTES", "SESSION_SALT", "DemoState", "Limits")
+__all__ = (
+    "COOKIE",
+    "MIN_SECRET_BYTES",
+    "SESSIONS_REMEMBERED",
+    "SESSION_SALT",
+    "DemoState",
+    "Limits",
+)
 
 COOKIE = "cancelkit_session"
 SESSION_SALT = "cancelkit.web.session"  # unchanged by the move: issued cookies stay valid
 MIN_SECRET_BYTES = 32
 SESSIONS_REMEMBERED = 10_000  # checked cookies kept (session_of): a bounded memory
+# A cookie as sign() makes it (session.timestamp.signature, URL-safe base64): only those
+# are remembered. base64 decoding skips stray characters, so a signed cookie padded
+# with them still verifies; remembering each padded copy would let one session fill
+# the memory with long keys.
+_SIGNED_COOKIE = re.compile(r"[A-Za-z0-9_-]{1,64}\.[A-Za-z0-9_-]{1,12}\.[A-Za-z0-9_-]{20,64}")
 
 logger = logging.getLogger("cancelkit.demo")
 
@@ -148,12 +161,12 @@ class DemoState:
             except BadSignature:  # forged or tampered with (never remembered)
                 return None
             known = (value.decode(), int(issued.timestamp()))
+            if _SIGNED_COOKIE.fullmatch(cookie) is None:
+                return _younger(known, self.limits.session_max_age)  # valid, not kept
             if len(self._checked) >= SESSIONS_REMEMBERED:
                 del self._checked[next(iter(self._checked))]  # the oldest checked
             self._checked[cookie] = known
-        session, issued_at = known
-        age = int(time.time()) - issued_at
-        return session if 0 <= age <= self.limits.session_max_age else None
+        return _younger(known, self.limits.session_max_age)
 
     def remember(self, run: AgentRun, keep: int = 1000) -> None:
         """Keep a new run's event log; forget the oldest finished ones beyond ``keep``."""
@@ -272,3 +285,11 @@ class DemoState:
             return await self.feeds.followers(run_id)
         except BackendUnavailable:
             return None
+
+
+def _younger(known: tuple[str, int], max_age: int) -> str | None:
+    """The session of a checked cookie if it is no older than ``max_age`` seconds (and
+    not from the future), as itsdangerous's ``max_age`` decides it."""
+    session, issued_at = known
+    age = int(time.time()) - issued_at
+    return session if 0 <= age <= max_age else None

@@ -29,7 +29,7 @@ import uvicorn
 
 from .. import Runs
 from ..distributed import RedisBackend
-from ..llm.local._server import exit_with_parent
+from ..llm.local._server import UVICORN_HTTP, exit_with_parent
 from ..stores import SQLiteStore
 from ._agent import build_agent, setup_tables
 from ._app import create_app
@@ -144,6 +144,7 @@ async def _serve(spec: WorkerSpec, secret: bytes) -> tuple[bool, list[int]]:
     )
     config = uvicorn.Config(
         create_app(state),
+        http=UVICORN_HTTP,
         lifespan="on",  # the shared registry opens there: a worker without it must not serve
         log_level="warning",
         timeout_graceful_shutdown=max(1, int(options.grace)),

@@ -18,6 +18,15 @@ __all__ = ("LimitBody",)
 _BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The request's ``Content-Length``: ``None`` if it has none, ``-1`` if it is not
+    a number (refused). The last one counts, if there are several."""
+    declared = dict(headers).get(b"content-length")
+    if declared is None:
+        return None
+    return int(declared) if declared.isdigit() else -1
+
+
 class LimitBody:
     """ASGI middleware: ``app = LimitBody(app, limit)``, at most ``limit`` body bytes.
 
@@ -44,8 +53,8 @@ class LimitBody:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+        declared = declared_length(scope["headers"])
+        if declared is not None and (declared < 0 or declared > self.limit):
             await self._refuse(send)
             return
         if scope["method"] in _BODILESS:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from ._limit import declared_length
+
 if TYPE_CHECKING:
     from collections.abc import Callable, MutableMapping
 
@@ -30,7 +32,7 @@ _PLACEHOLDER = "{run_id}"
 def _reply(cancelled: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """The two messages of the answer, made once: as Starlette's JSONResponse sends it."""
     body = json.dumps({"cancelled": cancelled}, separators=(",", ":")).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    headers = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
     start = {"type": "http.response.start", "status": 200, "headers": headers}
     return start, {"type": "http.response.body", "body": body}
 
@@ -50,8 +52,12 @@ class StopRoute:
       another process, no session) passes the request to ``app`` untouched.
 
     ``stop`` runs on the event loop and must not block: look the run up, call
-    :meth:`~cancelkit.Run.cancel`, return. An exception from it is not caught: the
-    server answers 500, as for any failing handler.
+    :meth:`~cancelkit.Run.cancel`, return. An exception from it is not caught: it
+    reaches the server, which answers 500 (without what the app's own error handling
+    or the middleware inside this one would add).
+
+    The path is matched as the app routes it: without the ``root_path`` the app is
+    mounted under.
 
     Args:
         app: the ASGI app behind it, which answers everything else.
@@ -79,7 +85,7 @@ class StopRoute:
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            run_id = self._run_id(scope["path"])
+            run_id = self._run_id(_route_path(scope))
             if run_id is not None and _bodiless(scope["headers"]):
                 stopped = self.stop(run_id, scope)
                 if stopped is not None:
@@ -100,12 +106,22 @@ class StopRoute:
         return run_id
 
 
+def _route_path(scope: MutableMapping[str, Any]) -> str:
+    """The path the app routes on: without the ``root_path`` it is mounted under, as
+    Starlette takes it off (``starlette._utils.get_route_path``)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root) :] if path[len(root)] == "/" else path
+
+
 def _bodiless(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether the request says it has no body (its ``Content-Length`` is 0 or absent,
-    and it is not chunked): only then can it be answered without reading one."""
-    for name, value in headers:
-        if name == b"content-length" and value.strip() != b"0":
-            return False
-        if name == b"transfer-encoding":
-            return False
-    return True
+    """Whether the request says it has no body (a ``Content-Length`` of 0, read as
+    :class:`LimitBody` reads it, or none, and not chunked): only then can it be
+    answered without reading one."""
+    if declared_length(headers) not in (None, 0):
+        return False
+    return all(name != b"transfer-encoding" for name, _ in headers)

@@ -43,9 +43,18 @@ class _DropInjectedCuts(logging.Filter):
 logging.getLogger("uvicorn.error").addFilter(_DropInjectedCuts())
 
 
+#: The HTTP implementation of every server cancelkit starts (the model server, the
+#: demo): uvicorn's h11, whatever else is installed. With httptools (which uvicorn
+#: picks when it can), a client that closes its connection with a second request
+#: pipelined behind a streaming one is never reported to the app (uvicorn 0.55: the
+#: disconnect goes to the queued request), so its run would not be stopped.
+UVICORN_HTTP = "h11"
+
+
 def _config(app: LocalModelApp, log_level: str) -> uvicorn.Config:
     return uvicorn.Config(
         app,
+        http=UVICORN_HTTP,
         log_level=log_level,
         access_log=False,
         lifespan="off",
