@@ -34,7 +34,10 @@ Measured, per run, and reported as the median of the repeats:
 - when the Stop reached the service: from the client's Stop until the run's token
   was cancelled (the receipt's ``asked_at``; one machine, one wall clock), or until
   the naive service's cancel handler ran (its reply says when): the trip of the
-  cancel request and its wait in the service's queue;
+  cancel request and its wait in the service's queue. Split in two: until the
+  client's send of the request returned (an upper bound on when it was written, so
+  the service's part can read a little below zero when the service is quick), and
+  the rest, the service's;
 - service Stop latency (cancelkit only, the service's own measure): the cancel until
   every layer stopped, the ``stopped_in_ms`` of each stopped run's receipt (also
   ``/api/stats`` ``stop_latency_ms``: p50, p99 and max of the last 200), and from the same
