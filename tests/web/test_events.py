@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import anyio
 import pytest
 
 from cancelkit import Runs
 from cancelkit.agent import AgentRun
-from cancelkit.demo._events import batches
-from cancelkit.llm import TextDelta, ToolCall
+from cancelkit.demo._events import batches, payload
+from cancelkit.llm import TextDelta, ToolCall, Usage
 
 pytestmark = pytest.mark.anyio
 
@@ -38,3 +40,10 @@ async def test_a_follower_behind_gets_what_is_ready_with_its_deltas_joined() -> 
     assert done[0][1]["status"] == "completed"
     with pytest.raises(StopAsyncIteration):
         await sent.__anext__()
+
+
+@pytest.mark.parametrize("usage", [Usage(3, 4), Usage(0, 12, estimated=True)])
+def test_usage_is_sent_with_every_field_of_usage(usage: Usage) -> None:
+    # Written out by hand (asdict's deep copy cost the Stop path): a field added to
+    # Usage must not go missing from the events.
+    assert payload(usage) == ("usage", asdict(usage))
