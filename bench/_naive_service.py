@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import sqlite3
 import time
@@ -42,7 +43,7 @@ from pydantic import BaseModel
 from cancelkit.llm.local._server import UVICORN_HTTP, exit_with_parent
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
 SYSTEM = "You are a research assistant. Use the tools, then answer."
 TOOLS: Any = [
@@ -64,6 +65,47 @@ class StartRun(BaseModel):
     prompt: str
 
 
+def event_text(name: str, data: dict[str, Any]) -> str:
+    """One Server-Sent Event."""
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n"
+
+
+async def run_agent(
+    client: anthropic.AsyncAnthropic,
+    prompt: str,
+    events: asyncio.Queue[tuple[str, dict[str, Any]]],
+    save_note: Callable[[str], None],
+) -> None:
+    """The textbook agent loop: stream a turn, run the tools it asked for (``save_note``
+    in a thread), stream the next; its events into ``events``, ``done`` last."""
+    messages: list[Any] = [{"role": "user", "content": prompt}]
+    status = "failed"
+    try:
+        for _turn in range(5):
+            async with client.messages.stream(
+                model="local", max_tokens=2048, system=SYSTEM, messages=messages, tools=TOOLS
+            ) as stream:
+                async for text in stream.text_stream:
+                    events.put_nowait(("delta", {"text": text}))
+                message = await stream.get_final_message()
+            messages.append({"role": "assistant", "content": message.content})
+            calls = [block for block in message.content if block.type == "tool_use"]
+            if not calls:
+                break
+            results = []
+            for call in calls:
+                arguments: Any = call.input
+                await asyncio.to_thread(save_note, str(arguments.get("text")))
+                results.append({"type": "tool_result", "tool_use_id": call.id, "content": "ok"})
+            messages.append({"role": "user", "content": results})
+        status = "completed"
+    except asyncio.CancelledError:
+        status = "cancelled"
+        raise
+    finally:
+        events.put_nowait(("done", {"status": status}))
+
+
 def create_app(model_url: str, database: Path) -> FastAPI:
     """The naive service: runs as tasks in a dict, events through a queue per run."""
     app = FastAPI()
@@ -78,39 +120,13 @@ def create_app(model_url: str, database: Path) -> FastAPI:
         with contextlib.closing(sqlite3.connect(database)) as db, db:
             db.execute("INSERT INTO notes VALUES (?, ?)", (run_id, text))
 
-    async def agent(run_id: str, prompt: str, events: asyncio.Queue[Any]) -> None:
-        messages: list[Any] = [{"role": "user", "content": prompt}]
-        status = "failed"
-        try:
-            for _turn in range(5):
-                async with client.messages.stream(
-                    model="local", max_tokens=2048, system=SYSTEM, messages=messages, tools=TOOLS
-                ) as stream:
-                    async for text in stream.text_stream:
-                        events.put_nowait(("delta", {"text": text}))
-                    message = await stream.get_final_message()
-                messages.append({"role": "assistant", "content": message.content})
-                calls = [block for block in message.content if block.type == "tool_use"]
-                if not calls:
-                    break
-                results = []
-                for call in calls:
-                    arguments: Any = call.input
-                    await asyncio.to_thread(save_note, run_id, str(arguments.get("text")))
-                    results.append({"type": "tool_result", "tool_use_id": call.id, "content": "ok"})
-                messages.append({"role": "user", "content": results})
-            status = "completed"
-        except asyncio.CancelledError:
-            status = "cancelled"
-            raise
-        finally:
-            events.put_nowait(("done", {"status": status}))
-
     @app.post("/api/runs", status_code=201)
     async def start_run(body: StartRun) -> dict[str, str]:
         run_id = uuid.uuid4().hex
         queues[run_id] = asyncio.Queue()
-        runs[run_id] = task = asyncio.create_task(agent(run_id, body.prompt, queues[run_id]))
+        note = functools.partial(save_note, run_id)
+        agent = run_agent(client, body.prompt, queues[run_id], note)
+        runs[run_id] = task = asyncio.create_task(agent)
         task.add_done_callback(lambda _task: runs.pop(run_id, None))
         return {"id": run_id}
 
@@ -123,7 +139,7 @@ def create_app(model_url: str, database: Path) -> FastAPI:
         async def stream() -> AsyncIterator[str]:
             while True:
                 name, data = await events.get()
-                yield f"event: {name}\ndata: {json.dumps(data)}\n\n"
+                yield event_text(name, data)
                 if name == "done":
                     queues.pop(run_id, None)
                     return
