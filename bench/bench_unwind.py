@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
+import functools
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import anthropic
 
 from _harness import Row, report
+from _harness import measure as interleaved
 from _naive_service import event_text, run_agent
 from _web_load import start_model
 from cancelkit import CancelReason
@@ -162,25 +163,22 @@ def measure(model_url: str, runs: int, repeats: int) -> list[Row]:
         "cancelkit": cancelkit_unwind,
         "naive": naive_unwind,
     }
-    samples: dict[str, list[float]] = {peer: [] for peer in peers}
-    for _ in range(repeats):
-        for peer, unwind in peers.items():
-            samples[peer].append(asyncio.run(unwind(model_url, runs)))
-    comparison = f"{runs} runs stopped at once: CPU per run until its final event"
-    base = statistics.median(samples["naive"])
-    return [
-        Row(
-            comparison,
-            peer,
-            "us",
-            statistics.median(values),
-            min(values),
-            baseline="naive",
-            ratio=statistics.median(values) / base,
-            samples=values,
-        )
-        for peer, values in samples.items()
-    ]
+    return interleaved(
+        f"{runs} runs stopped at once: CPU per run until its final event",
+        {
+            peer: functools.partial(_in_a_fresh_loop, unwind, model_url, runs)
+            for peer, unwind in peers.items()
+        },
+        unit="us",
+        repeats=repeats,
+        baseline="naive",
+    )
+
+
+def _in_a_fresh_loop(
+    unwind: Callable[[str, int], Coroutine[Any, Any, float]], model_url: str, runs: int
+) -> float:
+    return asyncio.run(unwind(model_url, runs))
 
 
 def main() -> None:

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import signal
 import sqlite3
@@ -75,6 +76,7 @@ import anyio
 import httpx2
 
 from _harness import Row, save
+from _harness import measure as interleaved
 from _web_load import (
     REPLY_TOKENS,
     SESSION_SECONDS,
@@ -295,20 +297,13 @@ def stop_request_rows(
     """The one-Stop-request scenario: per peer, the median of ``repeats`` fresh services."""
     if count < 1:
         return []
-    samples: dict[str, list[float]] = {peer: [] for peer in peers}
-    for _ in range(repeats):
-        for peer in peers:
-            samples[peer].append(stop_request_cpu(peer, model_url, count))
-    rows = [
-        Row(f"{STOP_SCENARIO}: service CPU (us)", peer, "us", statistics.median(v), min(v))
-        for peer, v in samples.items()
-    ]
-    base = statistics.median(samples["naive"]) if "naive" in samples else None
-    for row in rows:
-        row.samples = samples[row.contestant]
-        if base and len(rows) > 1:
-            row.baseline, row.ratio = "naive", row.median / base
-    return rows
+    return interleaved(
+        f"{STOP_SCENARIO}: service CPU (us)",
+        {peer: functools.partial(stop_request_cpu, peer, model_url, count) for peer in peers},
+        unit="us",
+        repeats=repeats,
+        baseline="naive" if "naive" in peers and len(peers) > 1 else None,
+    )
 
 
 def _reached_at(session: Session) -> float | None:

@@ -161,12 +161,13 @@ class DemoState:
             except BadSignature:  # forged or tampered with (never remembered)
                 return None
             known = (value.decode(), int(issued.timestamp()))
-            if _SIGNED_COOKIE.fullmatch(cookie) is None:
-                return _younger(known, self.limits.session_max_age)  # valid, not kept
-            if len(self._checked) >= SESSIONS_REMEMBERED:
-                del self._checked[next(iter(self._checked))]  # the oldest checked
-            self._checked[cookie] = known
-        return _younger(known, self.limits.session_max_age)
+            if _SIGNED_COOKIE.fullmatch(cookie) is not None:  # else valid, not kept
+                if len(self._checked) >= SESSIONS_REMEMBERED:
+                    del self._checked[next(iter(self._checked))]  # the oldest checked
+                self._checked[cookie] = known
+        session, issued_at = known
+        age = int(time.time()) - issued_at
+        return session if 0 <= age <= self.limits.session_max_age else None
 
     def remember(self, run: AgentRun, keep: int = 1000) -> None:
         """Keep a new run's event log; forget the oldest finished ones beyond ``keep``."""
@@ -285,11 +286,3 @@ class DemoState:
             return await self.feeds.followers(run_id)
         except BackendUnavailable:
             return None
-
-
-def _younger(known: tuple[str, int], max_age: int) -> str | None:
-    """The session of a checked cookie if it is no older than ``max_age`` seconds (and
-    not from the future), as itsdangerous's ``max_age`` decides it."""
-    session, issued_at = known
-    age = int(time.time()) - issued_at
-    return session if 0 <= age <= max_age else None
