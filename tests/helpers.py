@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import subprocess
 import sys
+import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ import anyio
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from types import FrameType
 
 
 @dataclass
@@ -64,6 +66,61 @@ async def wait_until(predicate: Callable[[], bool], limit: float = 20.0) -> None
             return
         await anyio.sleep(0.005)
     raise AssertionError(f"still not true after {limit}s: {predicate}")
+
+
+# Where an idle pool thread waits, and the code a finished job hands its result back
+# through (its caller may resume before the thread is out of it).
+_WAITING = (
+    "threading.py",
+    "queue.py",
+    "concurrent/futures/thread.py",
+    "anyio/_backends/_asyncio.py",
+)
+_HANDING_BACK = (
+    "concurrent/futures/_base.py",
+    "asyncio/base_events.py",
+    "asyncio/selector_events.py",
+    "asyncio/events.py",
+    "asyncio/futures.py",
+)
+
+
+def threads_at_work(before: set[threading.Thread]) -> list[str]:
+    """Threads running a job now: any of cancelkit's pools, or new since ``before``.
+
+    A thread that has returned from its job and is handing the result back or
+    going back to its pool's queue is not at work: the caller may already have
+    resumed, which is all the contract says.
+    """
+    frames = sys._current_frames()
+    return [
+        thread.name
+        for thread in threading.enumerate()
+        if thread.is_alive()
+        and (
+            ":" in thread.name  # cancelkit's pools name a thread after its job while it runs
+            if thread.name.startswith("cancelkit-")
+            else thread not in before and _running_a_job(frames.get(thread.ident or 0))
+        )
+    ]
+
+
+def _running_a_job(frame: FrameType | None) -> bool:
+    """Whether a thread's stack, innermost ``frame`` first, is at work.
+
+    In a ``concurrent.futures`` pool (asyncio's default executor) its job's future
+    says so; elsewhere, any frame outside the pools' waiting and handing back does.
+    """
+    at_work = False
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "run" and code.co_filename.endswith("concurrent/futures/thread.py"):
+            item = frame.f_locals.get("self")
+            return item is not None and not item.future.done()
+        if not code.co_filename.endswith(_WAITING + _HANDING_BACK):
+            at_work = True
+        frame = frame.f_back
+    return at_work
 
 
 ROOT = Path(__file__).parent.parent

@@ -8,6 +8,7 @@ import gc
 import threading
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 import anyio.abc
@@ -26,7 +27,7 @@ from cancelkit import (
 )
 from cancelkit._threads import MAX_WORKERS, Executor, run_sync_shielded
 
-from .helpers import wait_until
+from .helpers import threads_at_work, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -120,18 +121,52 @@ async def test_a_thread_that_ignores_its_token_is_reported_by_name() -> None:
         release.wait(5)
 
     before = thread_stats()["abandoned_running"]
+    running = thread_stats()["running"]
     with (
         pytest.warns(AbandonedThreadWarning, match="stubborn"),
         anyio.move_on_after(0.02),
     ):
         await to_thread(stubborn, grace=0.05)
     assert thread_stats()["abandoned_running"] == before + 1
+    assert thread_stats()["running"] == running  # counted as abandoned, not as running
     release.set()
     for _ in range(200):
         if thread_stats()["abandoned_running"] == before:
             break
         await anyio.sleep(0.01)
     assert thread_stats()["abandoned_running"] == before
+
+
+async def test_running_counts_a_job_until_it_has_returned() -> None:
+    release = threading.Event()
+    before = thread_stats()["running"]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(to_thread, release.wait, 5)
+        await wait_until(lambda: thread_stats()["running"] == before + 1)
+        release.set()
+    # The caller has resumed: the count dropped before it was told, however slow the
+    # worker is to get back to its queue.
+    assert thread_stats()["running"] == before
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_threads_at_work_sees_a_pool_job_until_it_returns_not_after() -> None:
+    before = set(threading.enumerate())
+    job_may_return, handing_back, may_go_back = (threading.Event() for _ in range(3))
+    with ThreadPoolExecutor(1, thread_name_prefix="probe") as pool:
+        future = pool.submit(job_may_return.wait, 5)  # all its frames are in threading.py
+        await wait_until(lambda: threads_at_work(before) == ["probe_0"])
+
+        def callback(_: object) -> None:
+            handing_back.set()
+            may_go_back.wait(5)
+
+        # Done: the thread is in the future's callbacks, on its way back to the queue.
+        future.add_done_callback(callback)
+        job_may_return.set()
+        await wait_until(handing_back.is_set)
+        assert threads_at_work(before) == []
+        may_go_back.set()
 
 
 async def test_grace_bounds_how_long_a_cancelled_caller_waits() -> None:

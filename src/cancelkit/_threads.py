@@ -145,6 +145,7 @@ class Executor:
         self._prefix = name
         self._workers = 0
         self._idle = 0
+        self._running = 0
         self._names = itertools.count(1)
         self.abandoned = 0
         self.refused = 0
@@ -206,6 +207,7 @@ class Executor:
             if job.state is not _State.RUNNING:
                 return False
             job.state = _State.ABANDONED
+            self._running -= 1
             self._workers -= 1
             self.abandoned += 1
             if self._jobs and self._idle == 0:
@@ -222,6 +224,7 @@ class Executor:
             return {
                 "workers": self._workers,
                 "idle": self._idle,
+                "running": self._running,
                 "queued": len(self._jobs),
                 "abandoned_running": self.abandoned,
                 "abandoned_limit": self._max_abandoned,
@@ -245,6 +248,7 @@ class Executor:
                         return
                 job = self._jobs.popleft()
                 job.state = _State.RUNNING
+                self._running += 1
             thread.name = f"{base_name}:{_name(job.fn)}"
             try:
                 job.context.run(job.run)
@@ -257,6 +261,7 @@ class Executor:
                     self.abandoned -= 1
                 else:
                     job.state = _State.DONE
+                    self._running -= 1
             if abandoned:
                 _report_late_return(job)
                 return  # our slot was handed to a new thread when we were abandoned
@@ -286,8 +291,12 @@ _pool = Executor(MAX_WORKERS)
 
 
 def thread_stats() -> dict[str, int]:
-    """Counters of ``to_thread``'s pool: ``workers``, ``idle``, ``queued``,
-    ``abandoned_running``, ``abandoned_limit`` and ``refused``.
+    """Counters of ``to_thread``'s pool: ``workers``, ``idle``, ``running``,
+    ``queued``, ``abandoned_running``, ``abandoned_limit`` and ``refused``.
+
+    ``running`` counts jobs whose function has not returned yet. It drops before the
+    caller is told of the result, so it is 0 once every awaited call has returned;
+    ``workers - idle`` may still count a thread on its way back to the pool.
 
     ``abandoned_running`` counts threads that ignored their token past their grace
     period and have still not returned; once it reaches ``abandoned_limit`` new

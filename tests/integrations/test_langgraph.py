@@ -10,7 +10,6 @@ thread left, the receipt and the partial state. LangGraph runs on asyncio only.
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from cancelkit import CancelReason, Runs
 from cancelkit.integrations import metered_http_client
 from cancelkit.integrations.langgraph import GraphPartial, run_graph, start_graph
 from cancelkit.llm.local import LocalModelConfig, LocalModelServer, RequestRecord
+
+from ..helpers import threads_at_work
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -175,23 +176,9 @@ def assert_nothing_left(before: Baseline) -> None:
     others = [t for t in asyncio.all_tasks() if t not in before.tasks and not t.done()]
     assert others == []
     stats = cancelkit.thread_stats()
-    assert stats["workers"] == stats["idle"]  # pooled workers, none at work
+    assert stats["running"] == 0
     assert stats["abandoned_running"] == 0
-    new = [t for t in threading.enumerate() if t not in before.threads and t.is_alive()]
-    assert [t.name for t in new if at_work(t)] == []  # idle pool workers at most
-
-
-IDLE_FILES = ("threading.py", "queue.py", "concurrent/futures/thread.py", "cancelkit/_threads.py")
-
-
-def at_work(thread: threading.Thread) -> bool:
-    """Whether a thread runs anything but a pool's wait for its next job."""
-    frame = sys._current_frames().get(thread.ident or 0)
-    while frame is not None:
-        if not frame.f_code.co_filename.endswith(IDLE_FILES):
-            return True
-        frame = frame.f_back
-    return False
+    assert threads_at_work(before.threads) == []  # idle pool workers at most
 
 
 async def test_stop_closes_the_model_stream_and_keeps_usage_and_text(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import re
 import sys
 import threading
 import time
@@ -32,6 +31,8 @@ from cancelkit.integrations import metered_http_client
 from cancelkit.integrations.pydantic_ai import AgentPartial, run_agent, start_agent
 from cancelkit.llm.local import LocalModelConfig, LocalModelServer, RequestRecord
 
+from ..helpers import threads_at_work
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.anyio
 
 STOP = CancelReason("user", "Stop pressed")
-# Threads of the pools, idle: a pool's worker running a job is named after the job.
-POOL = re.compile(r"^(cancelkit-deadlines|cancelkit-worker-\d+|AnyIO worker thread|asyncio_\d+)$")
 
 
 @pytest.fixture
@@ -127,19 +126,6 @@ def live_tasks() -> set[asyncio.Task[Any]]:
     return {task for task in asyncio.all_tasks() if not task.done()}
 
 
-def busy_threads(before: set[threading.Thread]) -> list[str]:
-    """Threads running something that were not running it before the test."""
-    return [
-        thread.name
-        for thread in threading.enumerate()
-        if thread.is_alive() and thread not in before and not POOL.match(thread.name)
-    ] + [
-        thread.name
-        for thread in threading.enumerate()
-        if thread.name.startswith("cancelkit-worker-") and ":" in thread.name
-    ]
-
-
 async def streaming(server: LocalModelServer, tokens: int) -> RequestRecord:
     """The one request, once the server has generated ``tokens`` tokens of it."""
     with anyio.fail_after(30):  # a bound for a hang only
@@ -187,7 +173,7 @@ async def test_stop_mid_stream_closes_the_stream_and_keeps_usage_and_text(setup:
     assert outcome.status == "cancelled"
     assert outcome.reason == STOP
     assert live_tasks() <= tasks, "no task pydantic-ai started outlives the run"
-    assert busy_threads(threads) == []
+    assert threads_at_work(threads) == []
     await ended(record)
     assert record.disconnected_at is not None
     assert record.tokens_after(moment) <= 1, "the model stream closed within one chunk"
@@ -237,7 +223,7 @@ async def test_stop_during_a_sync_tool_stops_it_at_its_next_check(setup: Setup) 
     assert setup.probe.returned, "the tool's thread returned before the run reported done"
     assert setup.probe.steps_after_stop <= 2, "stopped at its next check"
     assert live_tasks() <= tasks
-    assert busy_threads(threads) == []
+    assert threads_at_work(threads) == []
 
     receipt = outcome.receipt
     assert (receipt.tools_started, receipt.tools_finished) == (1, 1)
