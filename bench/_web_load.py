@@ -150,6 +150,7 @@ class Session:
     tokens: int = 0  # tokens received
     error: str | None = None
     tokens_after: int | None = None  # generated after ``moment``, by the model server
+    model_outcomes: list[str] = field(default_factory=list)  # its model calls' ends
     arrived: bool = False  # (concurrent Stops) counted as streaming, or as gone
     warm: bool = True  # polls as the page does; a concurrent Stop uses an idle connection
 

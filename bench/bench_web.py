@@ -262,6 +262,7 @@ def measure(
                 params = {"label": session.label, "after": repr(session.moment)}
                 found = model.get("/stats/requests", params=params).json()["requests"]
                 session.tokens_after = sum(r["tokens_after"] for r in found)
+                session.model_outcomes = [r["outcome"] for r in found]
     outcomes, partial = _database(peer, data, sessions)
     folder.release()
     return Measurement(peer, sessions, elapsed, cpu, before, after, outcomes, partial, machine_load)

@@ -10,13 +10,15 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Awaitable, Callable, Iterator
     from types import FrameType
+
+    from cancelkit import Run
 
 
 @dataclass
@@ -121,6 +123,35 @@ def _running_a_job(frame: FrameType | None) -> bool:
             at_work = True
         frame = frame.f_back
     return at_work
+
+
+def stop_landed(run: Run[Any]) -> float:
+    """When the Stop reached ``run`` (its token's cancel, on ``time.monotonic()``).
+
+    "At most one chunk after a Stop" counts from here: getting the Stop to the run
+    (from another thread, through another process) takes as long as a busy machine
+    makes it take, and is measured by the benches, not asserted.
+    """
+    landed = run.token.cancelled_at
+    assert landed is not None, "the run was not stopped"
+    return landed
+
+
+async def cancel_once_started(
+    started: threading.Event, call: Callable[[], Awaitable[object]]
+) -> None:
+    """Await ``call()``, cancelling it once ``started`` is set (by the function a
+    worker thread runs): a call cancelled while still queued is withdrawn and never
+    runs, and a busy machine may take any time to start a thread."""
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as group:
+
+            async def cancel() -> None:
+                await wait_until(started.is_set)
+                scope.cancel()
+
+            group.start_soon(cancel)
+            await call()
 
 
 ROOT = Path(__file__).parent.parent

@@ -64,7 +64,7 @@ async def test_return_exceptions_keeps_every_slot() -> None:
     assert results == [error, None]
 
 
-@pytest.mark.parametrize("when", [0, 0.005, 0.02, 0.05])
+@pytest.mark.parametrize("when", [0, 0.005, 0.02, 5.0])
 async def test_timeout_at_every_point_of_a_childs_life(when: float) -> None:
     # The child's life: not yet started, sleeping, in its shielded cleanup, done.
     events: list[str] = []
@@ -80,7 +80,7 @@ async def test_timeout_at_every_point_of_a_childs_life(when: float) -> None:
             events.append("cleaned")
         return "done"
 
-    if when >= 0.05:
+    if when >= 5:  # long after its 30 ms, however slow the machine
         assert await gather(child(), timeout=when) == ["done"]
         return
     with pytest.raises(TimeoutError):

@@ -177,9 +177,11 @@ async def test_timeout_cancels_with_kind_timeout() -> None:
 async def test_the_runs_token_is_current_inside_it_and_reaches_threads() -> None:
     runs = Runs()
     seen: list[CancelReason] = []
+    started = threading.Event()
 
     def tool() -> None:
         token = current_token()
+        started.set()
         while True:
             try:
                 token.check()
@@ -193,7 +195,7 @@ async def test_the_runs_token_is_current_inside_it_and_reaches_threads() -> None
         await to_thread(tool)
 
     run = runs.start(agent)
-    await anyio.sleep(0.02)
+    await wait_until(started.is_set)  # cancelled while queued, it would never run
     run.cancel(USER)
     outcome = await run.wait()
     assert outcome.status == "cancelled"

@@ -265,10 +265,13 @@ class Executor:
             if abandoned:
                 _report_late_return(job)
                 return  # our slot was handed to a new thread when we were abandoned
-            job.on_done()
             # Not held while idle: the job holds its arguments, its result and its
-            # caller's waiter (and through it the caller's event loop).
+            # caller's waiter (and through it the caller's event loop). Dropped before
+            # the caller is told, so a caller that looks at once finds nothing held.
+            on_done = job.on_done
             del job
+            on_done()
+            del on_done
 
 
 def _name(fn: Callable[..., Any]) -> str:

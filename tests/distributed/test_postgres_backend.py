@@ -337,8 +337,13 @@ async def test_runs_settled_after_a_lapsed_lease_end_in_their_process_too(
         lapse = sql.SQL(
             "UPDATE {} SET lease_until = now() - interval '1 second' WHERE worker = %s"
         ).format(tables.table("workers"))
-        await execute(tables.dsn, lapse, (backend_of(here).worker,))  # as after a long pause
-        assert await backend_of(there)._reap() == 1
+        reaped = 0
+        for _ in range(5):  # its keeper may renew the lease between the two: lapse it again
+            await execute(tables.dsn, lapse, (backend_of(here).worker,))  # a long pause
+            reaped = await backend_of(there)._reap()
+            if reaped:
+                break
+        assert reaped == 1
         settled = await there.find("x1", owner="alice")
         assert settled is not None
         assert settled.status == "cancelled"
@@ -610,7 +615,13 @@ async def test_stops_while_the_database_is_down(tables: Tables, postgres_dsn: st
             await relay.start()  # back: the endings kept meanwhile are written
             seen = await info_when(there, "u1", "cancelled", owner="alice")
             assert seen.reason == STOP
-            assert backend_of(here).connected
+
+            async def connected() -> bool | None:
+                return True if backend_of(here).connected else None
+
+            # A call begun during the outage may still time out after this one: the
+            # newest answer decides, and one comes within a backstop period.
+            await eventually(connected)
     finally:
         await relay.stop()
         relay.folder.release()

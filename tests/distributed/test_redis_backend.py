@@ -19,7 +19,6 @@ import redis.asyncio as redis
 from cancelkit import BackendUnavailable, CancelReason, Runs
 from cancelkit.distributed import RedisBackend
 from cancelkit.stores import SQLiteStore
-from tests.helpers import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -224,8 +223,7 @@ async def test_local_stop_works_while_redis_is_down_and_the_ending_is_written_af
 ) -> None:
     async with Runs(backend=RedisBackend(own_redis.url, prefix=prefix, backstop=0.3)) as here:
         run = here.start(asyncio.sleep, 60, run_id="local", owner=ALICE)
-        await wait_until(lambda: run.token is not None and here.get("local") is not None)
-        await asyncio.sleep(0.1)  # registered
+        assert await run.claimed()  # registered in Redis
         own_redis.kill()
         assert here.cancel("local", CancelReason("user", "here")) is True
         assert (await run.wait()).status == "cancelled"
@@ -286,8 +284,7 @@ async def test_a_killed_workers_runs_are_settled_by_its_lease_with_nothing_writt
     for run_id in ids:
         worker.send(op="start", id=run_id, owner=ALICE, seconds=60)
     for run_id in ids:
-        await worker.expect(began(worker, run_id))
-    await asyncio.sleep(0.2)  # every transaction has begun
+        await worker.expect(is_event("staged", run_id))  # its transaction has begun
     worker.kill()
     await worker.process.wait()
 

@@ -85,6 +85,7 @@ async def _main(options: argparse.Namespace) -> None:
                 else:
                     async with transaction(store, run_id) as tx:
                         tx.insert("notes", {"run_id": run_id, "body": "staged"})
+                        _say(event="staged", id=run_id)  # its transaction has begun
                         await asyncio.sleep(seconds)
             except asyncio.CancelledError:
                 _say(event="cancelled", id=run_id, at=time.monotonic())

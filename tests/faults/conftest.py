@@ -34,7 +34,7 @@ class ModelProcess:
             stderr=subprocess.DEVNULL,
             preexec_fn=tied_to_this_process(signal.SIGTERM),  # never outlives the session
         )
-        for _ in range(400):
+        for _ in range(1200):  # 60 s at least: a cold Python process on a busy machine
             try:
                 urllib.request.urlopen(self.base_url + "/health", timeout=1).close()
                 return

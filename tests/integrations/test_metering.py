@@ -57,7 +57,7 @@ async def test_a_cut_off_stream_keeps_its_usage_estimated_within_ten_percent(
     oa = client(server)
     seen: list[str] = []
     ids: list[str] = []
-    run = Runs().start(chat, oa, "[[tokens:400]] [[rate:200]] go", seen, ids, True)
+    run = Runs().start(chat, oa, "[[tokens:400]] [[rate:100]] go", seen, ids, True)
     await wait_until(lambda: len(seen) >= 40)
     run.cancel(CancelReason("user", "Stop pressed"))
     outcome = await run.wait()

@@ -81,7 +81,7 @@ def test_a_stop_from_another_thread_stops_the_provider(
     asked: list[float] = []
 
     def agent() -> str:
-        with model.stream([Message.user("[[tokens:5000]] [[rate:200]]")]) as stream:
+        with model.stream([Message.user("[[tokens:5000]] [[rate:100]]")]) as stream:
             streams.append(stream)
             for _ in stream:
                 pass
@@ -168,9 +168,15 @@ def test_guard_sync_stream_over_the_raw_sdk_stream(server: LocalModelServer) -> 
             for chunk in chunks:
                 texts.append(chunk.choices[0].delta.content or "")
 
-    threading.Timer(0.1, runs.cancel, args=("raw", USER)).start()
+    def stop() -> None:
+        wait_for(lambda: len(texts) >= 2)  # inside the guarded block, streaming
+        runs.cancel("raw", USER)
+
+    stopper = threading.Thread(target=stop)
+    stopper.start()
     with pytest.raises(RunCancelled):
         runs.run_sync(agent, run_id="raw")
+    stopper.join()
     client.close()
     record = ended(server, texts[0])
     assert record.outcome == "disconnected"

@@ -39,6 +39,21 @@ class Demo:
             result: dict[str, object] = json.loads(reply.read())
             return result
 
+    def once_the_model_is_still(self, quiet: float = 0.3, limit: float = 10.0) -> dict[str, object]:
+        """The stats once the model process has generated nothing for ``quiet``
+        seconds. A Stop is answered once the demo closed the model's stream; the model,
+        another process, may see that a moment later. A model that goes on generating
+        is never still: after ``limit`` seconds this fails."""
+        deadline = time.monotonic() + limit
+        before = self.stats()
+        while True:
+            time.sleep(quiet)
+            now = self.stats()
+            if now["tokens_generated"] == before["tokens_generated"]:
+                return now
+            assert time.monotonic() < deadline, "the model is still generating"
+            before = now
+
 
 def start_demo(
     data: Path, rate: float = 100.0, *, args: Sequence[str] = (), env: dict[str, str] | None = None
@@ -67,7 +82,7 @@ def start_demo(
         preexec_fn=tied_to_this_process(signal.SIGTERM),  # never outlives the session
     )
     demo = Demo(f"http://127.0.0.1:{port}", process, data)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # two cold Python processes on a busy machine
     while True:
         try:
             demo.stats()

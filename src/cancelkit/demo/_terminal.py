@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .. import Cancelled, CancelReason, CancelToken, current_token, gather, to_thread
+from .. import (
+    Cancelled,
+    CancelReason,
+    CancelToken,
+    RunCancelled,
+    current_token,
+    gather,
+    guard_stream,
+    to_thread,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
@@ -106,18 +115,19 @@ async def run_demo(
 
     async def consume_stream() -> None:
         text: list[str] = []
-        words = fake_llm(rate)
         try:
-            async for word in words:
-                if report.stop_at is not None:
-                    report.tokens_after_stop += 1
-                text.append(word)
-                stream.progress = f"{len(text)} tokens received"
-                if len(text) % 20 == 0:
-                    say(f"stream: {' '.join(text[-6:])} ...")
+            # Guarded by the token: once it is cancelled no further word is read (a
+            # word already handed over is the one chunk the promise allows), and the
+            # stream is closed here, in the task that iterated it.
+            async with guard_stream(fake_llm(rate), token=token, name="fake LLM") as words:
+                async for word in words:
+                    if report.stop_at is not None:
+                        report.tokens_after_stop += 1
+                    text.append(word)
+                    stream.progress = f"{len(text)} tokens received"
+                    if len(text) % 20 == 0:
+                        say(f"stream: {' '.join(text[-6:])} ...")
         finally:
-            with anyio.CancelScope(shield=True):
-                await words.aclose()  # closed here, in the task that iterated it
             stopped(stream)
 
     async def sibling(layer: Layer, steps: int, pause: float) -> None:
@@ -165,6 +175,8 @@ async def run_demo(
         group.start_soon(stop_when_cancelled)
         try:
             await run()
+        except RunCancelled:
+            pass  # the deadline, through the guarded stream: the report says the rest
         finally:
             group.cancel_scope.cancel()
     return report
