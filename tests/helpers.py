@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import linecache
 import subprocess
 import sys
 import threading
@@ -70,14 +71,8 @@ async def wait_until(predicate: Callable[[], bool], limit: float = 20.0) -> None
     raise AssertionError(f"still not true after {limit}s: {predicate}")
 
 
-# Where an idle pool thread waits, and the code a finished job hands its result back
-# through (its caller may resume before the thread is out of it).
-_WAITING = (
-    "threading.py",
-    "queue.py",
-    "concurrent/futures/thread.py",
-    "anyio/_backends/_asyncio.py",
-)
+# The code a finished job hands its result back through: its caller may resume
+# before the thread is out of it.
 _HANDING_BACK = (
     "concurrent/futures/_base.py",
     "asyncio/base_events.py",
@@ -90,9 +85,10 @@ _HANDING_BACK = (
 def threads_at_work(before: set[threading.Thread]) -> list[str]:
     """Threads running a job now: any of cancelkit's pools, or new since ``before``.
 
-    A thread that has returned from its job and is handing the result back or
-    going back to its pool's queue is not at work: the caller may already have
-    resumed, which is all the contract says.
+    A pool's thread that has returned from its job and is handing the result back
+    or waiting for its next job is not at work: the caller may already have
+    resumed, which is all the contract says. Any other new thread is at work while
+    its ``run()`` runs.
     """
     frames = sys._current_frames()
     return [
@@ -107,22 +103,36 @@ def threads_at_work(before: set[threading.Thread]) -> list[str]:
     ]
 
 
-def _running_a_job(frame: FrameType | None) -> bool:
-    """Whether a thread's stack, innermost ``frame`` first, is at work.
+def _running_a_job(innermost: FrameType | None) -> bool:
+    """Whether a thread's stack, ``innermost`` frame first, is at work.
 
     In a ``concurrent.futures`` pool (asyncio's default executor) its job's future
-    says so; elsewhere, any frame outside the pools' waiting and handing back does.
+    says so; in anyio's pool, what its loop called last (the queue's ``get``, or the
+    handing back of a result, is not work); any other thread is at work until its
+    ``run()`` has returned.
     """
-    at_work = False
+    stack: list[FrameType] = []
+    frame = innermost
     while frame is not None:
-        code = frame.f_code
-        if code.co_name == "run" and code.co_filename.endswith("concurrent/futures/thread.py"):
-            item = frame.f_locals.get("self")
-            return item is not None and not item.future.done()
-        if not code.co_filename.endswith(_WAITING + _HANDING_BACK):
-            at_work = True
+        stack.append(frame)
         frame = frame.f_back
-    return at_work
+    for depth, frame in enumerate(stack):
+        code = frame.f_code
+        if code.co_filename.endswith("concurrent/futures/thread.py"):
+            if code.co_name == "run":  # a _WorkItem's (or, on 3.14, its context's)
+                future = getattr(frame.f_locals.get("self"), "future", None)
+                if future is not None:
+                    return not future.done()
+            elif code.co_name == "_worker":
+                return False  # between jobs
+        elif code.co_name == "run" and code.co_filename.endswith("anyio/_backends/_asyncio.py"):
+            if depth == 0:  # in its own loop: at work if that is the call of a job in C
+                return "context.run(" in linecache.getline(code.co_filename, frame.f_lineno)
+            called = stack[depth - 1].f_code.co_filename
+            return not called.endswith(("queue.py", *_HANDING_BACK))
+        elif code.co_name == "run" and code.co_filename.endswith("threading.py"):
+            return True  # Thread.run: its target has not returned
+    return False  # starting, or ending after its run() returned
 
 
 def stop_landed(run: Run[Any]) -> float:

@@ -13,9 +13,9 @@ async def test_every_layer_stops_with_the_deadline_reason() -> None:
     report = await run_demo(deadline=0.3, rate=50, verbose=False)
     assert report.reason is not None
     assert report.reason.kind == "timeout"
-    # The promise is at most one chunk after the Stop: a word already handed over
-    # when the deadline fired (in its timer thread) may still be counted, and the
-    # guarded stream reads none after it, however late the loop hears of it.
+    # The promise is at most one chunk after the Stop: a word whose wait was under
+    # way when the deadline fired (in its timer thread) may still arrive before the
+    # loop hears of it, and the guarded stream asks for none after that.
     assert report.tokens_after_stop <= 1
     for layer in report.layers:
         assert layer.reason == report.reason, layer.name

@@ -171,6 +171,29 @@ async def test_threads_at_work_sees_a_pool_job_until_it_returns_not_after() -> N
         may_go_back.set()
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_threads_at_work_sees_a_new_thread_and_an_anyio_job_until_they_return() -> None:
+    before = set(threading.enumerate())
+    release = threading.Event()
+    plain = threading.Thread(target=release.wait, args=(5,), name="plain")
+    plain.start()  # all its frames are in threading.py
+    assert threads_at_work(before) == ["plain"]
+    release.set()
+    plain.join()
+    assert threads_at_work(before) == []
+
+    def anyio_workers_at_work() -> int:  # this loop's pool may have idle ones from before
+        return threads_at_work(set()).count("AnyIO worker thread")
+
+    release = threading.Event()
+    for job, argument in ((release.wait, 5.0), (time.sleep, 0.3)):  # Python, then C
+        async with anyio.create_task_group() as group:
+            group.start_soon(anyio.to_thread.run_sync, job, argument)
+            await wait_until(lambda: anyio_workers_at_work() == 1)
+            release.set()
+        assert anyio_workers_at_work() == 0  # handing its result back, or between jobs
+
+
 async def test_grace_bounds_how_long_a_cancelled_caller_waits() -> None:
     release, running = threading.Event(), threading.Event()
 

@@ -52,7 +52,7 @@ class Probe:
     """What the tools did, as they saw it."""
 
     steps: int = 0
-    steps_after_stop: int = 0  # steps ended after the Stop reached the tool's token
+    step_ends: list[float] = field(default_factory=list)  # time.monotonic() of each
     sync_started: threading.Event = field(default_factory=threading.Event)
     async_started: asyncio.Event = field(default_factory=asyncio.Event)
     async_cancelled: bool = False
@@ -73,8 +73,7 @@ def make_tools(probe: Probe) -> list[BaseTool]:
             token.check()  # raises Cancelled once the run is stopped
             time.sleep(0.01)
             probe.steps += 1
-            if token.cancelled:
-                probe.steps_after_stop += 1
+            probe.step_ends.append(time.monotonic())
         return f"crunched {steps}"
 
     @tool(parse_docstring=True)
@@ -292,9 +291,11 @@ async def test_stop_from_another_thread_during_a_sync_tool(
     await until(lambda: probe.steps >= 3)
 
     answers: list[bool] = []
+    answered: list[float] = []
 
     def stop() -> None:
         answers.append(runs.cancel("lg-sync", STOP, owner="alice"))
+        answered.append(time.monotonic())
 
     stopper = threading.Thread(target=stop, name="stopper")
     stopper.start()
@@ -302,8 +303,10 @@ async def test_stop_from_another_thread_during_a_sync_tool(
     stopper.join()
     assert answers == [True]
     assert_nothing_left(before)
-    # The step in progress at the Stop finishes; the next check() raises.
-    assert probe.steps_after_stop <= 1
+    # The Stop reached the tool's token before it was answered; the step in progress
+    # then finishes, and the next check() raises.
+    assert stop_landed(run) <= answered[0]
+    assert sum(end > answered[0] for end in probe.step_ends) <= 1
     steps = probe.steps
     await anyio.sleep(0.05)
     assert probe.steps == steps  # the thread has returned: nothing goes on

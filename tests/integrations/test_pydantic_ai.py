@@ -285,6 +285,9 @@ async def test_the_frameworks_own_cancel_ends_our_run(setup: Setup) -> None:
         setup.runs, setup.agent, "Talk. [[tokens:400]] [[rate:25]]", cancellation_token=theirs
     )
     record = await streaming(setup.server, 10)
+    # From the framework's cancel, in this task: our run hears of it only once
+    # pydantic-ai has unwound its stream, so counting from there would prove nothing.
+    moment = time.monotonic()
     theirs.cancel()
     outcome = await run.wait()
 
@@ -297,7 +300,7 @@ async def test_the_frameworks_own_cancel_ends_our_run(setup: Setup) -> None:
     assert not setup.runs.cancel(run.id, STOP), "already over"
     assert live_tasks() <= tasks
     await ended(record)
-    assert record.tokens_after(stop_landed(run)) <= 1
+    assert record.tokens_after(moment) <= 1
     assert isinstance(outcome.partial, AgentPartial)
     assert outcome.partial.text
     (stream,) = stream_layers(outcome)

@@ -116,9 +116,10 @@ async def run_demo(
     async def consume_stream() -> None:
         text: list[str] = []
         try:
-            # Guarded by the token: once it is cancelled no further word is read (a
-            # word already handed over is the one chunk the promise allows), and the
-            # stream is closed here, in the task that iterated it.
+            # Guarded by the token: once it is cancelled no further word is asked for
+            # (one whose wait was under way may still arrive before the loop hears of
+            # the cancel: the one chunk the promise allows), and the stream is closed
+            # here, in the task that iterated it.
             async with guard_stream(fake_llm(rate), token=token, name="fake LLM") as words:
                 async for word in words:
                     if report.stop_at is not None:
@@ -175,8 +176,10 @@ async def run_demo(
         group.start_soon(stop_when_cancelled)
         try:
             await run()
-        except RunCancelled:
-            pass  # the deadline, through the guarded stream: the report says the rest
+        except RunCancelled as cancelled:
+            if cancelled.reason != token.reason:
+                raise  # not the deadline (a refused worker thread, say): a real failure
+            # the deadline, through the guarded stream: the report says the rest
         finally:
             group.cancel_scope.cancel()
     return report
