@@ -1,7 +1,8 @@
 """Commit overhead of ``transaction()`` against the bare driver, SQLite and PostgreSQL.
 
 Run: ``python bench/bench_transactions.py`` (``--quick`` for fewer repeats). Starts a
-throwaway PostgreSQL from the machine's binaries (as ``nobody`` when run as root).
+throwaway PostgreSQL from the machine's binaries (``PostgresServer``; as ``nobody``
+when run as root).
 
 For 1 and 100 staged inserts: the time of the commit (the block's exit: ledger update
 plus the writes, in one database transaction) against the same inserts through the
@@ -14,10 +15,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import pwd
 import sqlite3
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -30,50 +28,13 @@ from _harness import Row, against, measure, report
 from cancelkit import transaction
 from cancelkit._lifetime import FolderWatchdog
 from cancelkit.stores import PostgresStore, SQLiteStore
+from cancelkit.stores._postgres_server import PostgresServer
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
 ITERATIONS = 200
 ids = itertools.count()
-
-
-def start_postgres() -> tuple[str, Callable[[], None]]:
-    as_nobody = os.geteuid() == 0
-    prefix = ["runuser", "-u", "nobody", "--"] if as_nobody else []
-    binaries = "/usr/local/bin"
-    root = Path(tempfile.mkdtemp(prefix="ck-bench-pg-"))
-    data, sock = root / "data", root / "sock"
-    # pg_ctl leaves the server running on its own: stopped, and its folder removed,
-    # when this bench ends, however it ends (a SIGKILL too).
-    watchdog = FolderWatchdog(
-        root, [*prefix, f"{binaries}/pg_ctl", "-D", str(data), "-m", "fast", "stop"]
-    )
-    sock.mkdir()
-    if as_nobody:
-        uid = pwd.getpwnam("nobody").pw_uid
-        os.chown(root, uid, -1)
-        os.chown(sock, uid, -1)
-
-    def run(command: list[str]) -> None:
-        subprocess.run(prefix + command, check=True, capture_output=True)
-
-    run([f"{binaries}/initdb", "-D", str(data), "-A", "trust", "-U", "bench", "--no-sync"])
-    run(
-        [
-            f"{binaries}/pg_ctl",
-            "-D",
-            str(data),
-            "-o",
-            f"-k {sock} -c listen_addresses=''",
-            "-l",
-            str(root / "log"),
-            "-w",
-            "start",
-        ]
-    )
-
-    return f"host={sock} dbname=postgres user=bench", watchdog.release
 
 
 def per_op_us(body: Callable[[], Coroutine[Any, Any, float]]) -> Callable[[], float]:
@@ -190,8 +151,10 @@ def main() -> None:
         )
     sqlite_folder.release()
 
-    dsn, stop = start_postgres()
-    try:
+    # A throwaway server (fsync on, as a real one), stopped and its folder removed when
+    # this bench ends, however it ends.
+    with PostgresServer(user="bench") as server:
+        dsn = server.dsn
 
         async def prepare_pg() -> None:
             store = PostgresStore(dsn)
@@ -212,8 +175,6 @@ def main() -> None:
                 target="<= 1.2x",
             )
             rows += measured + against(measured, "bare psycopg, pipelined")
-    finally:
-        stop()
     for row in rows:  # the whole block, with its begin, is context: no target
         if row.contestant == "cancelkit whole block":
             row.target = None

@@ -191,3 +191,19 @@ async def released(event: anyio.Event, value: object = "value") -> object:
     """Wait for ``event``, then return ``value``: work that ends when the test says."""
     await event.wait()
     return value
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first); ``None``
+    once the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie (a zombie has ended)."""
+    fields = proc_stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")

@@ -22,7 +22,8 @@ import pytest
 from cancelkit._lifetime import FolderWatchdog
 from cancelkit.distributed import RedisServer
 
-from .web.conftest import alive, gone_within
+from .helpers import alive
+from .web.conftest import gone_within
 
 if TYPE_CHECKING:
     from collections.abc import Callable

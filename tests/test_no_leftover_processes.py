@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import SESSION_MARK, leftovers
+from .helpers import alive
 
 pytest_plugins = ["pytester"]
 
@@ -53,14 +54,6 @@ def test_waits_for_its_child():
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
 def test_a_process_that_outlives_the_session_fails_it(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -76,9 +69,9 @@ def test_a_process_that_outlives_the_session_fails_it(
     assert len(pids) == 2
     assert all(f"  {pid}: " in result.stdout.str() for pid in pids)
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(_alive(pid) for pid in pids)  # and they were killed
+    assert not any(alive(pid) for pid in pids)  # and they were killed
 
 
 def test_a_session_that_cleans_up_passes(pytester: pytest.Pytester) -> None:
@@ -135,12 +128,12 @@ def test_the_suites_postgresql_is_gone_when_its_session_is_killed(tmp_path: Path
         sock = Path(dsn_file.read_text().split()[0].removeprefix("host="))
         root = sock.parent
         server = int((root / "data" / "postmaster.pid").read_text().split()[0])
-        assert _alive(server)
+        assert alive(server)
     finally:
         session.send_signal(getattr(signal, how))
         session.wait(30)
     deadline = time.monotonic() + 30
-    while (_alive(server) or root.exists()) and time.monotonic() < deadline:
+    while (alive(server) or root.exists()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(server)
+    assert not alive(server)
     assert not root.exists()

@@ -17,6 +17,8 @@ import pytest
 
 from cancelkit._lifetime import tied_to_this_process
 
+from ..helpers import alive, proc_stat
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
@@ -94,27 +96,12 @@ def start_demo(
             time.sleep(0.05)
 
 
-def _stat(pid: int) -> list[str] | None:
-    """The fields of ``/proc/<pid>/stat`` after the command name (state first)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
-def alive(pid: int) -> bool:
-    """Whether a process exists and is not a zombie (a zombie has ended)."""
-    fields = _stat(pid)
-    return fields is not None and fields[0] not in ("Z", "X")
-
-
 def children(pid: int) -> list[int]:
     """The live processes whose parent is ``pid``."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            fields = _stat(int(entry.name))
+            fields = proc_stat(int(entry.name))
             if fields is not None and int(fields[1]) == pid and alive(int(entry.name)):
                 found.append(int(entry.name))
     return found

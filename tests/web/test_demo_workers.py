@@ -28,7 +28,8 @@ import pytest
 from cancelkit._lifetime import tied_to_this_process
 from cancelkit.distributed import RedisServer
 
-from .conftest import Demo, alive, children, gone_within
+from ..helpers import alive
+from .conftest import Demo, children, gone_within
 from .test_demo_service import wait_for
 
 if TYPE_CHECKING:
