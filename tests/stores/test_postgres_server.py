@@ -68,8 +68,6 @@ OWNER = """
 import sys, time
 from cancelkit.stores._postgres_server import PostgresServer
 
-from ..helpers import alive
-
 server = PostgresServer(fsync=False)
 server.start()
 print(server.directory, flush=True)
@@ -80,11 +78,14 @@ time.sleep(120)
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_the_server_and_its_folder_go_with_an_owner_that_is_killed(how: signal.Signals) -> None:
     with subprocess.Popen(
-        [sys.executable, "-c", OWNER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        [sys.executable, "-c", OWNER], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as owner:
         try:
             assert owner.stdout is not None
-            folder = Path(owner.stdout.readline().strip())
+            assert owner.stderr is not None
+            line = owner.stdout.readline().strip()
+            assert line, f"the owner ended before its server started: {owner.stderr.read()}"
+            folder = Path(line)
             pid = int((folder / "data" / "postmaster.pid").read_text().split()[0])
             assert alive(pid)
         finally:
