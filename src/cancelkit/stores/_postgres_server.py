@@ -11,13 +11,18 @@ SIGTERM, a SIGKILL). PostgreSQL refuses to run as root: as root, the server runs
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import pwd
+import re
+import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from .._lifetime import FolderWatchdog
 
@@ -25,39 +30,54 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import TracebackType
 
-__all__ = ("PostgresServer", "postgres_binary")
+__all__ = ("PostgresServer", "postgres_binaries")
 
-#: Where the binaries are looked for beyond ``PATH`` (this project's machine; Debian's).
-BINARY_DIRS = ("/usr/local/bin", "/usr/lib/postgresql/15/bin")
 INSTALL_HINT = "install PostgreSQL's server binaries (Debian: apt-get install -y postgresql)"
+STOP_SECONDS = 20  # how long a stop may take before the next, harsher one
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")  # a setting's or a role's name
 
 
-def postgres_binary(name: str) -> str | None:
-    """PostgreSQL's ``name`` (``initdb``, ``pg_ctl``) on this machine, if any."""
-    return shutil.which(name) or next(
-        (f"{folder}/{name}" for folder in BINARY_DIRS if Path(f"{folder}/{name}").exists()),
-        None,
-    )
+def postgres_binaries() -> tuple[str, str] | None:
+    """``(initdb, pg_ctl)`` of one PostgreSQL on this machine, if any: the ones on
+    ``PATH``, else the newest of ``/usr/local/bin`` and Debian's
+    ``/usr/lib/postgresql/<version>/bin``. Both come from one folder, so one version."""
+    found = shutil.which("initdb")
+    folders = [str(Path(found).parent)] if found else []
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version)
+    folders += ["/usr/local/bin", *reversed(versions)]
+    for folder in folders:
+        initdb, pg_ctl = Path(folder, "initdb"), Path(folder, "pg_ctl")
+        if initdb.exists() and pg_ctl.exists():
+            return str(initdb), str(pg_ctl)
+    return None
+
+
+def _version(folder: str) -> list[int]:
+    """``/usr/lib/postgresql/15/bin`` -> ``[15]``, for sorting (a non-number is 0)."""
+    return [int(part) if part.isdigit() else 0 for part in Path(folder).parent.name.split(".")]
 
 
 class PostgresServer:
     """Start and stop a private PostgreSQL on a unix socket; :attr:`dsn` connects to it.
 
     Args:
-        user: the superuser's name (trust authentication: no password).
+        user: the superuser's name (trust authentication: no password), a plain
+            identifier.
         fsync: whether the server syncs its writes to disk (off: faster, and a
             crash of the machine loses them; right for a test suite).
-        settings: more server settings, each ``name=value`` without spaces
-            (``"max_connections=200"``).
+        settings: more server settings, each ``name=value`` (``"max_connections=200"``);
+            the value goes to the server as written, spaces and quotes included.
         stop_mode: how :meth:`stop` ends it (``pg_ctl stop -m``): ``fast`` (roll the
             open transactions back, then a checkpoint) or ``immediate`` (no checkpoint:
-            for a server whose data is thrown away).
+            for a server whose data is thrown away). A ``fast`` stop that takes over
+            ``STOP_SECONDS`` is followed by an ``immediate`` one.
 
     Raises:
+        TypeError, ValueError: ``settings`` is a string, a setting is not
+            ``name=value``, ``user`` is not an identifier, or ``stop_mode`` is unknown
+            (checked before anything is looked for or made).
         RuntimeError: ``initdb`` or ``pg_ctl`` is not installed (the message says how
             to get them).
-        ValueError: a setting is not ``name=value`` without spaces (``pg_ctl``
-            hands them to the server through a shell), or ``stop_mode`` is unknown.
     """
 
     def __init__(
@@ -66,29 +86,45 @@ class PostgresServer:
         user: str = "cancelkit",
         fsync: bool = True,
         settings: Sequence[str] = (),
-        stop_mode: str = "fast",
+        stop_mode: Literal["fast", "immediate"] = "fast",
     ) -> None:
-        initdb, pg_ctl = postgres_binary("initdb"), postgres_binary("pg_ctl")
-        if initdb is None or pg_ctl is None:  # found out before anything is made
-            missing = "initdb" if initdb is None else "pg_ctl"
-            raise RuntimeError(f"PostgreSQL's {missing} is not installed: {INSTALL_HINT}")
-        if stop_mode not in ("smart", "fast", "immediate"):
-            raise ValueError(f"stop_mode must be smart, fast or immediate, not {stop_mode!r}")
+        if isinstance(settings, str):
+            raise TypeError("settings is a sequence of 'name=value' strings, not one string")
         for setting in settings:
             name, equals, value = setting.partition("=")
-            if not (name and equals and value) or any(c.isspace() for c in setting):
-                raise ValueError(f"a setting is name=value without spaces, not {setting!r}")
+            if not (_NAME.match(name) and equals) or "\0" in value or "\n" in value:
+                raise ValueError(f"a setting is name=value, not {setting!r}")
+        if not _NAME.match(user):
+            raise ValueError(f"user must be a plain identifier, not {user!r}")
+        if stop_mode not in ("fast", "immediate"):
+            raise ValueError(f"stop_mode must be fast or immediate, not {stop_mode!r}")
+        binaries = postgres_binaries()
+        if binaries is None:  # found out before anything is made
+            raise RuntimeError(f"PostgreSQL's initdb and pg_ctl are not installed: {INSTALL_HINT}")
         self.user = user
         self.fsync = fsync
         self.settings = tuple(settings)
-        self._initdb, self._pg_ctl = initdb, pg_ctl
+        self._initdb, self._pg_ctl = binaries
+        self._owner = pwd.getpwnam("nobody").pw_uid if os.geteuid() == 0 else None
+        self._started = False
         self.directory = Path(tempfile.mkdtemp(prefix="ck-pg-"))
         self.data = self.directory / "data"
         self.socket_dir = self.directory / "sock"
-        self._owner = pwd.getpwnam("nobody").pw_uid if os.geteuid() == 0 else None
-        stop = self._as_server_user([pg_ctl, "-D", str(self.data), "-m", stop_mode, "stop"])
-        # From here, the server (once started) and the folder go with this process.
-        self._watchdog: FolderWatchdog | None = FolderWatchdog(self.directory, stop)
+        # A stop that fails or hangs is followed by an immediate one: the folder is
+        # removed after it, never under a server still running.
+        pg_ctl, data = shlex.quote(self._pg_ctl), shlex.quote(str(self.data))
+        stop = (
+            f"{pg_ctl} -D {data} -m {stop_mode} -t {STOP_SECONDS} stop"
+            f" || {pg_ctl} -D {data} -m immediate -t {STOP_SECONDS} stop"
+        )
+        try:
+            # From here, the server (once started) and the folder go with this process.
+            self._watchdog: FolderWatchdog | None = FolderWatchdog(
+                self.directory, self._as_server_user(["/bin/sh", "-c", stop])
+            )
+        except BaseException:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise
 
     @property
     def dsn(self) -> str:
@@ -100,61 +136,86 @@ class PostgresServer:
             return command
         return ["runuser", "-u", "nobody", "--", *command]
 
-    def _run(self, command: list[str], timeout: float) -> None:
-        try:
-            subprocess.run(  # noqa: S603 - our own argument list
-                self._as_server_user(command),
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        except subprocess.CalledProcessError as exc:
-            log = self.directory / "log"
-            tail = log.read_text()[-500:] if log.exists() else ""
-            raise RuntimeError(
-                f"{Path(command[0]).name} failed ({exc.returncode}): {exc.stderr.strip()}"
-                + (f"\nserver log: {tail}" if tail else "")
-            ) from None
+    def _run(self, command: list[str], deadline: float) -> None:
+        """Run one of the tools; its failure, or its still running at ``deadline``
+        (then it is ended: SIGTERM, which ``runuser`` passes on, then SIGKILL), is a
+        ``RuntimeError`` with what it said and the server's log."""
+        name = Path(command[0]).name
+        with subprocess.Popen(  # noqa: S603 - our own argument list
+            self._as_server_user(command),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        ) as process:
+            try:
+                said, _ = process.communicate(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.terminate()
+                try:
+                    said, _ = process.communicate(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    said, _ = process.communicate()
+                failure = "did not finish in time"
+            else:
+                if process.returncode == 0:
+                    return
+                failure = f"failed ({process.returncode})"
+        log = self.directory / "log"
+        with contextlib.suppress(OSError):
+            said += "\nserver log: " + log.read_text()[-500:]
+        raise RuntimeError(f"{name} {failure}: {said.strip()}")
 
     def start(self, timeout: float = 60.0) -> str:
         """Create the database cluster, start the server and wait until it accepts
-        connections (``pg_ctl -w``); returns :attr:`dsn`.
+        connections (``pg_ctl -w``); returns :attr:`dsn`. Already started: returns it.
 
         Raises:
-            RuntimeError: it could not start (with the tool's message and the
-                server's log), or :meth:`stop` was called before.
+            RuntimeError: it did not start within ``timeout`` seconds, or could not
+                (with the tool's message and the server's log); or :meth:`stop` was
+                called before.
         """
         if self._watchdog is None:
             raise RuntimeError("this PostgresServer was stopped: make a new one")
+        if self._started:
+            return self.dsn
+        deadline = time.monotonic() + timeout
         self.socket_dir.mkdir(exist_ok=True)
         if self._owner is not None:
             for path in (self.directory, self.socket_dir):
                 os.chown(path, self._owner, -1)
         if not (self.data / "PG_VERSION").exists():
-            self._run(
-                [self._initdb, "-D", str(self.data), "-A", "trust", "-U", self.user, "--no-sync"],
-                timeout,
-            )
-        options = [f"-k {self.socket_dir}", "-c listen_addresses=''"]
+            initdb = [self._initdb, "-D", str(self.data), "-A", "trust", "-U", self.user]
+            try:
+                self._run([*initdb, "--no-sync"], deadline)
+            except BaseException:
+                shutil.rmtree(self.data, ignore_errors=True)  # half a cluster is none
+                raise
+        # pg_ctl hands these to the server through a shell: each word is quoted.
+        options = ["-k", str(self.socket_dir), "-c", "listen_addresses="]
         if not self.fsync:
-            options.append("-c fsync=off")
-        options += [f"-c {setting}" for setting in self.settings]
+            options += ["-c", "fsync=off"]
+        for setting in self.settings:
+            options += ["-c", setting]
         start = [
             self._pg_ctl,
             "-D", str(self.data),
-            "-o", " ".join(options),
+            "-o", shlex.join(options),
             "-l", str(self.directory / "log"),
-            "-t", str(max(1, round(timeout))),
+            "-t", str(max(1, round(deadline - time.monotonic()))),
             "-w",
             "start",
         ]  # fmt: skip
-        self._run(start, timeout + 10)
+        self._run(start, deadline + 5)  # pg_ctl's own -t ends it first
+        self._started = True
         return self.dsn
 
     def stop(self) -> None:
-        """Stop the server and remove its folder (waits for both); idempotent."""
+        """Stop the server and remove its folder, and wait for both (up to the
+        watchdog's own limit); idempotent."""
         watchdog, self._watchdog = self._watchdog, None
+        self._started = False
         if watchdog is not None:
             watchdog.release()
 
