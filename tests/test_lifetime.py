@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from cancelkit._lifetime import FolderWatchdog
+from cancelkit._lifetime import FolderWatchdog, StoppedWithItsBlock
 from cancelkit.distributed import RedisServer
 
 from .helpers import alive
@@ -200,3 +200,35 @@ def test_a_redis_server_that_fails_to_start_leaves_no_folder_and_no_watchdog() -
     watchdog = server._watchdog
     assert watchdog is not None
     assert watchdog._process.poll() is not None
+
+
+class _HalfStarting(StoppedWithItsBlock):
+    """A server whose start fails half-way, after it began something."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+        self.began = self.stopped = 0
+
+    def start(self) -> None:
+        self.began += 1
+        if self.fail:
+            raise RuntimeError("half started")
+
+    def stop(self) -> None:
+        self.stopped += 1
+
+
+def test_a_block_starts_its_server_and_stops_it_however_it_ends() -> None:
+    server = _HalfStarting(fail=False)
+    with pytest.raises(ValueError, match="inside"), server as entered:
+        assert entered is server
+        assert (server.began, server.stopped) == (1, 0)
+        raise ValueError("inside")
+    assert (server.began, server.stopped) == (1, 1)
+
+
+def test_a_start_that_fails_is_stopped_at_once() -> None:
+    server = _HalfStarting(fail=True)
+    with pytest.raises(RuntimeError, match="half started"), server:
+        pytest.fail("the block ran after a failed start")
+    assert (server.began, server.stopped) == (1, 1)

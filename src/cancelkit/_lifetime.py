@@ -9,6 +9,9 @@ Two guards, both from the kernel rather than from a handler of the owner:
   pipe whose other end only the owner holds. The kernel closes that end however the
   owner ends; the watchdog then runs a stop command and removes a folder (a
   throwaway server's socket, data and log).
+
+And one shape for what a ``with`` block owns: :class:`StoppedWithItsBlock` starts on
+entry and stops however the block ends, a start that fails included.
 """
 
 from __future__ import annotations
@@ -20,13 +23,19 @@ import shutil
 import signal
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
+    from types import TracebackType
 
-__all__ = ("FolderWatchdog", "set_parent_death_signal", "tied_to_this_process")
+__all__ = (
+    "FolderWatchdog",
+    "StoppedWithItsBlock",
+    "set_parent_death_signal",
+    "tied_to_this_process",
+)
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -148,3 +157,34 @@ def _close_in_forked_child() -> None:
 
 
 os.register_at_fork(after_in_child=_close_in_forked_child)
+
+
+class StoppedWithItsBlock:
+    """Base of a throwaway server: ``with server:`` calls ``start()``, and ``stop()``
+    however the block ends. A ``start()`` that fails is stopped at once (there is no
+    ``__exit__`` then), so what it began (a thread, a folder, a process) goes too:
+    ``stop()`` must accept a server that is half started, or not at all."""
+
+    def start(self) -> object:
+        """Start serving; returns once ready."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop and release everything; idempotent."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -358,3 +358,31 @@ def test_token_times_are_bounded_and_tokens_after_stays_exact_at_the_end() -> No
     assert record.folded_tokens + len(record.token_times) == total
     assert record.tokens_after(total - 11.5) == 11  # exact near the end
     assert record.tokens_after(-1.0) == total  # folded tokens all count as after
+
+
+def test_a_port_in_use_is_a_clear_error_that_leaves_no_socket_or_thread() -> None:
+    import gc  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        before = set(threading.enumerate())
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with pytest.raises(OSError, match="in use"), LocalModelServer(port=port):
+                pytest.fail("a server on a port in use started")
+            gc.collect()
+        assert not [w for w in seen if issubclass(w.category, ResourceWarning)]
+        assert set(threading.enumerate()) <= before
+
+
+def test_starting_a_started_server_keeps_it_serving() -> None:
+    with LocalModelServer() as server:
+        url = server.base_url
+        server.start()  # serving already: nothing to do
+        assert server.base_url == url
+        with urllib.request.urlopen(f"{url}/stats", timeout=10) as reply:
+            assert reply.status == 200

@@ -19,12 +19,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .._lifetime import FolderWatchdog, tied_to_this_process
-
-if TYPE_CHECKING:
-    from types import TracebackType
+from .._lifetime import FolderWatchdog, StoppedWithItsBlock, tied_to_this_process
 
 __all__ = ("RedisServer", "redis_server_binary")
 
@@ -38,7 +34,7 @@ def redis_server_binary() -> str | None:
     )
 
 
-class RedisServer:
+class RedisServer(StoppedWithItsBlock):
     """Start, restart and stop a private ``redis-server``.
 
     Args:
@@ -125,19 +121,3 @@ class RedisServer:
                 process.wait()
         if self._watchdog is not None:
             self._watchdog.release()  # removes the folder
-
-    def __enter__(self) -> RedisServer:
-        try:
-            self.start()
-        except BaseException:  # no __exit__ then: its folder and watchdog go here
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

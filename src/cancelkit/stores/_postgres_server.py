@@ -24,11 +24,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from .._lifetime import FolderWatchdog
+from .._lifetime import FolderWatchdog, StoppedWithItsBlock
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from types import TracebackType
 
 __all__ = ("PostgresServer", "postgres_binaries")
 
@@ -57,7 +56,7 @@ def _version(folder: str) -> list[int]:
     return [int(part) if part.isdigit() else 0 for part in Path(folder).parent.name.split(".")]
 
 
-class PostgresServer:
+class PostgresServer(StoppedWithItsBlock):
     """Start and stop a private PostgreSQL on a unix socket; :attr:`dsn` connects to it.
 
     Args:
@@ -218,19 +217,3 @@ class PostgresServer:
         self._started = False
         if watchdog is not None:
             watchdog.release()
-
-    def __enter__(self) -> PostgresServer:
-        try:
-            self.start()
-        except BaseException:  # no __exit__ then: the folder and its watchdog go here
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -17,15 +17,11 @@ import signal
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
 
 import uvicorn
 
-from ..._lifetime import set_parent_death_signal
+from ..._lifetime import StoppedWithItsBlock, set_parent_death_signal
 from ._app import LocalModelApp, LocalModelConfig, StreamCut
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 __all__ = ("LocalModelServer", "exit_with_parent", "serve")
 
@@ -62,7 +58,7 @@ def _config(app: LocalModelApp, log_level: str) -> uvicorn.Config:
     )
 
 
-class LocalModelServer:
+class LocalModelServer(StoppedWithItsBlock):
     """The local model server in a background thread.
 
     Usage::
@@ -93,13 +89,18 @@ class LocalModelServer:
         return f"http://{self._host}:{self._port}"
 
     def start(self) -> None:
-        """Start serving; returns once the server accepts connections."""
+        """Start serving; returns once the server accepts connections (at once if it
+        is serving already)."""
         if self._thread is not None:
-            raise RuntimeError("the server is already running")
+            return
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, self._port))
-        sock.listen(1024)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self._host, self._port))
+            sock.listen(1024)
+        except BaseException:  # a port in use: the socket is not left to the collector
+            sock.close()
+            raise
         self._port = sock.getsockname()[1]
         self._server = server = uvicorn.Server(_config(self.app, "warning"))
         self._thread = threading.Thread(
@@ -121,18 +122,6 @@ class LocalModelServer:
         if self._thread is not None:
             self._thread.join(10)
         self._server = self._thread = None
-
-    def __enter__(self) -> LocalModelServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def serve(config: LocalModelConfig, host: str = "127.0.0.1", port: int = 8765) -> None:
