@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import gc
 import json
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+import warnings
 from typing import Any
 
 import anthropic
@@ -360,23 +364,61 @@ def test_token_times_are_bounded_and_tokens_after_stays_exact_at_the_end() -> No
     assert record.tokens_after(-1.0) == total  # folded tokens all count as after
 
 
-def test_a_port_in_use_is_a_clear_error_that_leaves_no_socket_or_thread() -> None:
-    import gc  # noqa: PLC0415
-    import threading  # noqa: PLC0415
-    import warnings  # noqa: PLC0415
+def _unclosed_sockets(seen: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in seen if "unclosed <socket.socket" in str(w.message)]
 
+
+def test_a_port_in_use_is_a_clear_error_that_leaves_no_socket() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        before = set(threading.enumerate())
+        gc.collect()  # what earlier tests left is not counted here
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            with pytest.raises(OSError, match="in use"), LocalModelServer(port=port):
+            with pytest.raises(OSError, match="in use") as failure, LocalModelServer(port=port):
                 pytest.fail("a server on a port in use started")
             gc.collect()
-        assert not [w for w in seen if issubclass(w.category, ResourceWarning)]
-        assert set(threading.enumerate()) <= before
+        assert failure.value.errno == errno.EADDRINUSE
+        assert not _unclosed_sockets(seen)
+
+
+def _listening_on(port: int) -> bool:
+    """Whether something still listens on ``port`` (a listener's port cannot be bound)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_start_that_fails_half_way_leaves_nothing_and_can_be_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cancelkit.llm.local import _server  # noqa: PLC0415
+
+    good = _server._config
+
+    def broken(app: Any, log_level: str) -> Any:
+        config = good(app, log_level)
+        config.http = "no-such-protocol"  # uvicorn fails to load it, in the server's thread
+        return config
+
+    monkeypatch.setattr(_server, "_config", broken)
+    server = LocalModelServer()
+    before = set(threading.enumerate())  # (a module's server may be running)
+    with pytest.raises(RuntimeError, match="did not start"), server:
+        pytest.fail("a server that did not start was entered")
+    assert not set(threading.enumerate()) - before
+    assert not _listening_on(int(server.base_url.rsplit(":", 1)[1]))  # its socket closed
+    monkeypatch.setattr(_server, "_config", good)
+    # It begins again, rather than taking the failed start for a server.
+    url = f"{server.base_url}/stats"
+    with server, urllib.request.urlopen(url, timeout=10) as reply:
+        assert reply.status == 200
 
 
 def test_starting_a_started_server_keeps_it_serving() -> None:

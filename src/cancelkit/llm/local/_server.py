@@ -82,6 +82,7 @@ class LocalModelServer(StoppedWithItsBlock):
         self._port = port
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
 
     @property
     def base_url(self) -> str:
@@ -90,9 +91,17 @@ class LocalModelServer(StoppedWithItsBlock):
 
     def start(self) -> None:
         """Start serving; returns once the server accepts connections (at once if it
-        is serving already)."""
-        if self._thread is not None:
+        is serving already). A start that fails leaves nothing behind: no thread, no
+        socket (a later ``start()`` begins again).
+
+        Raises:
+            OSError: the address could not be bound (a port in use).
+            RuntimeError: the server did not start within 10 s, or its thread ended.
+        """
+        thread, server = self._thread, self._server
+        if thread is not None and thread.is_alive() and server is not None and server.started:
             return
+        self.stop()  # what a server that ended on its own left
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -101,26 +110,37 @@ class LocalModelServer(StoppedWithItsBlock):
         except BaseException:  # a port in use: the socket is not left to the collector
             sock.close()
             raise
+        self._sock = sock
         self._port = sock.getsockname()[1]
-        self._server = server = uvicorn.Server(_config(self.app, "warning"))
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(server.serve(sockets=[sock])),
-            name="cancelkit-local-model",
-            daemon=True,
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the local model server did not start")
-            time.sleep(0.005)
+        try:
+            self._server = server = uvicorn.Server(_config(self.app, "warning"))
+            thread = threading.Thread(
+                target=lambda: asyncio.run(server.serve(sockets=[sock])),
+                name="cancelkit-local-model",
+                daemon=True,
+            )
+            thread.start()
+            self._thread = thread
+            deadline = time.monotonic() + 10
+            while not server.started:
+                if not thread.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError("the local model server did not start")
+                time.sleep(0.005)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        """Stop serving and wait for the thread to end."""
+        """Stop serving, wait for the thread to end, and close the listening socket
+        (uvicorn closes it only when it had started); idempotent."""
         if self._server is not None:
             self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(10)
+        thread = self._thread
+        if thread is not None:
+            thread.join(10)
+        sock, self._sock = self._sock, None
+        if sock is not None and (thread is None or not thread.is_alive()):
+            sock.close()  # (a thread still running keeps it: its loop may use it yet)
         self._server = self._thread = None
 
 
