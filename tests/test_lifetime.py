@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from cancelkit._lifetime import FolderWatchdog, StoppedWithItsBlock
+from cancelkit._lifetime import FolderWatchdog, StoppedWithItsBlock, end_process
 from cancelkit.distributed import RedisServer
 
 from .helpers import alive
@@ -232,3 +232,25 @@ def test_a_start_that_fails_is_stopped_at_once() -> None:
     with pytest.raises(RuntimeError, match="half started"), server:
         pytest.fail("the block ran after a failed start")
     assert (server.began, server.stopped) == (1, 1)
+
+
+def test_end_process_terminates_and_returns_what_the_process_still_said() -> None:
+    script = "import signal, sys, time\nprint('up', flush=True)\ntime.sleep(60)"
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"up\n"
+        said, _ = end_process(process)
+    assert process.returncode == -signal.SIGTERM
+    assert said == b""
+
+
+def test_end_process_kills_what_ignores_its_sigterm() -> None:
+    script = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('up', flush=True)\ntime.sleep(60)"
+    )
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"up\n"
+        end_process(process, grace=0.2)
+    assert process.returncode == -signal.SIGKILL

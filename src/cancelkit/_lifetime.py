@@ -23,7 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = (
     "FolderWatchdog",
     "StoppedWithItsBlock",
+    "end_process",
     "set_parent_death_signal",
     "tied_to_this_process",
 )
@@ -157,6 +158,18 @@ def _close_in_forked_child() -> None:
 
 
 os.register_at_fork(after_in_child=_close_in_forked_child)
+
+
+def end_process(process: subprocess.Popen[Any], grace: float = 5.0) -> tuple[Any, Any]:
+    """End ``process``: SIGTERM, then SIGKILL if it still runs ``grace`` seconds later.
+    Waits for it, reading what it still writes to its pipes (so a full pipe cannot
+    keep it from ending), and returns that, as ``communicate()`` does."""
+    process.terminate()
+    try:
+        return process.communicate(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.communicate()
 
 
 class StoppedWithItsBlock:

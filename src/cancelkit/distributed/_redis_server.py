@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .._lifetime import FolderWatchdog, StoppedWithItsBlock, tied_to_this_process
+from .._lifetime import FolderWatchdog, StoppedWithItsBlock, end_process, tied_to_this_process
 
 __all__ = ("RedisServer", "redis_server_binary")
 
@@ -113,11 +113,6 @@ class RedisServer(StoppedWithItsBlock):
         """Stop it and remove its folder (if it made one)."""
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            end_process(process)
         if self._watchdog is not None:
             self._watchdog.release()  # removes the folder

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from .._lifetime import FolderWatchdog, StoppedWithItsBlock
+from .._lifetime import FolderWatchdog, StoppedWithItsBlock, end_process
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,7 +38,7 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")  # a setting's or a role's name
 
 def postgres_binaries() -> tuple[str, str] | None:
     """``(initdb, pg_ctl)`` of one PostgreSQL on this machine, if any: the ones on
-    ``PATH``, else the newest of ``/usr/local/bin`` and Debian's
+    ``PATH``, else ``/usr/local/bin``'s, else those of the newest of Debian's
     ``/usr/lib/postgresql/<version>/bin``. Both come from one folder, so one version."""
     found = shutil.which("initdb")
     folders = [str(Path(found).parent)] if found else []
@@ -150,12 +150,7 @@ class PostgresServer(StoppedWithItsBlock):
             try:
                 said, _ = process.communicate(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                process.terminate()
-                try:
-                    said, _ = process.communicate(timeout=5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    said, _ = process.communicate()
+                said, _ = end_process(process)  # SIGTERM, which runuser passes on
                 failure = "did not finish in time"
             else:
                 if process.returncode == 0:
